@@ -1,0 +1,1 @@
+"""Configuration: chain parameters (params.dat), runtime config (chainmill.conf), data directories."""

@@ -1,0 +1,1 @@
+"""Consensus: permission rules, block and transaction validation, mining diversity, fork choice."""

@@ -1,0 +1,1 @@
+"""ERP adapter: partner and order requests, RFQs and quotations between companies."""

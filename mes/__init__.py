@@ -1,0 +1,1 @@
+"""MES adapter: production units, day reports, CNC data collection."""

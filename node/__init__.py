@@ -1,0 +1,1 @@
+"""chainmill node: daemon, JSON-RPC server, mempool, miner, hooks and CLI."""

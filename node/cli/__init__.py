@@ -1,0 +1,1 @@
+"""The chainmill command line: one module per subcommand."""

@@ -1,0 +1,1 @@
+"""JSON-RPC: a transport-free method table and a thin aiohttp adapter."""

@@ -1,0 +1,1 @@
+"""Triggers: committed database changes become XML documents on a chain stream, and back."""
