@@ -1,0 +1,150 @@
+"""Blocks: header, recoverable miner signature, transactions; canonical encoding and hash.
+
+The block hash is the double SHA-256 of the header. The miner signs SHA-256 of a domain tag,
+the chain id and the block hash with a recoverable signature; validation recovers the miner's
+public key from it, so the header needs no miner field and a forged signature names nobody.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from ledger.codec import Reader, Writer
+from ledger.errors import DecodeError
+from ledger.hashing import hash160, sha256d
+from ledger.keys import KeyPair, recover
+from ledger.merkle import merkle_root
+from ledger.transactions import Transaction
+from ledger.types import Hash32, PubKeyHash
+
+BLOCK_VERSION = 1
+HEADER_SIZE = 1 + 4 + 32 + 32 + 8
+MAX_BLOCK_TXS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    """Header fields; `time_ms` is Unix milliseconds so sub-second block times stay ordered."""
+
+    version: int
+    height: int
+    prev_hash: bytes
+    merkle_root: bytes
+    time_ms: int
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.u8(self.version)
+        w.u32(self.height)
+        w.fixed(self.prev_hash)
+        w.fixed(self.merkle_root)
+        w.u64(self.time_ms)
+        return w.getvalue()
+
+    @classmethod
+    def decode_from(cls, r: Reader) -> BlockHeader:
+        version = r.u8()
+        if version != BLOCK_VERSION:
+            raise DecodeError(f"unknown block version {version}")
+        return cls(version, r.u32(), r.fixed(32), r.fixed(32), r.u64())
+
+    @property
+    def hash(self) -> Hash32:
+        return sha256d(self.encode())
+
+    @property
+    def time(self) -> int:
+        """Block time in whole seconds, as the API shows it."""
+        return self.time_ms // 1000
+
+
+@dataclass(slots=True)
+class Block:
+    header: BlockHeader
+    signature: bytes
+    txs: list[Transaction]
+    _hash: bytes | None = field(default=None, repr=False, compare=False)
+    _raw: bytes | None = field(default=None, repr=False, compare=False)
+    _miner: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def hash(self) -> Hash32:
+        if self._hash is None:
+            self._hash = self.header.hash
+        return Hash32(self._hash)
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    @staticmethod
+    def sighash(chain_id: bytes, block_hash: bytes) -> bytes:
+        return hashlib.sha256(b"chainmill-block" + chain_id + block_hash).digest()
+
+    def miner_pubkey(self, chain_id: bytes) -> bytes:
+        """Recover the signer's public key; raises InvalidSignature."""
+        if self._miner is None:
+            self._miner = recover(self.signature, self.sighash(chain_id, self.hash))
+        return self._miner
+
+    def miner_hash(self, chain_id: bytes) -> PubKeyHash:
+        return hash160(self.miner_pubkey(chain_id))
+
+    @property
+    def raw(self) -> bytes:
+        if self._raw is None:
+            w = Writer()
+            w.fixed(self.header.encode())
+            w.fixed(self.signature)
+            w.varint(len(self.txs))
+            for tx in self.txs:
+                w.var_bytes(tx.raw)
+            self._raw = w.getvalue()
+        return self._raw
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    def tx_offsets(self) -> list[int]:
+        """Byte offset of each transaction inside the encoded block (used for streamrefs)."""
+        pos = HEADER_SIZE + 65 + len(_varint_len(len(self.txs)))
+        out = []
+        for tx in self.txs:
+            n = len(tx.raw)
+            pos += len(_varint_len(n))
+            out.append(pos)
+            pos += n
+        return out
+
+    @classmethod
+    def build(cls, key: KeyPair, chain_id: bytes, height: int, prev_hash: bytes,
+              time_ms: int, txs: list[Transaction]) -> Block:
+        header = BlockHeader(BLOCK_VERSION, height, prev_hash,
+                             merkle_root([t.txid for t in txs]), time_ms)
+        block = cls(header, b"", txs)
+        block.signature = key.sign_recoverable(cls.sighash(chain_id, block.hash))
+        block._miner = key.pubkey
+        return block
+
+    @classmethod
+    def decode(cls, raw: bytes, max_size: int | None = None) -> Block:
+        """Strict decoding of a whole block; refuses oversize, truncated or trailing input."""
+        if max_size is not None and len(raw) > max_size:
+            raise DecodeError(f"block of {len(raw)} bytes exceeds {max_size}")
+        r = Reader(raw)
+        header = BlockHeader.decode_from(r)
+        signature = r.fixed(65)
+        n = r.varint()
+        if n > MAX_BLOCK_TXS or n > r.remaining():
+            raise DecodeError("impossible transaction count")
+        txs = [Transaction.decode(r.var_bytes(len(raw))) for _ in range(n)]
+        r.end()
+        return cls(header, signature, txs, None, bytes(raw))
+
+
+def _varint_len(n: int) -> bytes:
+    from ledger.codec import encode_varint
+
+    return encode_varint(n)

@@ -1,0 +1,129 @@
+"""Canonical binary encoding: a writer, and a reader that refuses short input and leftovers.
+
+Integers are little-endian fixed width or Bitcoin-style compact sizes; a compact size must be
+minimally encoded, so every value has exactly one encoding (a second encoding of the same
+transaction would otherwise be a second txid).
+"""
+
+import struct
+
+from ledger.errors import DecodeError
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class Writer:
+    """Accumulates encoded fields; `getvalue()` returns the bytes."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def u8(self, v: int) -> None:
+        self._parts.append(bytes((v,)))
+
+    def u16(self, v: int) -> None:
+        self._parts.append(_U16.pack(v))
+
+    def u32(self, v: int) -> None:
+        self._parts.append(_U32.pack(v))
+
+    def u64(self, v: int) -> None:
+        self._parts.append(_U64.pack(v))
+
+    def varint(self, v: int) -> None:
+        self._parts.append(encode_varint(v))
+
+    def fixed(self, b: bytes) -> None:
+        self._parts.append(b)
+
+    def var_bytes(self, b: bytes) -> None:
+        self._parts.append(encode_varint(len(b)))
+        self._parts.append(b)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+def encode_varint(v: int) -> bytes:
+    """Bitcoin compact size."""
+    if v < 0:
+        raise ValueError("varint must be non-negative")
+    if v < 0xFD:
+        return bytes((v,))
+    if v <= 0xFFFF:
+        return b"\xfd" + _U16.pack(v)
+    if v <= 0xFFFFFFFF:
+        return b"\xfe" + _U32.pack(v)
+    return b"\xff" + _U64.pack(v)
+
+
+class Reader:
+    """Reads fields from bytes; any short read, non-minimal varint or leftover raises DecodeError."""
+
+    __slots__ = ("_data", "_pos")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = bytes(data)
+        self._pos = 0
+
+    @property
+    def pos(self) -> int:
+        return self._pos
+
+    def _take(self, n: int) -> bytes:
+        end = self._pos + n
+        if n < 0 or end > len(self._data):
+            raise DecodeError(f"truncated input: need {n} bytes at offset {self._pos}")
+        b = self._data[self._pos : end]
+        self._pos = end
+        return b
+
+    def u8(self) -> int:
+        if self._pos >= len(self._data):
+            raise DecodeError(f"truncated input at offset {self._pos}")
+        v = self._data[self._pos]
+        self._pos += 1
+        return v
+
+    def u16(self) -> int:
+        return _U16.unpack(self._take(2))[0]
+
+    def u32(self) -> int:
+        return _U32.unpack(self._take(4))[0]
+
+    def u64(self) -> int:
+        return _U64.unpack(self._take(8))[0]
+
+    def varint(self) -> int:
+        first = self.u8()
+        if first < 0xFD:
+            return first
+        if first == 0xFD:
+            v, floor = self.u16(), 0xFD
+        elif first == 0xFE:
+            v, floor = self.u32(), 0x10000
+        else:
+            v, floor = self.u64(), 0x100000000
+        if v < floor:
+            raise DecodeError("non-canonical compact size")
+        return v
+
+    def fixed(self, n: int) -> bytes:
+        return self._take(n)
+
+    def var_bytes(self, limit: int) -> bytes:
+        n = self.varint()
+        if n > limit:
+            raise DecodeError(f"field of {n} bytes exceeds the limit of {limit}")
+        return self._take(n)
+
+    def remaining(self) -> int:
+        return len(self._data) - self._pos
+
+    def end(self) -> None:
+        if self._pos != len(self._data):
+            raise DecodeError(f"{len(self._data) - self._pos} trailing bytes")

@@ -1,0 +1,291 @@
+"""Transactions: plain types, canonical encoding, txid and signature.
+
+A transaction is signed by one address (its sender) and carries one or more operations:
+create a stream, publish an item, or change a permission. The txid is the double SHA-256 of
+the unsigned body, which includes a random 64-bit nonce; the signature covers the txid and the
+chain id, so a transaction can be neither replayed on this chain (the same txid is refused) nor
+on another chain (the signature does not verify there). DER signatures from libsecp256k1 are
+low-S only, so a third party cannot make a second valid signature for the same body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from ledger.codec import Reader, Writer
+from ledger.errors import DecodeError
+from ledger.hashing import hash160, sha256d
+from ledger.keys import MAX_DER_SIGNATURE, KeyPair, verify
+from ledger.types import Hash32, PubKeyHash
+
+TX_VERSION = 1
+MAX_OPS = 100_000
+MAX_KEY_BYTES = 256
+MAX_KEYS = 1024
+MAX_DATA_BYTES = 64 * 1024 * 1024
+MAX_NAME_BYTES = 32
+MAX_DETAILS_BYTES = 64 * 1024
+NO_END = 4294967295
+
+
+class OpKind(IntEnum):
+    CREATE_STREAM = 1
+    PUBLISH = 2
+    PERMISSION = 3
+
+
+class DataFormat(IntEnum):
+    RAW = 0
+    TEXT = 1
+    JSON = 2
+
+
+FORMAT_NAMES = {DataFormat.RAW: "raw", DataFormat.TEXT: "text", DataFormat.JSON: "json"}
+
+# Permission bits. Global permissions apply when an operation's entity is empty; stream
+# permissions (write, read, activate, admin) when it names a stream's creation txid.
+PERM_BITS: dict[str, int] = {
+    "connect": 1 << 0,
+    "send": 1 << 1,
+    "receive": 1 << 2,
+    "issue": 1 << 3,
+    "create": 1 << 4,
+    "mine": 1 << 5,
+    "activate": 1 << 6,
+    "admin": 1 << 7,
+    "high1": 1 << 8,
+    "high2": 1 << 9,
+    "high3": 1 << 10,
+    "low1": 1 << 11,
+    "low2": 1 << 12,
+    "low3": 1 << 13,
+    "write": 1 << 14,
+    "read": 1 << 15,
+}
+GLOBAL_PERMS = (
+    "connect", "send", "receive", "issue", "create", "mine", "activate", "admin",
+    "high1", "high2", "high3", "low1", "low2", "low3",
+)
+STREAM_PERMS = ("write", "read", "activate", "admin")
+ALL_GLOBAL_BITS = sum(PERM_BITS[p] for p in GLOBAL_PERMS)
+# What the genesis address receives: MultiChain's "all regular global permissions".
+GENESIS_PERMS = ("connect", "send", "receive", "issue", "create", "mine", "activate", "admin")
+
+RESTRICT_WRITE = 1
+RESTRICT_READ = 2
+RESTRICT_ONCHAIN = 4
+RESTRICT_OFFCHAIN = 8
+
+
+def perm_names(bits: int, scope: tuple[str, ...] = GLOBAL_PERMS + STREAM_PERMS) -> list[str]:
+    return [p for p in scope if bits & PERM_BITS[p]]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateStream:
+    """Create a stream. `name` may be empty (a nameless stream); `details` is canonical JSON."""
+
+    name: str
+    restrict: int
+    salted: bool = False
+    details: bytes = b"{}"
+    kind = OpKind.CREATE_STREAM
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Publish one item on the stream whose creation txid is `stream`."""
+
+    stream: bytes
+    keys: tuple[str, ...]
+    fmt: DataFormat
+    data: bytes
+    offchain: bool = False
+    kind = OpKind.PUBLISH
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """Set `perms` of `address` (on `entity`, a stream's creation txid, or globally when empty)
+    to the block range [start, end); a revoke is the empty range (0, 0)."""
+
+    address: bytes
+    entity: bytes
+    perms: int
+    start: int
+    end: int
+    kind = OpKind.PERMISSION
+
+    @property
+    def is_revoke(self) -> bool:
+        return self.start == 0 and self.end == 0
+
+
+Op = CreateStream | Publish | Permission
+
+
+def _encode_op(w: Writer, op: Op) -> None:
+    w.u8(op.kind)
+    if isinstance(op, Publish):
+        w.fixed(op.stream)
+        w.varint(len(op.keys))
+        for k in op.keys:
+            w.var_bytes(k.encode())
+        w.u8(op.fmt)
+        w.u8(1 if op.offchain else 0)
+        w.var_bytes(op.data)
+    elif isinstance(op, CreateStream):
+        w.var_bytes(op.name.encode())
+        w.u8(op.restrict)
+        w.u8(1 if op.salted else 0)
+        w.var_bytes(op.details)
+    else:
+        w.fixed(op.address)
+        w.var_bytes(op.entity)
+        w.u32(op.perms)
+        w.u32(op.start)
+        w.u32(op.end)
+
+
+def _flag(r: Reader) -> bool:
+    v = r.u8()
+    if v > 1:
+        raise DecodeError("flag must be 0 or 1")
+    return v == 1
+
+
+def _text(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise DecodeError(f"{what} is not UTF-8") from None
+
+
+def _decode_op(r: Reader) -> Op:
+    kind = r.u8()
+    if kind == OpKind.PUBLISH:
+        stream = r.fixed(32)
+        nkeys = r.varint()
+        if nkeys > MAX_KEYS:
+            raise DecodeError("too many keys")
+        keys = tuple(_text(r.var_bytes(MAX_KEY_BYTES), "key") for _ in range(nkeys))
+        fmt = r.u8()
+        if fmt > 2:
+            raise DecodeError("unknown data format")
+        offchain = _flag(r)
+        data = r.var_bytes(MAX_DATA_BYTES)
+        return Publish(stream, keys, DataFormat(fmt), data, offchain)
+    if kind == OpKind.CREATE_STREAM:
+        name = _text(r.var_bytes(MAX_NAME_BYTES), "stream name")
+        restrict = r.u8()
+        if restrict & ~0x0F:
+            raise DecodeError("unknown stream restriction bits")
+        salted = _flag(r)
+        details = r.var_bytes(MAX_DETAILS_BYTES)
+        return CreateStream(name, restrict, salted, details)
+    if kind == OpKind.PERMISSION:
+        address = r.fixed(20)
+        entity = r.var_bytes(32)
+        if len(entity) not in (0, 32):
+            raise DecodeError("permission entity must be empty or 32 bytes")
+        perms = r.u32()
+        if perms == 0 or perms & ~((1 << 16) - 1):
+            raise DecodeError("bad permission bits")
+        return Permission(address, entity, perms, r.u32(), r.u32())
+    raise DecodeError(f"unknown operation kind {kind}")
+
+
+@dataclass(slots=True)
+class Transaction:
+    """A signed transaction. Build with `Transaction.create`, decode with `Transaction.decode`."""
+
+    sender: bytes
+    nonce: int
+    time: int
+    ops: tuple[Op, ...]
+    signature: bytes = b""
+    version: int = TX_VERSION
+    _body: bytes | None = field(default=None, repr=False, compare=False)
+    _txid: bytes | None = field(default=None, repr=False, compare=False)
+    _raw: bytes | None = field(default=None, repr=False, compare=False)
+    _sender_hash: bytes | None = field(default=None, repr=False, compare=False)
+
+    def body(self) -> bytes:
+        if self._body is None:
+            w = Writer()
+            w.u8(self.version)
+            w.fixed(self.sender)
+            w.u64(self.nonce)
+            w.u32(self.time)
+            w.varint(len(self.ops))
+            for op in self.ops:
+                _encode_op(w, op)
+            self._body = w.getvalue()
+        return self._body
+
+    @property
+    def txid(self) -> Hash32:
+        if self._txid is None:
+            self._txid = sha256d(self.body())
+        return Hash32(self._txid)
+
+    @property
+    def sender_hash(self) -> PubKeyHash:
+        if self._sender_hash is None:
+            self._sender_hash = hash160(self.sender)
+        return PubKeyHash(self._sender_hash)
+
+    @property
+    def raw(self) -> bytes:
+        if self._raw is None:
+            self._raw = self.body() + bytes((len(self.signature),)) + self.signature
+        return self._raw
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    def sighash(self, chain_id: bytes) -> bytes:
+        return hashlib.sha256(b"chainmill-tx" + chain_id + self.txid).digest()
+
+    def signature_valid(self, chain_id: bytes) -> bool:
+        return verify(self.sender, self.signature, self.sighash(chain_id))
+
+    @classmethod
+    def create(cls, key: KeyPair, ops: tuple[Op, ...] | list[Op], chain_id: bytes,
+               time: int, nonce: int | None = None) -> Transaction:
+        tx = cls(
+            sender=key.pubkey,
+            nonce=secrets.randbits(64) if nonce is None else nonce,
+            time=time,
+            ops=tuple(ops),
+        )
+        tx.signature = key.sign(tx.sighash(chain_id))
+        tx._sender_hash = key.pubkey_hash
+        return tx
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Transaction:
+        """Strict decoding: truncated input, unknown fields or leftover bytes raise DecodeError."""
+        r = Reader(raw)
+        version = r.u8()
+        if version != TX_VERSION:
+            raise DecodeError(f"unknown transaction version {version}")
+        sender = r.fixed(33)
+        nonce = r.u64()
+        time = r.u32()
+        nops = r.varint()
+        if nops == 0 or nops > MAX_OPS:
+            raise DecodeError("a transaction needs 1 to 100000 operations")
+        ops = tuple(_decode_op(r) for _ in range(nops))
+        body_end = r.pos
+        siglen = r.u8()
+        if not 8 <= siglen <= MAX_DER_SIGNATURE:
+            raise DecodeError("bad signature length")
+        signature = r.fixed(siglen)
+        r.end()
+        raw = bytes(raw)
+        return cls(sender, nonce, time, ops, signature, version, raw[:body_end], None, raw)
