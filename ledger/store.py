@@ -1,0 +1,498 @@
+"""The chain store: blocks, transactions, stream items and derived state in one SQL database.
+
+SQLAlchemy Core over a SQLite file (WAL) by default; any SQLAlchemy URL (PostgreSQL, MariaDB)
+works. Hashes are lowercase hex and addresses their Base58 strings, so auditors can read the
+store with plain SQL. Each block is written in one database transaction; `rollback_to` deletes
+everything above a height in one transaction. Only the active chain is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from ledger.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+
+_Blob = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+_Text = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+metadata = sa.MetaData()
+
+meta_t = sa.Table(
+    "meta", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", _Text, nullable=False),
+)
+blocks_t = sa.Table(
+    "blocks", metadata,
+    sa.Column("height", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.CHAR(64), nullable=False, unique=True),
+    sa.Column("prev_hash", sa.CHAR(64), nullable=False),
+    sa.Column("time_s", sa.BigInteger, nullable=False),
+    sa.Column("time_ms", sa.BigInteger, nullable=False),
+    sa.Column("miner", sa.String(64), nullable=False, index=True),
+    sa.Column("txcount", sa.Integer, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("raw", _Blob, nullable=False),
+)
+txs_t = sa.Table(
+    "transactions", metadata,
+    sa.Column("txid", sa.CHAR(64), primary_key=True),
+    sa.Column("height", sa.Integer, nullable=False, index=True),
+    sa.Column("blockindex", sa.Integer, nullable=False),
+    sa.Column("sender", sa.String(64), nullable=False),
+    sa.Column("time_s", sa.BigInteger, nullable=False),
+    sa.Column("raw", _Blob, nullable=False),
+)
+items_t = sa.Table(
+    "items", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("stream", sa.CHAR(64), nullable=False),
+    sa.Column("txid", sa.CHAR(64), nullable=False, index=True),
+    sa.Column("vout", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False, index=True),
+    sa.Column("blockindex", sa.Integer, nullable=False),
+    sa.Column("publisher", sa.String(64), nullable=False),
+    sa.Column("keys_json", _Text, nullable=False),
+    sa.Column("format", sa.SmallInteger, nullable=False),
+    sa.Column("data", _Blob, nullable=False),
+    sa.Column("offchain", sa.Boolean, nullable=False),
+    sa.Column("time_s", sa.BigInteger, nullable=False),
+    sa.Index("ix_items_stream", "stream", "id"),
+    sa.Index("ix_items_publisher", "stream", "publisher", "id"),
+)
+item_keys_t = sa.Table(
+    "item_keys", metadata,
+    sa.Column("item_id", sa.BigInteger, nullable=False),
+    sa.Column("stream", sa.CHAR(64), nullable=False),
+    sa.Column("item_key", sa.String(256), nullable=False),
+    sa.Column("height", sa.Integer, nullable=False, index=True),
+    sa.Index("ix_item_keys", "stream", "item_key", "item_id"),
+)
+streams_t = sa.Table(
+    "streams", metadata,
+    sa.Column("createtxid", sa.CHAR(64), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("name_lower", sa.String(64), nullable=False, index=True),
+    sa.Column("streamref", sa.String(64), nullable=False),
+    sa.Column("restrictions", sa.Integer, nullable=False),
+    sa.Column("salted", sa.Boolean, nullable=False),
+    sa.Column("details", _Text, nullable=False),
+    sa.Column("creator", sa.String(64), nullable=False),
+    sa.Column("height", sa.Integer, nullable=False, index=True),
+)
+perm_log_t = sa.Table(
+    "permission_log", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("address", sa.String(64), nullable=False),
+    sa.Column("entity", sa.String(64), nullable=False),
+    sa.Column("perm", sa.String(16), nullable=False),
+    sa.Column("start_block", sa.BigInteger, nullable=False),
+    sa.Column("end_block", sa.BigInteger, nullable=False),
+    sa.Column("admin", sa.String(64), nullable=False),
+    sa.Column("time_s", sa.BigInteger, nullable=False),
+    sa.Column("txid", sa.CHAR(64), nullable=False),
+    sa.Column("height", sa.Integer, nullable=False, index=True),
+)
+subscriptions_t = sa.Table(
+    "subscriptions", metadata,
+    sa.Column("stream", sa.CHAR(64), primary_key=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRow:
+    height: int
+    hash: str
+    prev_hash: str
+    time_s: int
+    time_ms: int
+    miner: str
+    txcount: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxRow:
+    txid: str
+    height: int
+    blockindex: int
+    sender: str
+    time_s: int
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRow:
+    """One stream item as stored (confirmed), or as held in the mempool (height -1)."""
+
+    id: int
+    stream: str
+    txid: str
+    vout: int
+    height: int
+    blockindex: int
+    publisher: str
+    keys: tuple[str, ...]
+    format: int
+    data: bytes
+    offchain: bool
+    time_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRow:
+    createtxid: str
+    name: str
+    streamref: str
+    restrictions: int
+    salted: bool
+    details: str
+    creator: str
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class PermRow:
+    kind: str
+    address: str
+    entity: str
+    perm: str
+    start_block: int
+    end_block: int
+    admin: str
+    time_s: int
+    txid: str
+    height: int
+
+
+@dataclass(slots=True)
+class BlockWrite:
+    """Everything one block adds to the store, prepared by the node from consensus effects."""
+
+    block: BlockRow
+    raw: bytes
+    txs: list[TxRow]
+    items: list[ItemRow]
+    streams: list[StreamRow]
+    perms: list[PermRow]
+
+
+def _item(r: sa.Row) -> ItemRow:
+    return ItemRow(r.id, r.stream, r.txid, r.vout, r.height, r.blockindex, r.publisher,
+                   tuple(orjson.loads(r.keys_json)), r.format, r.data, bool(r.offchain),
+                   r.time_s)
+
+
+_ITEM_COLS = [items_t.c[n] for n in (
+    "id", "stream", "txid", "vout", "height", "blockindex", "publisher", "keys_json", "format",
+    "data", "offchain", "time_s")]
+_BLOCK_COLS = [blocks_t.c[n] for n in (
+    "height", "hash", "prev_hash", "time_s", "time_ms", "miner", "txcount", "size")]
+
+
+class ChainStore:
+    """The narrow storage interface of the node: append a block, roll back, look things up."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        try:
+            self.engine = sa.create_engine(url, echo=echo, future=True)
+        except Exception as e:  # an unusable URL or a missing driver
+            raise StoreError(f"cannot use chain store {url!r}: {e}") from None
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.SQLAlchemyError as e:
+            raise StoreError(f"cannot open chain store: {e}") from None
+        self._lock = threading.Lock()
+        with self.engine.connect() as c:
+            self._next_item_id = (c.scalar(sa.select(sa.func.max(items_t.c.id))) or 0) + 1
+            self._next_perm_id = (c.scalar(sa.select(sa.func.max(perm_log_t.c.id))) or 0) + 1
+            ver = c.scalar(sa.select(meta_t.c.value).where(meta_t.c.name == "schema"))
+        if ver is None:
+            self.set_meta("schema", SCHEMA_VERSION)
+        elif ver != SCHEMA_VERSION:
+            raise StoreError(f"chain store schema {ver} is not supported (need {SCHEMA_VERSION})")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- meta -------------------------------------------------------------------------------
+    def get_meta(self, name: str) -> str | None:
+        with self.engine.connect() as c:
+            return c.scalar(sa.select(meta_t.c.value).where(meta_t.c.name == name))
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(meta_t.delete().where(meta_t.c.name == name))
+            c.execute(meta_t.insert().values(name=name, value=value))
+
+    # -- writing ----------------------------------------------------------------------------
+    @property
+    def next_item_id(self) -> int:
+        return self._next_item_id
+
+    def put_block(self, w: BlockWrite) -> None:
+        """Append one block and everything derived from it, atomically."""
+        with self._lock, self.engine.begin() as c:
+            b = w.block
+            c.execute(blocks_t.insert().values(
+                height=b.height, hash=b.hash, prev_hash=b.prev_hash, time_s=b.time_s,
+                time_ms=b.time_ms, miner=b.miner, txcount=b.txcount, size=b.size, raw=w.raw))
+            if w.txs:
+                c.execute(txs_t.insert(), [
+                    {"txid": t.txid, "height": t.height, "blockindex": t.blockindex,
+                     "sender": t.sender, "time_s": t.time_s, "raw": t.raw} for t in w.txs])
+            if w.items:
+                rows, keys = [], []
+                nid = self._next_item_id
+                for it in w.items:
+                    rows.append({
+                        "id": nid, "stream": it.stream, "txid": it.txid, "vout": it.vout,
+                        "height": it.height, "blockindex": it.blockindex,
+                        "publisher": it.publisher, "keys_json": orjson.dumps(it.keys).decode(),
+                        "format": it.format, "data": it.data, "offchain": it.offchain,
+                        "time_s": it.time_s})
+                    for k in dict.fromkeys(it.keys):
+                        keys.append({"item_id": nid, "stream": it.stream, "item_key": k,
+                                     "height": it.height})
+                    nid += 1
+                c.execute(items_t.insert(), rows)
+                if keys:
+                    c.execute(item_keys_t.insert(), keys)
+            if w.streams:
+                c.execute(streams_t.insert(), [
+                    {"createtxid": s.createtxid, "name": s.name, "name_lower": s.name.lower(),
+                     "streamref": s.streamref, "restrictions": s.restrictions,
+                     "salted": s.salted, "details": s.details, "creator": s.creator,
+                     "height": s.height} for s in w.streams])
+            if w.perms:
+                pid = self._next_perm_id
+                c.execute(perm_log_t.insert(), [
+                    {"id": pid + i, "kind": p.kind, "address": p.address, "entity": p.entity,
+                     "perm": p.perm, "start_block": p.start_block, "end_block": p.end_block,
+                     "admin": p.admin, "time_s": p.time_s, "txid": p.txid, "height": p.height}
+                    for i, p in enumerate(w.perms)])
+        # Counters move only after the commit succeeded.
+        self._next_item_id += len(w.items)
+        self._next_perm_id += len(w.perms)
+
+    def rollback_to(self, height: int) -> None:
+        """Delete every block above `height` and everything derived from them."""
+        with self._lock, self.engine.begin() as c:
+            for t in (item_keys_t, items_t, txs_t, streams_t, perm_log_t, blocks_t):
+                c.execute(t.delete().where(t.c.height > height))
+            self._next_item_id = (c.scalar(sa.select(sa.func.max(items_t.c.id))) or 0) + 1
+            self._next_perm_id = (c.scalar(sa.select(sa.func.max(perm_log_t.c.id))) or 0) + 1
+
+    def clear_derived(self) -> None:
+        """Drop every block and derived row (for --reindex, which replays the raw blocks)."""
+        self.rollback_to(-1)
+
+    # -- blocks -----------------------------------------------------------------------------
+    def tip(self) -> BlockRow | None:
+        with self.engine.connect() as c:
+            r = c.execute(sa.select(*_BLOCK_COLS).order_by(blocks_t.c.height.desc())
+                          .limit(1)).first()
+        return BlockRow(*r) if r else None
+
+    def block_row(self, height: int | None = None, hash_hex: str | None = None) -> BlockRow | None:
+        q = sa.select(*_BLOCK_COLS)
+        q = q.where(blocks_t.c.height == height) if hash_hex is None else q.where(
+            blocks_t.c.hash == hash_hex)
+        with self.engine.connect() as c:
+            r = c.execute(q).first()
+        return BlockRow(*r) if r else None
+
+    def block_rows(self, heights: Sequence[int]) -> list[BlockRow]:
+        with self.engine.connect() as c:
+            rs = c.execute(sa.select(*_BLOCK_COLS).where(blocks_t.c.height.in_(list(heights)))
+                           .order_by(blocks_t.c.height)).all()
+        return [BlockRow(*r) for r in rs]
+
+    def blocks_in_time(self, start: int, end: int) -> list[BlockRow]:
+        with self.engine.connect() as c:
+            rs = c.execute(sa.select(*_BLOCK_COLS).where(
+                blocks_t.c.time_s >= start, blocks_t.c.time_s <= end).order_by(
+                blocks_t.c.height)).all()
+        return [BlockRow(*r) for r in rs]
+
+    def block_raw(self, height: int) -> bytes | None:
+        with self.engine.connect() as c:
+            return c.scalar(sa.select(blocks_t.c.raw).where(blocks_t.c.height == height))
+
+    def blocks_raw(self, start: int, count: int) -> list[bytes]:
+        with self.engine.connect() as c:
+            return list(c.scalars(sa.select(blocks_t.c.raw).where(
+                blocks_t.c.height >= start, blocks_t.c.height < start + count).order_by(
+                blocks_t.c.height)))
+
+    def last_mined(self) -> dict[str, int]:
+        with self.engine.connect() as c:
+            rs = c.execute(sa.select(blocks_t.c.miner, sa.func.max(blocks_t.c.height))
+                           .group_by(blocks_t.c.miner)).all()
+        return {m: h for m, h in rs}
+
+    # -- transactions -----------------------------------------------------------------------
+    def tx_row(self, txid_hex: str) -> TxRow | None:
+        with self.engine.connect() as c:
+            r = c.execute(sa.select(txs_t).where(txs_t.c.txid == txid_hex)).first()
+        return TxRow(r.txid, r.height, r.blockindex, r.sender, r.time_s, r.raw) if r else None
+
+    def known_txids(self, txids_hex: Iterable[str]) -> set[str]:
+        ids = list(txids_hex)
+        out: set[str] = set()
+        with self.engine.connect() as c:
+            for i in range(0, len(ids), 500):
+                out.update(c.scalars(sa.select(txs_t.c.txid).where(
+                    txs_t.c.txid.in_(ids[i:i + 500]))))
+        return out
+
+    def tx_count(self) -> int:
+        with self.engine.connect() as c:
+            return c.scalar(sa.select(sa.func.count()).select_from(txs_t)) or 0
+
+    # -- streams and items ------------------------------------------------------------------
+    def streams(self) -> list[StreamRow]:
+        with self.engine.connect() as c:
+            rs = c.execute(sa.select(
+                streams_t.c.createtxid, streams_t.c.name, streams_t.c.streamref,
+                streams_t.c.restrictions, streams_t.c.salted, streams_t.c.details,
+                streams_t.c.creator, streams_t.c.height).order_by(
+                streams_t.c.height, streams_t.c.streamref)).all()
+        return [StreamRow(*r) for r in rs]
+
+    def _item_filter(self, q: sa.Select, stream: str, key: str | None,
+                     publisher: str | None) -> sa.Select:
+        q = q.where(items_t.c.stream == stream)
+        if publisher is not None:
+            q = q.where(items_t.c.publisher == publisher)
+        if key is not None:
+            q = q.where(items_t.c.id.in_(sa.select(item_keys_t.c.item_id).where(
+                item_keys_t.c.stream == stream, item_keys_t.c.item_key == key)))
+        return q
+
+    def count_items(self, stream: str, key: str | None = None,
+                    publisher: str | None = None) -> int:
+        q = self._item_filter(sa.select(sa.func.count()).select_from(items_t), stream, key,
+                              publisher)
+        with self.engine.connect() as c:
+            return c.scalar(q) or 0
+
+    def items(self, stream: str, offset: int, limit: int, key: str | None = None,
+              publisher: str | None = None) -> list[ItemRow]:
+        if limit <= 0:
+            return []
+        q = self._item_filter(sa.select(*_ITEM_COLS), stream, key, publisher)
+        q = q.order_by(items_t.c.id).offset(offset).limit(limit)
+        with self.engine.connect() as c:
+            return [_item(r) for r in c.execute(q)]
+
+    def items_by_txids(self, stream: str, txids: Sequence[str]) -> list[ItemRow]:
+        with self.engine.connect() as c:
+            rs = c.execute(sa.select(*_ITEM_COLS).where(
+                items_t.c.stream == stream, items_t.c.txid.in_(list(txids))).order_by(
+                items_t.c.id)).all()
+        return [_item(r) for r in rs]
+
+    def items_by_tx(self, txid: str) -> list[ItemRow]:
+        with self.engine.connect() as c:
+            rs = c.execute(sa.select(*_ITEM_COLS).where(items_t.c.txid == txid).order_by(
+                items_t.c.vout)).all()
+        return [_item(r) for r in rs]
+
+    def items_in_heights(self, stream: str, heights: Sequence[int]) -> list[ItemRow]:
+        with self.engine.connect() as c:
+            rs = c.execute(sa.select(*_ITEM_COLS).where(
+                items_t.c.stream == stream, items_t.c.height.in_(list(heights))).order_by(
+                items_t.c.id)).all()
+        return [_item(r) for r in rs]
+
+    def query_items(self, stream: str, keys: Sequence[str], publishers: Sequence[str],
+                    limit: int) -> list[ItemRow]:
+        """Items having every key and a publisher among `publishers` (when given); AND-ed."""
+        q = sa.select(*_ITEM_COLS).where(items_t.c.stream == stream)
+        for k in keys:
+            q = q.where(items_t.c.id.in_(sa.select(item_keys_t.c.item_id).where(
+                item_keys_t.c.stream == stream, item_keys_t.c.item_key == k)))
+        if publishers:
+            q = q.where(items_t.c.publisher.in_(list(publishers)))
+        q = q.order_by(items_t.c.id).limit(limit)
+        with self.engine.connect() as c:
+            return [_item(r) for r in c.execute(q)]
+
+    def key_counts(self, stream: str, keys: Sequence[str] | None) -> list[tuple[str, int, int]]:
+        """(key, item count, first item id) in order of first appearance."""
+        q = sa.select(item_keys_t.c.item_key, sa.func.count(), sa.func.min(item_keys_t.c.item_id)
+                      ).where(item_keys_t.c.stream == stream)
+        if keys is not None:
+            q = q.where(item_keys_t.c.item_key.in_(list(keys)))
+        q = q.group_by(item_keys_t.c.item_key)
+        with self.engine.connect() as c:
+            rs = c.execute(q).all()
+        return sorted(((k, n, first) for k, n, first in rs), key=lambda r: r[2])
+
+    def publisher_counts(self, stream: str,
+                         publishers: Sequence[str] | None) -> list[tuple[str, int, int]]:
+        q = sa.select(items_t.c.publisher, sa.func.count(), sa.func.min(items_t.c.id)).where(
+            items_t.c.stream == stream)
+        if publishers is not None:
+            q = q.where(items_t.c.publisher.in_(list(publishers)))
+        q = q.group_by(items_t.c.publisher)
+        with self.engine.connect() as c:
+            rs = c.execute(q).all()
+        return sorted(((p, n, first) for p, n, first in rs), key=lambda r: r[2])
+
+    def item_by_id(self, item_id: int) -> ItemRow | None:
+        with self.engine.connect() as c:
+            r = c.execute(sa.select(*_ITEM_COLS).where(items_t.c.id == item_id)).first()
+        return _item(r) if r else None
+
+    def last_item(self, stream: str, key: str | None = None,
+                  publisher: str | None = None) -> ItemRow | None:
+        q = self._item_filter(sa.select(*_ITEM_COLS), stream, key, publisher)
+        with self.engine.connect() as c:
+            r = c.execute(q.order_by(items_t.c.id.desc()).limit(1)).first()
+        return _item(r) if r else None
+
+    # -- permissions ------------------------------------------------------------------------
+    def perm_log(self) -> list[PermRow]:
+        with self.engine.connect() as c:
+            rs = c.execute(sa.select(
+                perm_log_t.c.kind, perm_log_t.c.address, perm_log_t.c.entity, perm_log_t.c.perm,
+                perm_log_t.c.start_block, perm_log_t.c.end_block, perm_log_t.c.admin,
+                perm_log_t.c.time_s, perm_log_t.c.txid, perm_log_t.c.height).order_by(
+                perm_log_t.c.id)).all()
+        return [PermRow(*r) for r in rs]
+
+    # -- local subscriptions ----------------------------------------------------------------
+    def subscriptions(self) -> set[str]:
+        with self.engine.connect() as c:
+            return set(c.scalars(sa.select(subscriptions_t.c.stream)))
+
+    def set_subscribed(self, stream: str, on: bool) -> None:
+        with self.engine.begin() as c:
+            c.execute(subscriptions_t.delete().where(subscriptions_t.c.stream == stream))
+            if on:
+                c.execute(subscriptions_t.insert().values(stream=stream))
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connection
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
