@@ -128,7 +128,12 @@ def check_tx_limits(tx: Transaction, rules: Rules) -> None:
 
 
 def streamref_for(height: int, offset: int, txid: bytes) -> str:
-    """MultiChain-style stream reference: block height, byte offset of the tx, txid prefix."""
+    """MultiChain-style stream reference: block height, byte offset of the tx, txid prefix.
+
+    The root stream, created in the genesis block, is "0-0-0" as in MultiChain.
+    """
+    if height == 0:
+        return "0-0-0"
     return f"{height}-{offset}-{int.from_bytes(txid[:2], 'little')}"
 
 

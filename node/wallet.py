@@ -1,0 +1,82 @@
+"""The node's wallet: its private keys, kept in a 0600 file in the chain directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from ledger.addresses import AddressCodec
+from ledger.keys import KeyPair
+
+log = logging.getLogger(__name__)
+
+WALLET_FILE = "wallet.keys"
+
+
+class Wallet:
+    """Keys by public key hash; the first key is the node's default (handshake) address."""
+
+    def __init__(self, path: Path, codec: AddressCodec) -> None:
+        self.path = path
+        self.codec = codec
+        self._keys: dict[bytes, KeyPair] = {}
+        self._order: list[bytes] = []
+        if path.exists():
+            _check_mode(path)
+            for secret_hex in json.loads(path.read_text())["keys"]:
+                self._add(KeyPair(bytes.fromhex(secret_hex)))
+
+    def _add(self, key: KeyPair) -> None:
+        if key.pubkey_hash not in self._keys:
+            self._keys[key.pubkey_hash] = key
+            self._order.append(key.pubkey_hash)
+
+    def _save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"keys": [self._keys[h].secret.hex() for h in self._order]}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def new_key(self) -> KeyPair:
+        key = KeyPair.generate()
+        self._add(key)
+        self._save()
+        return key
+
+    def import_key(self, secret: bytes) -> KeyPair:
+        key = KeyPair(secret)
+        self._add(key)
+        self._save()
+        return key
+
+    @property
+    def default(self) -> KeyPair:
+        return self._keys[self._order[0]]
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, pubkey_hash: bytes) -> bool:
+        return pubkey_hash in self._keys
+
+    def get(self, pubkey_hash: bytes) -> KeyPair | None:
+        return self._keys.get(pubkey_hash)
+
+    def keys(self) -> list[KeyPair]:
+        return [self._keys[h] for h in self._order]
+
+    def hashes(self) -> list[bytes]:
+        return list(self._order)
+
+
+def _check_mode(path: Path) -> None:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("wallet file %s was readable by others (mode %o); fixing to 0600",
+                    path.name, mode)
+        path.chmod(0o600)
