@@ -1,0 +1,193 @@
+"""The active chain: validates blocks with consensus/, writes them to the store, keeps state.
+
+The one place where a block becomes part of the chain (`connect`) or leaves it (`rollback_to`);
+everything else (mempool, miner, RPC, P2P) goes through here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from consensus.blocks import BlockEffects, connect_block
+from consensus.diversity import final_depth
+from consensus.rules import PermChange, Rules, replay_perm_log
+from consensus.state import ChainState, StreamInfo
+from ledger.addresses import AddressCodec
+from ledger.blocks import Block, BlockHeader
+from ledger.errors import StoreError
+from ledger.store import BlockRow, BlockWrite, ChainStore, ItemRow, PermRow, StreamRow, TxRow
+from ledger.transactions import Publish, Transaction
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class Connected:
+    """What connecting a block did, for the mempool, hooks and logs."""
+
+    block: Block
+    effects: BlockEffects
+    items: list[ItemRow]
+
+
+class ParallelVerifier:
+    """Verifies transaction signatures on a thread pool: coincurve releases the GIL, so this
+    spreads verification over the machine's cores."""
+
+    def __init__(self, chain_id: bytes, workers: int = 2, chunk: int = 256) -> None:
+        self.chain_id = chain_id
+        self.chunk = chunk
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
+
+    def __call__(self, txs: list[Transaction]) -> list[bool]:
+        cid = self.chain_id
+        if len(txs) < 2 * self.chunk:
+            return [t.signature_valid(cid) for t in txs]
+        parts = [txs[i:i + self.chunk] for i in range(0, len(txs), self.chunk)]
+        out: list[bool] = []
+        for res in self.pool.map(lambda p: [t.signature_valid(cid) for t in p], parts):
+            out.extend(res)
+        return out
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+class Chain:
+    """The active chain and its derived state."""
+
+    def __init__(self, store: ChainStore, params: Mapping, codec: AddressCodec) -> None:
+        self.store = store
+        self.params = params
+        self.codec = codec
+        self.chain_id = bytes.fromhex(params["chain-params-hash"])
+        self.rules = Rules.from_params(params, self.chain_id)
+        self.verifier = ParallelVerifier(self.chain_id)
+        self.state = ChainState()
+        self.tip_header: BlockHeader | None = None
+        self.load_state()
+
+    # -- state ------------------------------------------------------------------------------
+    def load_state(self) -> None:
+        """Rebuild the in-memory state from the store (start-up, after a rollback)."""
+        s = ChainState()
+        dec = self.codec.decode
+        for r in self.store.streams():
+            txid = bytes.fromhex(r.createtxid)
+            s.streams[txid] = StreamInfo(txid, r.name, r.restrictions, r.salted,
+                                         r.details.encode(), dec(r.creator), r.height,
+                                         r.streamref)
+            if r.name:
+                s.stream_names[r.name.lower()] = txid
+        replay_perm_log(s, [
+            PermChange(p.kind, dec(p.address), bytes.fromhex(p.entity), p.perm, p.start_block,
+                       p.end_block, dec(p.admin), p.time_s, bytes.fromhex(p.txid), p.height)
+            for p in self.store.perm_log()])
+        s.last_mined = {dec(a): h for a, h in self.store.last_mined().items()}
+        tip = self.store.tip()
+        if tip is not None:
+            raw = self.store.block_raw(tip.height)
+            assert raw is not None
+            self.tip_header = Block.decode(raw).header
+            s.height, s.tip_hash = tip.height, bytes.fromhex(tip.hash)
+        else:
+            self.tip_header = None
+        self.state = s
+
+    @property
+    def height(self) -> int:
+        return self.state.height
+
+    def final_depth(self) -> int:
+        h = self.state.height + 1
+        return final_depth(max(1, len(self.state.holders("mine", h))), self.rules.mining_diversity)
+
+    def permitted_miners(self) -> int:
+        return len(self.state.holders("mine", self.state.height + 1))
+
+    # -- connecting -------------------------------------------------------------------------
+    def validate(self, block: Block, preverified: set[bytes] | frozenset = frozenset()
+                 ) -> tuple[ChainState, BlockEffects]:
+        """Check a block on top of the tip without changing anything."""
+        return connect_block(
+            self.state, self.rules, block, self.tip_header, now_ms(),
+            already_known=lambda ids: {bytes.fromhex(t) for t in
+                                       self.store.known_txids(x.hex() for x in ids)},
+            verify_many=self.verifier, preverified=preverified)
+
+    def connect(self, block: Block, preverified: set[bytes] | frozenset = frozenset()
+                ) -> Connected:
+        """Validate and append a block; raises InvalidBlock and then changes nothing."""
+        new_state, effects = self.validate(block, preverified)
+        write, items = self._write_for(block, effects)
+        self.store.put_block(write)
+        self.state = new_state
+        self.tip_header = block.header
+        return Connected(block, effects, items)
+
+    def _write_for(self, block: Block, fx: BlockEffects) -> tuple[BlockWrite, list[ItemRow]]:
+        enc = self.codec.encode
+        h = block.height
+        t = block.header.time
+        txs, items = [], []
+        for i, tx in enumerate(block.txs):
+            txid = tx.txid.hex()
+            sender = enc(tx.sender_hash)
+            txs.append(TxRow(txid, h, i, sender, tx.time, tx.raw))
+            for vout, op in enumerate(tx.ops):
+                if isinstance(op, Publish):
+                    items.append(ItemRow(0, op.stream.hex(), txid, vout, h, i, sender, op.keys,
+                                         int(op.fmt), op.data, op.offchain, t))
+        streams = [StreamRow(s.createtxid.hex(), s.name, s.streamref, s.restrict, s.salted,
+                             s.details.decode(), enc(s.creator), s.height) for s in fx.streams]
+        perms = [PermRow(p.kind, enc(p.address), p.entity.hex(), p.perm, p.start, p.end,
+                         enc(p.admin), p.time, p.txid.hex(), p.height) for p in fx.perm_log]
+        row = BlockRow(h, block.hash.hex(), block.header.prev_hash.hex(), t,
+                       block.header.time_ms, enc(fx.miner), len(block.txs), block.size)
+        return BlockWrite(row, block.raw, txs, items, streams, perms), items
+
+    def rollback_to(self, height: int) -> list[Block]:
+        """Remove the blocks above `height`; returns them, newest last."""
+        removed = []
+        for h in range(height + 1, self.state.height + 1):
+            raw = self.store.block_raw(h)
+            if raw is not None:
+                removed.append(Block.decode(raw))
+        self.store.rollback_to(height)
+        self.load_state()
+        log.info("rolled back to height %d (%d blocks removed)", height, len(removed))
+        return removed
+
+    def reindex(self) -> int:
+        """Rebuild every derived table by replaying the stored blocks; returns the height."""
+        raws = []
+        h = 0
+        while True:
+            batch = self.store.blocks_raw(h, 1000)
+            if not batch:
+                break
+            raws.extend(batch)
+            h += len(batch)
+        log.info("reindex: replaying %d stored blocks", len(raws))
+        self.store.clear_derived()
+        self.load_state()
+        for raw in raws:
+            self.connect(Block.decode(raw))
+        return self.state.height
+
+    def block_at(self, height: int) -> Block:
+        raw = self.store.block_raw(height)
+        if raw is None:
+            raise StoreError(f"block {height} missing from the store")
+        return Block.decode(raw)
+
+    def close(self) -> None:
+        self.verifier.close()

@@ -1,0 +1,133 @@
+"""The mempool: transactions validated on arrival, in arrival order, waiting for a block.
+
+It keeps its own scratch state (the tip's state plus every pooled transaction applied), so a
+transaction that depends on a pooled one (publishing to a stream created a moment ago) is
+accepted, and one that conflicts with it is refused at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from consensus.rules import apply_tx
+from ledger.errors import AlreadyInChain, ChainmillError, InvalidTransaction
+from ledger.store import ItemRow
+from ledger.transactions import Publish, Transaction
+from node.chain import Chain, Connected
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class PoolEntry:
+    tx: Transaction
+    received: float
+    items: list[ItemRow]
+
+
+class Mempool:
+    def __init__(self, chain: Chain, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.chain = chain
+        self.max_bytes = max_bytes
+        self.entries: dict[bytes, PoolEntry] = {}
+        self.by_stream: dict[str, list[ItemRow]] = {}
+        self.state = chain.state.copy()
+        self.bytes = 0
+        self.seen: set[bytes] = set()
+        """Txids this node has seen unconfirmed (for walletnotify's first-seen flag)."""
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, txid: bytes) -> bool:
+        return txid in self.entries
+
+    def add(self, tx: Transaction, *, verified: bool, local: bool = False) -> PoolEntry:
+        """Validate and pool a transaction; raises and changes nothing when it is refused.
+
+        `verified`: its signature was already checked (or made here). `local`: made by this
+        node with a fresh random nonce, so it cannot already be on the chain.
+        """
+        txid = tx.txid
+        if txid in self.entries:
+            raise AlreadyInChain("transaction already in the mempool")
+        if self.bytes + tx.size > self.max_bytes:
+            raise InvalidTransaction("mempool full")
+        if not local and self.chain.store.known_txids([txid.hex()]):
+            raise AlreadyInChain("transaction already in the chain")
+        if not verified and not tx.signature_valid(self.chain.chain_id):
+            raise InvalidTransaction("bad transaction signature")
+        height = self.chain.height + 1
+        if all(isinstance(op, Publish) for op in tx.ops):
+            apply_tx(self.state, self.chain.rules, tx, height)  # reads state, changes nothing
+        else:
+            scratch = self.state.copy()
+            apply_tx(scratch, self.chain.rules, tx, height)
+            self.state = scratch
+        return self._insert(tx, time.time())
+
+    def _insert(self, tx: Transaction, received: float) -> PoolEntry:
+        txid_hex = tx.txid.hex()
+        sender = self.chain.codec.encode(tx.sender_hash)
+        t = int(received)
+        items = []
+        for vout, op in enumerate(tx.ops):
+            if isinstance(op, Publish):
+                it = ItemRow(-1, op.stream.hex(), txid_hex, vout, -1, -1, sender, op.keys,
+                             int(op.fmt), op.data, op.offchain, t)
+                items.append(it)
+                self.by_stream.setdefault(it.stream, []).append(it)
+        entry = PoolEntry(tx, received, items)
+        self.entries[tx.txid] = entry
+        self.bytes += tx.size
+        self.seen.add(tx.txid)
+        return entry
+
+    def take(self, max_bytes: int) -> list[Transaction]:
+        """Transactions for the next block, in arrival order, within a byte budget."""
+        out, size = [], 0
+        for e in self.entries.values():
+            n = e.tx.size + 5
+            if size + n > max_bytes:
+                break
+            out.append(e.tx)
+            size += n
+        return out
+
+    def on_connected(self, connected: Connected) -> None:
+        """Drop what the block confirmed and re-check the rest against the new tip."""
+        for tx in connected.block.txs:
+            self.seen.discard(tx.txid)
+        self.readmit([])
+
+    def readmit(self, returned: Iterable[Transaction]) -> list[Transaction]:
+        """Rebuild the pool on the current tip: pooled txs not yet confirmed, then `returned`
+        (txs of blocks a reorganisation removed). Returns the txs that no longer fit."""
+        confirmed = self.chain.store.known_txids(t.hex() for t in self.entries)
+        old = [e for e in self.entries.values() if e.tx.txid.hex() not in confirmed]
+        self.entries, self.by_stream, self.bytes = {}, {}, 0
+        self.state = self.chain.state.copy()
+        dropped = []
+        height = self.chain.height + 1
+        for tx, received in [(e.tx, e.received) for e in old] + [(t, time.time())
+                                                                for t in returned]:
+            if tx.txid in self.entries:
+                continue
+            try:
+                scratch = self.state if all(isinstance(o, Publish) for o in tx.ops) \
+                    else self.state.copy()
+                apply_tx(scratch, self.chain.rules, tx, height)
+                self.state = scratch
+                self._insert(tx, received)
+            except ChainmillError as e:
+                log.info("dropping transaction %s from the mempool: %s", tx.txid.hex(), e)
+                dropped.append(tx)
+        return dropped
+
+    def stream_items(self, stream_hex: str) -> list[ItemRow]:
+        return self.by_stream.get(stream_hex, [])

@@ -1,0 +1,122 @@
+"""The miner loop: produces a block every target-block-time when this node's turn comes.
+
+It mines when there are transactions, and empty blocks only until mine-empty-rounds rounds of
+empty blocks have passed (negative: never stop). Turn-taking follows consensus.mining; the
+block itself is handed to the node, which validates and connects it like any other block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from consensus.mining import mining_delay, mining_rank
+from ledger.blocks import Block
+from node.chain import Chain
+from node.mempool import Mempool
+from node.wallet import Wallet
+
+log = logging.getLogger(__name__)
+
+BLOCK_OVERHEAD = 200
+
+
+class Miner:
+    def __init__(self, chain: Chain, mempool: Mempool, wallet: Wallet,
+                 submit: Callable[[Block], Awaitable[object]], *, turnover: float,
+                 empty_rounds: float, requires_peers: bool,
+                 peer_count: Callable[[], int] = lambda: 0) -> None:
+        self.chain = chain
+        self.mempool = mempool
+        self.wallet = wallet
+        self.submit = submit
+        self.turnover = turnover
+        self.empty_rounds = empty_rounds
+        self.requires_peers = requires_peers
+        self.peer_count = peer_count
+        self.paused = False
+        self.wakeup = asyncio.Event()
+        self.empty_streak = 0
+
+    def notify_tx(self) -> None:
+        """A transaction arrived: wake an idle miner."""
+        if not self.wakeup.is_set():
+            self.wakeup.set()
+
+    def _may_mine_empty(self) -> bool:
+        if self.empty_rounds < 0:
+            return True
+        round_len = max(1, self.chain.permitted_miners())
+        return self.empty_streak < self.empty_rounds * round_len
+
+    async def run(self) -> None:
+        tbt = self.chain.rules.target_block_time
+        while True:
+            tip = self.chain.tip_header
+            assert tip is not None
+            rank = self._my_rank()
+            if rank is None or self.paused:
+                await self._sleep_or_wake(tbt)
+                continue
+            due = tip.time_ms / 1000 + tbt + mining_delay(rank, tbt)
+            wait = due - time.time()
+            if wait > 0:
+                await self._sleep_or_wake(wait, wake_on_tx=False)
+                if self.chain.tip_header is not tip:
+                    continue  # someone else's block arrived meanwhile
+            if not self.mempool.entries and not self._may_mine_empty():
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                continue
+            if (self.requires_peers and self.peer_count() == 0
+                    and self.chain.permitted_miners() > 1):
+                await self._sleep_or_wake(tbt)
+                continue
+            await self.mine_one(rank)
+
+    def _my_rank(self) -> int | None:
+        best = None
+        tip = self.chain.tip_header
+        assert tip is not None
+        for k in self.wallet.keys():
+            r = mining_rank(self.chain.state, self.chain.rules, k.pubkey_hash, tip.height + 1,
+                            tip.hash, self.turnover)
+            if r is not None and (best is None or r < best):
+                best = r
+        return best
+
+    async def mine_one(self, rank: int = 0) -> Block | None:
+        tip = self.chain.tip_header
+        assert tip is not None
+        h = tip.height + 1
+        key = None
+        for k in self.wallet.keys():
+            if mining_rank(self.chain.state, self.chain.rules, k.pubkey_hash, h, tip.hash,
+                           self.turnover) is not None:
+                key = k
+                break
+        if key is None:
+            return None
+        txs = self.mempool.take(self.chain.rules.max_block_size - BLOCK_OVERHEAD)
+        t = max(int(time.time() * 1000), tip.time_ms)
+        block = Block.build(key, self.chain.chain_id, h, tip.hash, t, txs)
+        try:
+            await self.submit(block)
+        except Exception:  # noqa: BLE001 - the outermost loop of the miner logs and goes on
+            log.exception("mined block %d was refused", h)
+            return None
+        self.empty_streak = 0 if txs else self.empty_streak + 1
+        log.debug("mined block %d with %d transactions (rank %d)", h, len(txs), rank)
+        return block
+
+    async def _sleep_or_wake(self, seconds: float, wake_on_tx: bool = True) -> None:
+        if not wake_on_tx:
+            await asyncio.sleep(seconds)
+            return
+        self.wakeup.clear()
+        try:
+            await asyncio.wait_for(self.wakeup.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
