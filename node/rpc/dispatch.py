@@ -1,0 +1,255 @@
+"""Transport-free JSON-RPC core: the method table and the dispatcher (spec §1.3-§1.7).
+
+Handler calling convention: a handler receives the positional params list (already checked
+against its [min, max] count) and returns a JSON-able result. It may be a plain function
+(called directly on the event loop, so it must not block) or an `async def` (awaited). It
+reports failures by raising: RpcError for an explicit code, a domain error from
+ledger/errors.py for the mapped code (node/rpc/errors.py), anything else becomes -1.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from node.rpc import help as rpc_help
+from node.rpc.errors import (
+    RPC_IN_WARMUP,
+    RPC_INTERNAL_ERROR,
+    RPC_INVALID_REQUEST,
+    RPC_METHOD_NOT_FOUND,
+    RPC_MISC_ERROR,
+    RPC_NOT_ALLOWED,
+    RPC_PARSE_ERROR,
+    to_rpc_error,
+)
+from node.rpc.params import as_str
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[list[Any]], Any]
+"""A method implementation: positional params in, JSON-able result out (sync or async)."""
+
+WARMUP_METHODS = frozenset({"stop", "getinitstatus", "help"})
+"""Methods that always work during warm-up, whatever their registration says."""
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One registered method; everything dispatch needs is decided here, at registration."""
+
+    name: str
+    handler: Handler
+    is_async: bool
+    min_params: int
+    max_params: int
+    help: str
+    category: str
+    warmup_ok: bool
+
+
+class MethodTable:
+    """Method name -> Method. The RPC server, the CLI and the tests all call through one."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, Method] = {}
+
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        min_params: int,
+        max_params: int,
+        help: str,
+        category: str,
+        warmup_ok: bool = False,
+    ) -> None:
+        """Add a method; registering a name twice or an impossible count is a bug (ValueError)."""
+        if name in self._methods:
+            raise ValueError(f"RPC method {name!r} registered twice")
+        if not 0 <= min_params <= max_params:
+            raise ValueError(f"RPC method {name!r}: bad parameter counts {min_params}..{max_params}")
+        self._methods[name] = Method(
+            name=name,
+            handler=handler,
+            is_async=_is_async(handler),
+            min_params=min_params,
+            max_params=max_params,
+            help=help,
+            category=category,
+            warmup_ok=warmup_ok or name in WARMUP_METHODS,
+        )
+
+    def register_standard(self, name: str, handler: Handler, *, warmup_ok: bool = False) -> None:
+        """Register a method of spec §2.1 with its counts, help text and category from help.py."""
+        min_params, max_params = rpc_help.PARAM_COUNTS[name]
+        self.register(
+            name,
+            handler,
+            min_params=min_params,
+            max_params=max_params,
+            help=rpc_help.HELP[name],
+            category=rpc_help.CATEGORY[name],
+            warmup_ok=warmup_ok,
+        )
+
+    def get(self, name: str) -> Method | None:
+        """The registered method, or None."""
+        return self._methods.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._methods
+
+    def names(self) -> list[str]:
+        """Registered method names, sorted."""
+        return sorted(self._methods)
+
+    def help_text(self, name: str) -> str:
+        """The full help text of a method; for an unknown name, `help: unknown command: X`."""
+        method = self._methods.get(name)
+        if method is None:
+            return rpc_help.unknown_command(name)
+        return method.help
+
+    def help_overview(self) -> str:
+        """`help` with no argument: usage lines of all registered methods, by category."""
+        methods = self._methods.values()
+        return rpc_help.help_overview(
+            self._methods,
+            {m.name: m.category for m in methods},
+            {m.name: m.help for m in methods},
+        )
+
+
+def _is_async(handler: Handler) -> bool:
+    # Also catches objects with an `async def __call__`, which iscoroutinefunction misses.
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        type(handler).__call__)
+
+
+def register_help(table: MethodTable) -> None:
+    """Register the `help` method, which answers from `table` itself."""
+
+    def help_(params: list[Any]) -> str:
+        if not params or params[0] is None:
+            return table.help_overview()
+        return table.help_text(as_str(params[0], "command"))
+
+    table.register_standard("help", help_, warmup_ok=True)
+
+
+def _error(rid: Any, code: int, message: str) -> dict[str, Any]:
+    return {"result": None, "error": {"code": code, "message": message}, "id": rid}
+
+
+def _status(code: int) -> int:
+    if code == RPC_INVALID_REQUEST:
+        return 400
+    if code == RPC_METHOD_NOT_FOUND:
+        return 404
+    return 500
+
+
+_PARSE_ERROR = orjson.dumps(_error(None, RPC_PARSE_ERROR, "Parse error")) + b"\n"
+_TOP_LEVEL_ERROR = orjson.dumps(
+    _error(None, RPC_PARSE_ERROR, "Top-level object parse error")) + b"\n"
+_ALLOW_MESSAGE = "Method not allowed with current setting of -rpcallowmethod runtime parameter"
+
+
+class Dispatcher:
+    """Runs JSON-RPC requests against a MethodTable: checks in spec §1.7 order, then the handler.
+
+    `warmup_status` may be set and cleared at any time by the node: while it is a string,
+    every method not registered as warm-up-safe fails with -28 and that text.
+    """
+
+    def __init__(
+        self,
+        table: MethodTable,
+        *,
+        chain_name: str,
+        allow_methods: Iterable[str] | None = None,
+    ) -> None:
+        self.table = table
+        self.chain_name = chain_name
+        self.warmup_status: str | None = None
+        # `help` is always allowed (spec §1.7 step 9).
+        self._allowed = None if allow_methods is None else frozenset(allow_methods) | {"help"}
+        self._methods = table._methods  # the live dict: one lookup per request
+
+    async def handle_object(self, obj: Any) -> tuple[dict[str, Any], int]:
+        """One request object -> (response envelope, HTTP status)."""
+        if not isinstance(obj, dict):
+            return _error(None, RPC_INVALID_REQUEST, "Invalid Request object"), 400
+        rid = obj.get("id")
+        name = obj.get("method")
+        if not isinstance(name, str):
+            if name is None:
+                return _error(rid, RPC_INVALID_REQUEST, "Missing method"), 400
+            return _error(rid, RPC_INVALID_REQUEST, "Method must be a string"), 400
+        method = self._methods.get(name)
+        if self.warmup_status is not None and (method is None or not method.warmup_ok):
+            return _error(rid, RPC_IN_WARMUP, self.warmup_status), 500
+        params = obj.get("params")
+        if params is None:
+            params = []
+        elif not isinstance(params, list):
+            return _error(rid, RPC_INVALID_REQUEST, "Params must be an array"), 400
+        chain_name = obj.get("chain_name")
+        if chain_name is not None and chain_name != self.chain_name:
+            if not isinstance(chain_name, str):
+                return _error(rid, RPC_INVALID_REQUEST, "Chain name must be a string"), 400
+            return _error(rid, RPC_INVALID_REQUEST, "Wrong chain name"), 400
+        if method is None:
+            return _error(rid, RPC_METHOD_NOT_FOUND, "Method not found"), 404
+        if self._allowed is not None and name not in self._allowed:
+            return _error(rid, RPC_NOT_ALLOWED, _ALLOW_MESSAGE), 500
+        if not method.min_params <= len(params) <= method.max_params:
+            return _error(rid, RPC_MISC_ERROR, method.help), 500
+        try:
+            if method.is_async:
+                result = await method.handler(params)
+            else:
+                result = method.handler(params)
+        except Exception as exc:
+            err = to_rpc_error(exc, name)
+            return _error(rid, err.code, err.message), _status(err.code)
+        return {"result": result, "error": None, "id": rid}, 200
+
+    async def handle_body(self, body: bytes) -> tuple[bytes, int]:
+        """An HTTP request body -> (response body ending in a newline, HTTP status)."""
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _PARSE_ERROR, 500
+        if isinstance(request, dict):
+            envelope, status = await self.handle_object(request)
+            try:
+                return orjson.dumps(envelope, option=orjson.OPT_APPEND_NEWLINE), status
+            except TypeError as exc:
+                return _unencodable(envelope, exc, request.get("method")), 500
+        if isinstance(request, list):
+            # Each element independently and in order; a batch is always HTTP 200 (§1.6).
+            parts = []
+            for element in request:
+                envelope, _ = await self.handle_object(element)
+                try:
+                    parts.append(orjson.dumps(envelope))
+                except TypeError as exc:
+                    method = element.get("method") if isinstance(element, dict) else None
+                    parts.append(_unencodable(envelope, exc, method)[:-1])
+            return b"[" + b",".join(parts) + b"]\n", 200
+        return _TOP_LEVEL_ERROR, 500
+
+
+def _unencodable(envelope: dict[str, Any], exc: TypeError, method: Any) -> bytes:
+    """The error reply for a handler result that is not JSON-able (a handler bug)."""
+    log.warning("RPC method %s returned a result that cannot be encoded: %s", method, exc)
+    error = _error(envelope["id"], RPC_INTERNAL_ERROR, f"Result cannot be encoded: {exc}")
+    return orjson.dumps(error, option=orjson.OPT_APPEND_NEWLINE)

@@ -1,0 +1,178 @@
+"""The transport-free JSON-RPC core: method table, checks in spec §1.7 order, envelopes."""
+
+import asyncio
+
+import orjson
+import pytest
+
+from ledger.errors import EntityNotFound
+from node.rpc.dispatch import Dispatcher, MethodTable, register_help
+from node.rpc.errors import RpcError
+from node.rpc.help import HELP
+
+CHAIN = "erpchain"
+
+
+def build_table() -> MethodTable:
+    table = MethodTable()
+    table.register("echo", lambda params: params, min_params=0, max_params=3,
+                   help="echo ( a b c )\n\nReturns its params.", category="Control")
+
+    async def slow_echo(params):
+        await asyncio.sleep(0)
+        return {"echoed": params}
+
+    table.register("aecho", slow_echo, min_params=1, max_params=1,
+                   help="aecho a\n\nReturns its param, asynchronously.", category="Control")
+
+    def missing(params):
+        raise EntityNotFound(f"Stream with this name not found: {params[0]}")
+
+    table.register("missing", missing, min_params=1, max_params=1,
+                   help="missing x\n\nAlways fails.", category="Streams")
+    table.register("unencodable", lambda params: {"x": object()}, min_params=0, max_params=0,
+                   help="unencodable\n\nReturns something JSON cannot hold.", category="Control")
+    table.register_standard("stop", lambda params: "chainmill server stopping")
+    table.register_standard("getinitstatus", lambda params: {"initialized": False})
+    register_help(table)
+    return table
+
+
+def call(dispatcher, obj):
+    return asyncio.run(dispatcher.handle_object(obj))
+
+
+def body(dispatcher, raw: bytes):
+    return asyncio.run(dispatcher.handle_body(raw))
+
+
+@pytest.fixture
+def dispatcher():
+    return Dispatcher(build_table(), chain_name=CHAIN, allow_methods=None)
+
+
+def test_rpc_dispatch_success_envelope_bytes_are_exact(dispatcher):
+    out, status = body(dispatcher, b'{"method":"echo","params":[1,"a"],"id":"42","jsonrpc":"2.0"}')
+    assert status == 200
+    assert out == b'{"result":[1,"a"],"error":null,"id":"42"}\n'
+
+
+def test_rpc_dispatch_absent_params_and_null_chain_name_are_defaults(dispatcher):
+    envelope, status = call(dispatcher, {"method": "echo", "chain_name": None})
+    assert (envelope, status) == ({"result": [], "error": None, "id": None}, 200)
+    envelope, status = call(dispatcher, {"method": "echo", "params": None, "id": 3})
+    assert (envelope["result"], status) == ([], 200)
+
+
+def test_rpc_dispatch_async_handlers_are_awaited(dispatcher):
+    envelope, status = call(dispatcher, {"method": "aecho", "params": [5], "id": 1})
+    assert (envelope["result"], status) == ({"echoed": [5]}, 200)
+
+
+def test_rpc_dispatch_detects_async_callable_objects():
+    class Handler:
+        async def __call__(self, params):
+            return "called"
+
+    table = MethodTable()
+    table.register("x", Handler(), min_params=0, max_params=0, help="x", category="Control")
+    envelope, _ = call(Dispatcher(table, chain_name=CHAIN), {"method": "x"})
+    assert envelope["result"] == "called"
+
+
+def test_rpc_dispatch_registering_twice_is_refused():
+    table = build_table()
+    with pytest.raises(ValueError):
+        table.register("echo", print, min_params=0, max_params=0, help="", category="Control")
+    with pytest.raises(ValueError):
+        table.register("bad", print, min_params=2, max_params=1, help="", category="Control")
+
+
+def test_rpc_dispatch_register_standard_uses_help_module():
+    table = MethodTable()
+    table.register_standard("publish", lambda params: "txid")
+    method = table.get("publish")
+    assert (method.min_params, method.max_params) == (3, 4)
+    assert method.help == HELP["publish"]
+    assert method.category == "Streams"
+    assert not method.warmup_ok
+
+
+def test_rpc_dispatch_check_order_warmup_before_validation(dispatcher):
+    # Warm-up (step 4) comes before request validation (step 5) and unknown method (step 6).
+    dispatcher.warmup_status = "Loading block index..."
+    for obj in ({"method": "echo", "params": {"a": 1}},
+                {"method": "nosuch"},
+                {"method": "echo", "chain_name": "other"}):
+        envelope, status = call(dispatcher, obj)
+        assert envelope["error"] == {"code": -28, "message": "Loading block index..."}
+        assert status == 500
+    # ... but a non-string method is still an invalid request.
+    envelope, status = call(dispatcher, {"method": 5})
+    assert (envelope["error"]["code"], status) == (-32600, 400)
+
+
+def test_rpc_dispatch_check_order_validation_before_unknown_and_allow(dispatcher):
+    dispatcher = Dispatcher(build_table(), chain_name=CHAIN, allow_methods={"echo"})
+    envelope, status = call(dispatcher, {"method": "nosuch", "params": {}})
+    assert (envelope["error"]["code"], status) == (-32600, 400)
+    envelope, status = call(dispatcher, {"method": "nosuch"})
+    assert (envelope["error"]["code"], status) == (-32601, 404)
+    # Disallowed method: -701 even with a wrong parameter count (step 9 before the count).
+    envelope, status = call(dispatcher, {"method": "aecho", "params": []})
+    assert (envelope["error"]["code"], status) == (-701, 500)
+
+
+def test_rpc_dispatch_wrong_param_count_gives_full_help(dispatcher):
+    envelope, status = call(dispatcher, {"method": "aecho", "params": [], "id": 9})
+    assert envelope == {"result": None,
+                        "error": {"code": -1, "message": "aecho a\n\nReturns its param, asynchronously."},
+                        "id": 9}
+    assert status == 500
+
+
+def test_rpc_dispatch_domain_errors_are_mapped(dispatcher):
+    envelope, status = call(dispatcher, {"method": "missing", "params": ["orders"], "id": 1})
+    assert envelope["error"] == {"code": -708, "message": "Stream with this name not found: orders"}
+    assert envelope["result"] is None and status == 500
+
+
+def test_rpc_dispatch_explicit_rpc_error_keeps_its_code():
+    table = MethodTable()
+
+    def raises(params):
+        raise RpcError(-32601, "not here after all")
+
+    table.register("x", raises, min_params=0, max_params=0, help="x", category="Control")
+    envelope, status = call(Dispatcher(table, chain_name=CHAIN), {"method": "x"})
+    assert (envelope["error"]["code"], status) == (-32601, 404)
+
+
+def test_rpc_dispatch_unencodable_result_is_an_internal_error(dispatcher):
+    out, status = body(dispatcher, b'{"method":"unencodable","id":7}')
+    reply = orjson.loads(out)
+    assert status == 500 and reply["error"]["code"] == -32603 and reply["id"] == 7
+    out, status = body(dispatcher, b'[{"method":"unencodable","id":1},{"method":"echo","id":2}]')
+    replies = orjson.loads(out)
+    assert status == 200
+    assert [r["id"] for r in replies] == [1, 2]
+    assert replies[0]["error"]["code"] == -32603 and replies[1]["error"] is None
+
+
+def test_rpc_dispatch_help_method(dispatcher):
+    envelope, _ = call(dispatcher, {"method": "help"})
+    overview = envelope["result"]
+    assert overview.startswith("== Control ==\n")
+    assert "echo ( a b c )" in overview and "== Streams ==\nmissing x" in overview
+    envelope, _ = call(dispatcher, {"method": "help", "params": ["stop"]})
+    assert envelope["result"] == HELP["stop"]
+    envelope, _ = call(dispatcher, {"method": "help", "params": ["nosuch"]})
+    assert (envelope["result"], envelope["error"]) == ("help: unknown command: nosuch", None)
+    envelope, _ = call(dispatcher, {"method": "help", "params": [5]})
+    assert envelope["error"]["code"] == -8
+
+
+def test_rpc_dispatch_non_object_request(dispatcher):
+    for obj in (5, "echo", None, []):
+        envelope, status = call(dispatcher, obj)
+        assert envelope["error"]["code"] == -32600 and envelope["id"] is None and status == 400
