@@ -1,0 +1,1 @@
+"""Test and benchmark helpers; library code never imports this package."""
