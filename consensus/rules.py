@@ -62,7 +62,7 @@ class Rules:
         )
         consensus = {p: float(g(f"admin-consensus-{p}"))
                      for p in ("admin", "activate", "mine", "create", "issue")}
-        pub = g("genesis-pubkey") or ""
+        pub = g("genesis-pubkey") or b""
         return cls(
             chain_id=chain_id,
             anyone_can=anyone,
@@ -73,7 +73,7 @@ class Rules:
             max_tx_size=int(g("max-std-tx-size")),
             max_items_per_tx=int(g("max-std-op-returns-count")),
             max_item_size=int(g("max-std-op-return-size")),
-            genesis_pubkey=bytes.fromhex(pub),
+            genesis_pubkey=bytes.fromhex(pub) if isinstance(pub, str) else bytes(pub),
             root_stream_name=g("root-stream-name") or "",
             root_stream_open=bool(g("root-stream-open")),
             target_block_time=float(g("target-block-time")),

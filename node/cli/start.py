@@ -1,0 +1,136 @@
+"""`chainmill start CHAIN`: run a node in the foreground, or with --daemon in the background
+(returning once its JSON-RPC port answers)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.handlers
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from config import paths
+from config.errors import ConfigError
+from config.runtime import load_runtime_config, runtime_defaults
+
+log = logging.getLogger(__name__)
+
+DAEMON_WAIT = 120.0
+DAEMON_LOG = "daemon.out"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("start", help="start a node for a chain",
+                              description="Start the node of CHAIN (created with `chainmill "
+                              "create`). The first start builds the genesis block.")
+    p.add_argument("chain", metavar="CHAIN", help="chain name")
+    p.add_argument("--datadir", help="data directory (default ~/.chainmill or $CHAINMILL_DATADIR)")
+    p.add_argument("--port", type=int, help="peer-to-peer port")
+    p.add_argument("--rpcport", type=int, help="JSON-RPC port")
+    p.add_argument("--db-url", dest="db_url", help="SQLAlchemy URL of the chain store "
+                   "(default: a SQLite file in the chain directory)")
+    p.add_argument("--reindex", action="store_true", help="rebuild the store from its blocks")
+    p.add_argument("--daemon", action="store_true",
+                   help="run in the background; return once the JSON-RPC port answers")
+    p.add_argument("-o", "--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="any runtime parameter of chainmill.conf, e.g. -o rpcallowip=10.0.0.0/8")
+    p.set_defaults(module=sys.modules[__name__])
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"expected NAME=VALUE, got {item!r}")
+        name, value = item.split("=", 1)
+        out.setdefault(name.strip(), [])
+        out[name.strip()].append(value)  # type: ignore[union-attr]
+    for name in ("port", "rpcport", "db_url"):
+        v = getattr(args, name)
+        if v is not None:
+            out[name] = v
+    if args.reindex:
+        out["reindex"] = True
+    return out
+
+
+def _setup_logging(chain_dir: Path, foreground: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    fh = logging.handlers.RotatingFileHandler(chain_dir / "debug.log", maxBytes=50_000_000,
+                                              backupCount=3)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(fh)
+    if foreground and not any(isinstance(h, logging.StreamHandler)
+                              and not isinstance(h, logging.FileHandler)
+                              for h in root.handlers):
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setLevel(logging.WARNING)
+        sh.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(sh)
+
+
+def run(args: argparse.Namespace) -> int:
+    datadir = paths.resolve_datadir(args.datadir)
+    chain = paths.validate_chain_name(args.chain)
+    if args.daemon:
+        return _daemonize(args, datadir, chain)
+    from node.app import NodeApp, load_chain_files
+
+    cdir, _ = load_chain_files(datadir, chain)
+    _setup_logging(cdir, foreground=True)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    app = NodeApp(datadir, chain, cli_overrides(args), announce=say)
+    return asyncio.run(app.run())
+
+
+def _daemonize(args: argparse.Namespace, datadir: Path, chain: str) -> int:
+    """Start the node as a detached child and wait until its JSON-RPC port answers."""
+    from node.app import load_chain_files
+    from node.client import RpcClient, RpcConnectionError, RpcError
+
+    cdir, params = load_chain_files(datadir, chain)
+    argv = [sys.executable, "-m", "node.cli.main", "start", chain, "--datadir", str(datadir)]
+    for item in args.set:
+        argv += ["--set", item]
+    for flag, v in (("--port", args.port), ("--rpcport", args.rpcport), ("--db-url", args.db_url)):
+        if v is not None:
+            argv += [flag, str(v)]
+    if args.reindex:
+        argv.append("--reindex")
+    out_path = cdir / DAEMON_LOG
+    with open(out_path, "wb") as out:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                 env=os.environ.copy())
+    deadline = time.monotonic() + DAEMON_WAIT
+    client = None
+    while time.monotonic() < deadline:
+        code = child.poll()
+        if code is not None:
+            tail = out_path.read_text(errors="replace").strip().splitlines()[-5:]
+            detail = "\n".join(tail) if tail else "(no output)"
+            raise ConfigError(f"the node exited during start-up (code {code}):\n{detail}")
+        try:
+            if client is None:
+                runtime = load_runtime_config(datadir, chain, cli=cli_overrides(args),
+                                              defaults=runtime_defaults(params))
+                port = runtime.rpcport if runtime.rpcport is not None else params.rpc_port
+                client = RpcClient("127.0.0.1", port, runtime.rpcuser, runtime.rpcpassword,
+                                   chain_name=chain, timeout=5)
+            client.call("getinitstatus")
+            for line in out_path.read_text(errors="replace").splitlines():
+                print(line)
+            print(f"Node started in the background (pid {child.pid}).", flush=True)
+            return 0
+        except (RpcConnectionError, RpcError, ConfigError, OSError):
+            time.sleep(0.1)
+    child.terminate()
+    raise ConfigError(f"the node did not answer on its JSON-RPC port within {DAEMON_WAIT:.0f} s")

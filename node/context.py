@@ -1,0 +1,201 @@
+"""What the RPC handlers, the miner and the P2P layer share: the node's parts and its events.
+
+Built once by the composition root (node/app.py) and passed down; there are no globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from consensus.state import StreamInfo
+from ledger.addresses import AddressCodec
+from ledger.blocks import Block
+from ledger.errors import EntityNotFound
+from ledger.transactions import CreateStream, Permission, Publish, Transaction
+from node.chain import Chain, Connected
+from node.hooks import HookRunner
+from node.mempool import Mempool, PoolEntry
+from node.rpc.errors import RPC_INVALID_PARAMETER, RPC_NOT_SUBSCRIBED, RpcError
+from node.views import ChainFacts
+from node.wallet import Wallet
+
+log = logging.getLogger(__name__)
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_STREAMREF = re.compile(r"^\d+-\d+-\d+$")
+ZERO_HASH_HEX = "0" * 64
+
+
+class NodeContext:
+    def __init__(self, *, chain_name: str, chain_dir: Path, params: Mapping, runtime: Any,
+                 chain: Chain, mempool: Mempool, wallet: Wallet, hooks: HookRunner,
+                 codec: AddressCodec, version: str) -> None:
+        self.chain_name = chain_name
+        self.chain_dir = chain_dir
+        self.params = params
+        self.runtime = runtime
+        self.chain = chain
+        self.mempool = mempool
+        self.wallet = wallet
+        self.hooks = hooks
+        self.codec = codec
+        self.version = version
+        self.store = chain.store
+        self.subscriptions: set[str] = chain.store.subscriptions()
+        self.miner: Any = None
+        self.network: Any = None
+        self.stopping = asyncio.Event()
+        self.paused: set[str] = set()
+        self.started = time.time()
+        self.settings: dict[str, Any] = {}
+        self._hash_cache: dict[int, str] = {}
+        self._connect_lock = asyncio.Lock()
+        self.wants_wallet_events = bool(runtime.walletnotify or runtime.walletnotifynew)
+
+    # -- small facts --------------------------------------------------------------------------
+    def setting(self, name: str) -> Any:
+        """A runtime parameter, with live `setruntimeparam` changes taking precedence."""
+        if name in self.settings:
+            return self.settings[name]
+        return getattr(self.runtime, name)
+
+    def hash_at(self, height: int) -> str:
+        h = self._hash_cache.get(height)
+        if h is None:
+            row = self.store.block_row(height)
+            h = row.hash if row else ZERO_HASH_HEX
+            if row:
+                self._hash_cache[height] = h
+        return h
+
+    def facts(self) -> ChainFacts:
+        return ChainFacts(self.chain.height, self.chain.final_depth(),
+                          int(self.setting("maxshowndata")), self.hash_at)
+
+    # -- streams ------------------------------------------------------------------------------
+    def resolve_stream(self, ident: Any) -> StreamInfo:
+        """A stream by name (case-insensitive), streamref or creation txid, pending included."""
+        if not isinstance(ident, str) or not ident:
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid stream identifier")
+        state = self.mempool.state
+        if _HEX64.match(ident):
+            info = state.streams.get(bytes.fromhex(ident))
+            if info is None:
+                raise EntityNotFound(f"Stream with this txid not found: {ident}")
+            return info
+        if _STREAMREF.match(ident):
+            for info in state.streams.values():
+                if info.streamref == ident:
+                    return info
+            raise EntityNotFound(f"Stream with this stream reference not found: {ident}")
+        info = state.stream_by_name(ident)
+        if info is None:
+            raise EntityNotFound(f"Stream with this name not found: {ident}")
+        return info
+
+    def is_subscribed(self, info: StreamInfo) -> bool:
+        return info.createtxid.hex() in self.subscriptions
+
+    def readable_stream(self, ident: Any) -> StreamInfo:
+        info = self.resolve_stream(ident)
+        if not self.is_subscribed(info):
+            raise RpcError(RPC_NOT_SUBSCRIBED, "Not subscribed to this stream")
+        return info
+
+    def subscribe(self, txid_hex: str) -> None:
+        if txid_hex not in self.subscriptions:
+            self.store.set_subscribed(txid_hex, True)
+            self.subscriptions.add(txid_hex)
+
+    def unsubscribe(self, txid_hex: str) -> None:
+        if txid_hex in self.subscriptions:
+            self.store.set_subscribed(txid_hex, False)
+            self.subscriptions.discard(txid_hex)
+
+    # -- transactions -------------------------------------------------------------------------
+    def now(self) -> int:
+        return int(time.time())
+
+    def submit_tx(self, tx: Transaction, *, local: bool, verified: bool | None = None,
+                  relay: bool = True) -> PoolEntry:
+        """Admit a transaction to the mempool, wake the miner, tell peers and hooks."""
+        entry = self.mempool.add(tx, verified=local if verified is None else verified,
+                                 local=local)
+        if local:
+            self._auto_subscribe_created(tx)
+        if self.miner is not None:
+            self.miner.notify_tx()
+        if relay and self.network is not None:
+            self.network.announce_tx(tx)
+        if self.wants_wallet_events:
+            self._wallet_event(tx, first_seen=True, height=-1, blockhash=ZERO_HASH_HEX)
+        return entry
+
+    def _auto_subscribe_created(self, tx: Transaction) -> None:
+        for op in tx.ops:
+            if isinstance(op, CreateStream) and tx.sender_hash in self.wallet:
+                self.subscribe(tx.txid.hex())
+
+    # -- blocks -------------------------------------------------------------------------------
+    async def connect_block(self, block: Block, preverified: set[bytes] | None = None,
+                            ) -> Connected:
+        """Validate and append a block (from the miner or a peer) and run its consequences."""
+        async with self._connect_lock:
+            if preverified is None:
+                preverified = {t.txid for t in block.txs if t.txid in self.mempool.entries}
+            connected = await asyncio.to_thread(self.chain.connect, block, preverified)
+            self.after_connect(connected)
+            return connected
+
+    def after_connect(self, connected: Connected) -> None:
+        block = connected.block
+        self._hash_cache[block.height] = block.hash.hex()
+        seen_before = {t.txid for t in block.txs if t.txid in self.mempool.seen}
+        self.mempool.on_connected(connected)
+        autosub = "streams" in str(self.setting("autosubscribe") or "")
+        for s in connected.effects.streams:
+            if autosub or s.creator in self.wallet:
+                self.subscribe(s.createtxid.hex())
+        if self.wants_wallet_events:
+            bh = block.hash.hex()
+            for tx in block.txs:
+                self._wallet_event(tx, first_seen=tx.txid not in seen_before,
+                                   height=block.height, blockhash=bh)
+        asyncio.get_running_loop().create_task(self.hooks.block_event(block.hash.hex()))
+        if self.network is not None:
+            self.network.announce_block(block)
+
+    def forget_hashes_above(self, height: int) -> None:
+        for h in [h for h in self._hash_cache if h > height]:
+            del self._hash_cache[h]
+
+    # -- hooks --------------------------------------------------------------------------------
+    def _wallet_event(self, tx: Transaction, *, first_seen: bool, height: int,
+                      blockhash: str) -> None:
+        addresses: list[str] = []
+        entities: list[str] = []
+        if tx.sender_hash in self.wallet:
+            addresses.append(self.codec.encode(tx.sender_hash))
+        for op in tx.ops:
+            if isinstance(op, Permission) and op.address in self.wallet:
+                a = self.codec.encode(op.address)
+                if a not in addresses:
+                    addresses.append(a)
+            elif isinstance(op, Publish) and op.stream.hex() in self.subscriptions:
+                e = op.stream.hex()
+                if e not in entities:
+                    entities.append(e)
+        if not addresses and not entities:
+            return
+        from node.rpc.methods.blocks import tx_view  # a view, not a dependency of the core
+
+        asyncio.get_running_loop().create_task(self.hooks.wallet_event(
+            txid=tx.txid.hex(), first_seen=first_seen, height=height, blockhash=blockhash,
+            raw_hex=tx.raw.hex(), addresses=addresses, entities=entities,
+            chain=self.chain_name, tx_json=tx_view(self, tx, verbose_extra=False)))

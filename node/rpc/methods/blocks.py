@@ -1,0 +1,254 @@
+"""Blocks, transactions and the mempool: getblock*, listblocks, getrawtransaction, …"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ledger.blocks import Block
+from ledger.errors import BlockNotFound
+from ledger.transactions import Publish, Transaction
+from node.rpc.dispatch import MethodTable
+from node.rpc.errors import (
+    RPC_INVALID_ADDRESS_OR_KEY,
+    RPC_INVALID_PARAMETER,
+    RPC_OUTPUT_NOT_DATA,
+    RPC_OUTPUT_NOT_FOUND,
+    RpcError,
+)
+from node.rpc.methods import register
+from node.rpc.params import as_bool, as_int
+from node.views import full_data, op_view
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_LISTED_BLOCKS = 100_000
+
+
+def _height_of(ctx: Any, ident: Any) -> int:
+    """A block given as a height (number or short numeric string) or a 64-hex hash."""
+    tip = ctx.chain.height
+    if isinstance(ident, bool):
+        raise RpcError(RPC_INVALID_PARAMETER, "Invalid block hash or height")
+    if isinstance(ident, int):
+        h = ident
+    elif isinstance(ident, str) and _HEX64.match(ident):
+        row = ctx.store.block_row(hash_hex=ident.lower())
+        if row is None:
+            raise BlockNotFound("Block not found")
+        return row.height
+    elif isinstance(ident, str) and re.fullmatch(r"-?\d{1,63}", ident):
+        h = int(ident)
+    else:
+        raise RpcError(RPC_INVALID_PARAMETER, "Invalid block hash or height")
+    if h < 0:
+        h = tip + 1 + h
+    if not 0 <= h <= tip:
+        raise BlockNotFound("Block height out of range")
+    return h
+
+
+def parse_block_set(ctx: Any, spec: Any) -> list[int]:
+    """Heights named by MultiChain's block-set syntax: height, hash, "a-b", -N (last N),
+    comma list, array, or {"starttime", "endtime"}."""
+    tip = ctx.chain.height
+    if isinstance(spec, dict):
+        try:
+            start, end = int(spec["starttime"]), int(spec["endtime"])
+        except (KeyError, TypeError, ValueError):
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid time range") from None
+        return [r.height for r in ctx.store.blocks_in_time(start, end)]
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if spec < 0:
+            return list(range(max(0, tip + 1 + spec), tip + 1))
+        return [_height_of(ctx, spec)]
+    parts: list[Any]
+    if isinstance(spec, list):
+        parts = spec
+    elif isinstance(spec, str):
+        parts = [p.strip() for p in spec.split(",") if p.strip()]
+    else:
+        raise RpcError(RPC_INVALID_PARAMETER, "Invalid block set")
+    out: list[int] = []
+    for p in parts:
+        if isinstance(p, str) and re.fullmatch(r"\d+-\d+", p):
+            a, b = (int(x) for x in p.split("-"))
+            if b < a or b - a > MAX_LISTED_BLOCKS:
+                raise RpcError(RPC_INVALID_PARAMETER, f"Invalid block range: {p}")
+            out.extend(h for h in range(a, b + 1) if h <= tip)
+        elif isinstance(p, str) and re.fullmatch(r"-\d+", p):
+            out.extend(range(max(0, tip + 1 + int(p)), tip + 1))
+        else:
+            out.append(_height_of(ctx, p))
+    return sorted(set(out))
+
+
+def block_summary(ctx: Any, row: Any) -> dict[str, Any]:
+    return {"hash": row.hash, "height": row.height, "miner": row.miner,
+            "confirmations": ctx.chain.height - row.height + 1, "time": row.time_s,
+            "txcount": row.txcount}
+
+
+def _tx_location(ctx: Any, txid: str) -> tuple[Transaction, int | None, int | None]:
+    row = ctx.store.tx_row(txid)
+    if row is not None:
+        return Transaction.decode(row.raw), row.height, row.blockindex
+    entry = ctx.mempool.entries.get(bytes.fromhex(txid))
+    if entry is not None:
+        return entry.tx, None, None
+    raise RpcError(RPC_INVALID_ADDRESS_OR_KEY,
+                   "No information available about transaction")
+
+
+def tx_view(ctx: Any, tx: Transaction, height: int | None = None,
+            verbose_extra: bool = True) -> dict[str, Any]:
+    """A transaction decoded like `getrawtransaction txid 1`."""
+    txid = tx.txid.hex()
+    sender = ctx.codec.encode(tx.sender_hash)
+    streams = ctx.mempool.state.streams
+    max_shown = int(ctx.setting("maxshowndata"))
+    out: dict[str, Any] = {
+        "hex": tx.raw.hex(),
+        "txid": txid,
+        "version": tx.version,
+        "locktime": 0,
+        "vin": [{"sender": sender, "pubkey": tx.sender.hex(), "nonce": tx.nonce}],
+        "vout": [op_view(op, n, address_of=ctx.codec.encode, stream_of=streams.get, txid=txid,
+                         max_shown=max_shown, sender=sender, tx_time=tx.time)
+                 for n, op in enumerate(tx.ops)],
+    }
+    data = [v["data"][0] for v in out["vout"] if "data" in v]
+    if data:
+        out["data"] = data
+    if height is not None:
+        conf = ctx.chain.height - height + 1
+        out["blockhash"] = ctx.hash_at(height)
+        out["confirmations"] = conf
+        out["time"] = tx.time
+        out["blocktime"] = ctx.store.block_row(height).time_s
+        out["final"] = conf >= ctx.chain.final_depth()
+    else:
+        out["confirmations"] = 0
+        out["time"] = tx.time
+        out["final"] = False
+    return out
+
+
+def register_methods(table: MethodTable, ctx: Any) -> None:
+    def getblockcount(p: list) -> int:
+        return ctx.chain.height
+
+    def getbestblockhash(p: list) -> str:
+        return ctx.hash_at(ctx.chain.height)
+
+    def getblockhash(p: list) -> str:
+        h = as_int(p[0], "height")
+        if not 0 <= h <= ctx.chain.height:
+            raise BlockNotFound("Block height out of range")
+        return ctx.hash_at(h)
+
+    def getblock(p: list) -> Any:
+        h = _height_of(ctx, p[0])
+        verbose = p[1] if len(p) > 1 else 1
+        if isinstance(verbose, bool):
+            level = int(verbose)
+        elif isinstance(verbose, int) and 0 <= verbose <= 4:
+            level = verbose
+        else:
+            raise RpcError(RPC_INVALID_PARAMETER, "verbose must be a boolean or 0 to 4")
+        raw = ctx.store.block_raw(h)
+        if level == 0:
+            return raw.hex()
+        block = Block.decode(raw)
+        row = ctx.store.block_row(h)
+        out: dict[str, Any] = {
+            "hash": row.hash, "miner": row.miner,
+            "confirmations": ctx.chain.height - h + 1, "size": row.size, "height": h,
+            "version": block.header.version, "merkleroot": block.header.merkle_root.hex(),
+        }
+        if level == 1:
+            out["tx"] = [t.txid.hex() for t in block.txs]
+        elif level in (2, 3):
+            out["tx"] = [{"txid": t.txid.hex(), "hex": t.raw.hex()} for t in block.txs]
+        else:
+            out["tx"] = [tx_view(ctx, t, h) for t in block.txs]
+        out.update({"time": row.time_s, "nonce": 0, "bits": "1d00ffff",
+                    "difficulty": 6e-08})
+        if h > 0:
+            out["previousblockhash"] = row.prev_hash
+        if h < ctx.chain.height:
+            out["nextblockhash"] = ctx.hash_at(h + 1)
+        return out
+
+    def getlastblockinfo(p: list) -> dict:
+        skip = as_int(p[0], "skip") if p else 0
+        h = ctx.chain.height - skip
+        if skip < 0 or h < 0:
+            raise BlockNotFound("Block height out of range")
+        row = ctx.store.block_row(h)
+        return {"hash": row.hash, "height": h, "time": row.time_s, "txcount": row.txcount,
+                "miner": row.miner}
+
+    def listblocks(p: list) -> list:
+        heights = parse_block_set(ctx, p[0])
+        verbose = as_bool(p[1], "verbose") if len(p) > 1 else False
+        rows = ctx.store.block_rows(heights)
+        out = []
+        for r in rows:
+            s = block_summary(ctx, r)
+            if verbose:
+                s["previousblockhash"] = r.prev_hash
+                s["size"] = r.size
+            out.append(s)
+        return out
+
+    def getrawtransaction(p: list) -> Any:
+        txid = p[0]
+        if not isinstance(txid, str) or not _HEX64.match(txid):
+            raise RpcError(RPC_INVALID_PARAMETER, "txid must be a 64-character hex string")
+        verbose = p[1] if len(p) > 1 else 0
+        if not isinstance(verbose, (bool, int)):
+            raise RpcError(RPC_INVALID_PARAMETER, "verbose must be a boolean or a number")
+        tx, height, _ = _tx_location(ctx, txid.lower())
+        if not verbose:
+            return tx.raw.hex()
+        return tx_view(ctx, tx, height)
+
+    def gettxoutdata(p: list) -> Any:
+        txid = p[0]
+        if not isinstance(txid, str) or not _HEX64.match(txid):
+            raise RpcError(RPC_INVALID_PARAMETER, "txid must be a 64-character hex string")
+        vout = as_int(p[1], "vout")
+        tx, _, _ = _tx_location(ctx, txid.lower())
+        if not 0 <= vout < len(tx.ops):
+            raise RpcError(RPC_OUTPUT_NOT_FOUND, "Output not found")
+        op = tx.ops[vout]
+        if not isinstance(op, Publish):
+            raise RpcError(RPC_OUTPUT_NOT_DATA, "Output without metadata")
+        start = as_int(p[3], "start-byte") if len(p) > 3 else 0
+        count = as_int(p[2], "count-bytes") if len(p) > 2 else len(op.data)
+        if start < 0 or count < 0 or start > len(op.data):
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid start-byte or count-bytes")
+        if op.fmt == 0 or len(p) > 2:
+            return op.data[start:start + count].hex()
+        return full_data(int(op.fmt), op.data)
+
+    def getmempoolinfo(p: list) -> dict:
+        return {"size": len(ctx.mempool), "bytes": ctx.mempool.bytes}
+
+    def getrawmempool(p: list) -> Any:
+        verbose = as_bool(p[0], "verbose") if p else False
+        if not verbose:
+            return [t.hex() for t in ctx.mempool.entries]
+        h = ctx.chain.height
+        return {t.hex(): {"size": e.tx.size, "fee": 0.0, "time": int(e.received), "height": h,
+                          "startingpriority": 0.0, "currentpriority": 0.0, "depends": []}
+                for t, e in ctx.mempool.entries.items()}
+
+    for name, fn in [
+        ("getblockcount", getblockcount), ("getbestblockhash", getbestblockhash),
+        ("getblockhash", getblockhash), ("getblock", getblock),
+        ("getlastblockinfo", getlastblockinfo), ("listblocks", listblocks),
+        ("getrawtransaction", getrawtransaction), ("gettxoutdata", gettxoutdata),
+        ("getmempoolinfo", getmempoolinfo), ("getrawmempool", getrawmempool),
+    ]:
+        register(table, name, fn)

@@ -1,0 +1,56 @@
+"""Network methods: getpeerinfo, addnode, getaddednodeinfo, getconnectioncount, getnetworkinfo.
+
+They read the node's peer manager (`ctx.network`); a node started without networking has no
+peers and says so truthfully (empty lists, zero connections).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.rpc.dispatch import MethodTable
+from node.rpc.errors import RPC_INVALID_PARAMETER, RPC_NOT_SUPPORTED, RpcError
+from node.rpc.methods import register
+from node.rpc.methods.control import PROTOCOL_VERSION
+
+
+def register_methods(table: MethodTable, ctx: Any) -> None:
+    def getpeerinfo(p: list) -> list:
+        return ctx.network.peer_info() if ctx.network is not None else []
+
+    def getconnectioncount(p: list) -> int:
+        return ctx.network.connection_count() if ctx.network is not None else 0
+
+    def addnode(p: list) -> None:
+        node, command = p[0], p[1]
+        if not isinstance(node, str) or command not in ("add", "remove", "onetry"):
+            raise RpcError(RPC_INVALID_PARAMETER, "addnode takes ip:port and add|remove|onetry")
+        if ctx.network is None:
+            raise RpcError(RPC_NOT_SUPPORTED, "Networking is off on this node (offline)")
+        ctx.network.addnode(node, command)
+
+    def getaddednodeinfo(p: list) -> list:
+        if len(p) > 1 and not isinstance(p[1], str):
+            raise RpcError(RPC_INVALID_PARAMETER, "node should be a string")
+        infos = ctx.network.added_node_info() if ctx.network is not None else []
+        if len(p) > 1:
+            infos = [i for i in infos if i["addednode"] == p[1]]
+        return infos
+
+    def getnetworkinfo(p: list) -> dict:
+        net = ctx.network
+        return {
+            "version": 100901, "subversion": f"/chainmill:{ctx.version}/",
+            "protocolversion": PROTOCOL_VERSION, "localservices": "0000000000000001",
+            "timeoffset": 0,
+            "connections": net.connection_count() if net is not None else 0,
+            "networks": [{"name": "ipv4", "limited": False, "reachable": True, "proxy": ""}],
+            "relayfee": 0.0,
+            "localaddresses": ([{"address": "127.0.0.1", "port": net.port, "score": 1}]
+                               if net is not None else []),
+        }
+
+    for name, fn in [("getpeerinfo", getpeerinfo), ("getconnectioncount", getconnectioncount),
+                     ("addnode", addnode), ("getaddednodeinfo", getaddednodeinfo),
+                     ("getnetworkinfo", getnetworkinfo)]:
+        register(table, name, fn)
