@@ -17,6 +17,7 @@ from functools import lru_cache
 
 from aiohttp import web
 
+from config.errors import ConfigError
 from node.rpc.dispatch import Dispatcher
 from node.rpc.errors import RpcBindError
 
@@ -115,7 +116,12 @@ def _unauthorized() -> web.Response:
 
 
 def make_rpc_app(dispatcher: Dispatcher, settings: RpcSettings) -> web.Application:
-    """The aiohttp application serving JSON-RPC at `/` for `dispatcher`."""
+    """The aiohttp application serving JSON-RPC at `/` for `dispatcher`.
+
+    Raises ConfigError if rpcpassword is empty or equal to rpcuser (spec §1.2).
+    """
+    if not settings.password or settings.password == settings.user:
+        raise ConfigError("rpcpassword must be set and differ from rpcuser")
     auth = _Auth(settings.user, settings.password)
     allowed = _ip_filter(settings.allow_ips)
     max_body = settings.max_body

@@ -20,7 +20,7 @@ import pytest
 from config.errors import ConfigError
 from ledger import errors as le
 from node.rpc.dispatch import Dispatcher, MethodTable, register_help
-from node.rpc.server import RpcSettings, _ip_filter, start_rpc_server
+from node.rpc.server import RpcSettings, _ip_filter, make_rpc_app, start_rpc_server
 
 CHAIN = "erpchain"
 USER = "chainmillrpc"
@@ -460,6 +460,13 @@ def test_rpc_server_binds_loopback_v4_and_v6_on_one_port():
                 assert status == 200 and orjson.loads(payload)["id"] == 1
 
     asyncio.run(main())
+
+
+def test_rpc_server_refuses_empty_or_user_equal_password():
+    dispatcher = Dispatcher(build_table(), chain_name=CHAIN)
+    for password in ("", USER):
+        with pytest.raises(ConfigError):
+            make_rpc_app(dispatcher, RpcSettings(chain_name=CHAIN, user=USER, password=password))
 
 
 # --- source address filter ------------------------------------------------------------------
