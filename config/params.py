@@ -487,6 +487,10 @@ class ChainParams(Mapping[str, ParamValue]):
     def __len__(self) -> int:
         return len(self._values)
 
+    def __reduce__(self) -> tuple[type[ChainParams], tuple[dict[str, ParamValue]]]:
+        # picklable, so worker processes (e.g. parallel verification) can receive it
+        return (ChainParams, (dict(self._values),))
+
     def __repr__(self) -> str:
         return f"ChainParams(chain_name={self._values['chain-name']!r}, locked={self.locked})"
 
@@ -497,12 +501,18 @@ class ChainParams(Mapping[str, ParamValue]):
         return ChainParams({**self._values, **changes})
 
     def as_display(self) -> dict[str, object]:
-        """JSON-ready dict with hyphenated names; hex values as lowercase hex strings."""
-        return {name: _json_value(value) for name, value in self._values.items()}
+        """JSON-ready dict with hyphenated names (``getblockchainparams``).
+
+        Hex values become lowercase hex strings. ``target-block-time`` is shown as an integer
+        when it is whole, as MultiChain shows it, so clients that type it as an integer keep
+        working; fractions (chainmill only) are shown as floats.
+        """
+        return {name: _json_value(name, value) for name, value in self._values.items()}
 
     def as_compact(self) -> dict[str, object]:
         """As as_display, with hyphens removed from the names (display-names=false)."""
-        return {name.replace("-", ""): _json_value(value) for name, value in self._values.items()}
+        return {name.replace("-", ""): _json_value(name, value)
+                for name, value in self._values.items()}
 
     # -- conveniences
 
@@ -572,8 +582,12 @@ class ChainParams(Mapping[str, ParamValue]):
         return float(self._values[f"admin-consensus-{perm}"])  # type: ignore[arg-type]
 
 
-def _json_value(value: ParamValue) -> object:
-    return value.hex() if isinstance(value, bytes) else value
+def _json_value(name: str, value: ParamValue) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    if name == "target-block-time" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 # ---------------------------------------------------------------- creation

@@ -156,12 +156,14 @@ class RpcClient:
         return results
 
     def close(self) -> None:
-        """Close every connection this client opened (in any thread)."""
+        """Close every connection this client opened (in any thread).
+
+        The client stays usable: a later call opens a new connection.
+        """
         with self._lock:
-            connections, self._connections = self._connections, set()
+            connections = list(self._connections)
         for connection in connections:
             connection.close()
-        self._local.__dict__.clear()
 
     # ------------------------------------------------------------ transport
 

@@ -154,6 +154,8 @@ def test_client_reuses_kept_alive_connection() -> None:
             for _ in range(5):
                 assert client.call("getblockcount") == 1
         assert fake.connections == 1
+        assert client.call("getblockcount") == 1  # usable after close, on a new connection
+        assert fake.connections == 2
 
 
 def test_client_resends_once_when_server_dropped_idle_connection(

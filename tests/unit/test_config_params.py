@@ -1,6 +1,7 @@
 """config.params: the parameter table, params.dat round trips, refusals and the params hash."""
 
 import os
+import pickle
 import random
 import stat
 from pathlib import Path
@@ -161,6 +162,18 @@ def test_params_display_and_compact_names() -> None:
     assert compact["anyonecanconnect"] is False
     assert isinstance(display["network-message-start"], str)
     assert bytes.fromhex(display["network-message-start"]) == params.message_start
+
+
+def test_params_display_shows_whole_block_time_as_integer() -> None:
+    assert make().as_display()["target-block-time"] == 15
+    assert isinstance(make().as_display()["target-block-time"], int)
+    assert make(target_block_time="0.5").as_compact()["targetblocktime"] == 0.5
+    assert isinstance(make().as_display()["mine-empty-rounds"], float)
+
+
+def test_params_survive_pickling() -> None:
+    params = make()
+    assert pickle.loads(pickle.dumps(params)) == params
 
 
 def test_params_mapping_is_immutable_and_replace_checks() -> None:
