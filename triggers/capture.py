@@ -32,8 +32,8 @@ from sqlalchemy.sql import dml, operators, visitors
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 from sqlalchemy.sql.schema import Column, Table
 
+from triggers import recipients, schema
 from triggers import rules as rules_mod
-from triggers import schema
 from triggers.errors import ConfigurationInvalid
 from triggers.rules import TriggerRule
 from triggers.values import to_text
@@ -68,6 +68,7 @@ class PrimaryKeyUpdateRefused(ConfigurationInvalid):
 class _TxState:
     captured: bool = False
     pending: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+    contacts: dict[int, list[str]] = field(default_factory=dict)
 
 
 def _state(conn: Connection) -> _TxState:
@@ -233,7 +234,26 @@ class Capture:
             with _guarded(conn):
                 row = conn.execute(query.limit(1), first).first()
             key = dict(zip([c.name for c in pk_cols], row, strict=True)) if row else None
-        _state(conn).pending[id(clauseelement)] = key
+        state = _state(conn)
+        state.pending[id(clauseelement)] = key
+        if key is not None and isinstance(clauseelement, dml.Delete):
+            # Readers of a private document come from the row (or rows pointing at it),
+            # which will be gone when the relay builds the message: read them now.
+            rule = rules_mod.match(
+                candidates,
+                table=table.name,
+                operation="delete",
+                today=self._today(),
+                alias=_option(conn, execution_options, ALIAS),
+                subsys_dir=self.subsystem,
+            )
+            if rule is not None and recipients.is_private(rule):
+                with _guarded(conn):
+                    row = conn.execute(select(table).where(*_key_clause(table, key))).mappings().first()
+                    if row is not None:
+                        state.contacts[id(clauseelement)] = recipients.contact_ids(
+                            conn, rule, table, dict(row)
+                        )
         return clauseelement, multiparams, params
 
     def _after_execute(
@@ -281,7 +301,8 @@ class Capture:
         )
         if rule is None:
             return
-        self._write_outbox(conn, rule, table, operation, key, alias)
+        contacts = state.contacts.pop(id(clauseelement), None)
+        self._write_outbox(conn, rule, table, operation, key, alias, contacts)
         state.captured = True
         self.captured_count += 1
 
@@ -293,6 +314,7 @@ class Capture:
         operation: str,
         key: dict[str, Any],
         alias: str | None,
+        contacts: list[str] | None = None,
     ) -> None:
         pkey = {name: to_text(value, table.c[name], conn.dialect.name) for name, value in key.items()}
         with _guarded(conn):
@@ -308,6 +330,7 @@ class Capture:
                     created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
                     status="PENDING",
                     attempts=0,
+                    recipients=json.dumps(contacts) if contacts is not None else None,
                 )
             )
         log.debug("captured trigger %s: %s on %s %s", rule.trigger_id, operation, table.name, pkey)
