@@ -28,6 +28,7 @@ from node.context import NodeContext
 from node.hooks import HookRunner
 from node.mempool import Mempool
 from node.miner import Miner
+from node.p2p.network import Network
 from node.rpc.dispatch import Dispatcher, MethodTable
 from node.rpc.methods import register_all
 from node.rpc.server import RpcSettings, start_rpc_server
@@ -135,8 +136,9 @@ class NodeApp:
         if runtime.reindex:
             log.info("reindexing the chain store from its blocks")
             chain.reindex()
-        if chain.height < 0:
-            raise StoreError("the chain store has no genesis block")
+        if chain.height < 0 and not (runtime.addnode or runtime.connect):
+            raise StoreError("the chain store has no genesis block and no peer to fetch it "
+                             "from (start with CHAIN@HOST:PORT to join)")
         hooks = HookRunner(walletnotify=runtime.walletnotify,
                            walletnotifynew=runtime.walletnotifynew,
                            blocknotify=runtime.blocknotify, timeout=runtime.hooktimeout)
@@ -218,9 +220,17 @@ class NodeApp:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, ctx.stopping.set)
         server = None
+        net = None
         tasks: list[asyncio.Task] = []
         try:
             server = await start_rpc_server(dispatcher, settings)
+            port = ctx.params.network_port if runtime.port is None else runtime.port
+            if not runtime.offline:
+                net = Network(ctx, port=port, listen=runtime.listen,
+                              addnodes=tuple(runtime.addnode) + tuple(runtime.connect),
+                              max_connections=runtime.maxconnections)
+                await net.start()
+                ctx.network = net
             if runtime.gen and not runtime.offline:
                 miner = Miner(ctx.chain, ctx.mempool, ctx.wallet, ctx.connect_block,
                               turnover=float(runtime.miningturnover),
@@ -230,7 +240,6 @@ class NodeApp:
                                                   if ctx.network is not None else 0))
                 ctx.miner = miner
                 tasks.append(asyncio.create_task(miner.run(), name="miner"))
-            port = ctx.params.network_port if runtime.port is None else runtime.port
             self.announce(f"chainmill {VERSION} node for chain {self.chain_name} "
                           f"(protocol 20013) at height {ctx.chain.height}")
             self.announce("Other nodes can connect to this node using:")
@@ -259,6 +268,8 @@ class NodeApp:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            if net is not None:
+                await net.close()
             if server is not None:
                 # Let the `stop` call's own response go out before the listener closes.
                 await asyncio.sleep(0.05)

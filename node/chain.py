@@ -68,7 +68,7 @@ class Chain:
         self.store = store
         self.params = params
         self.codec = codec
-        self.chain_id = bytes.fromhex(params["chain-params-hash"])
+        self.chain_id = bytes(params["chain-params-hash"])
         self.rules = Rules.from_params(params, self.chain_id)
         self.verifier = ParallelVerifier(self.chain_id)
         self.state = ChainState()

@@ -16,7 +16,7 @@ from typing import Any
 from consensus.state import StreamInfo
 from ledger.addresses import AddressCodec
 from ledger.blocks import Block
-from ledger.errors import EntityNotFound
+from ledger.errors import ChainmillError, EntityNotFound
 from ledger.transactions import CreateStream, Permission, Publish, Transaction
 from node.chain import Chain, Connected
 from node.hooks import HookRunner
@@ -147,11 +147,44 @@ class NodeContext:
                             ) -> Connected:
         """Validate and append a block (from the miner or a peer) and run its consequences."""
         async with self._connect_lock:
-            if preverified is None:
-                preverified = {t.txid for t in block.txs if t.txid in self.mempool.entries}
-            connected = await asyncio.to_thread(self.chain.connect, block, preverified)
-            self.after_connect(connected)
-            return connected
+            return await self._connect_unlocked(block, preverified)
+
+    async def _connect_unlocked(self, block: Block, preverified: set[bytes] | None) -> Connected:
+        if preverified is None:
+            # A pooled tx counts as checked only if the block carries the same signature.
+            entries = self.mempool.entries
+            preverified = {t.txid for t in block.txs
+                           if (e := entries.get(t.txid)) is not None
+                           and e.tx.signature == t.signature}
+        connected = await asyncio.to_thread(self.chain.connect, block, preverified)
+        self.after_connect(connected)
+        return connected
+
+    async def reorganise(self, fork_height: int, branch: list[Block]
+                         ) -> tuple[bool, list[Block]]:
+        """Switch to `branch` (blocks above fork_height). On an invalid branch the old blocks
+        are restored and False is returned. Transactions of the abandoned blocks that the new
+        branch does not contain go back to the mempool when still valid."""
+        async with self._connect_lock:
+            removed = await asyncio.to_thread(self.chain.rollback_to, fork_height)
+            self.forget_hashes_above(fork_height)
+            try:
+                for b in branch:
+                    await self._connect_unlocked(b, None)
+            except ChainmillError as e:
+                log.warning("reorganisation failed (%s); restoring the previous branch", e)
+                await asyncio.to_thread(self.chain.rollback_to, fork_height)
+                self.forget_hashes_above(fork_height)
+                for b in removed:
+                    await self._connect_unlocked(b, None)
+                return False, []
+            kept = {t.txid for b in branch for t in b.txs}
+            returned = [t for b in removed for t in b.txs if t.txid not in kept]
+            dropped = self.mempool.readmit(returned)
+            log.info("reorganisation done: tip %d, %d transactions returned to the mempool, "
+                     "%d no longer valid", self.chain.height, len(returned) - len(dropped),
+                     len(dropped))
+            return True, removed
 
     def after_connect(self, connected: Connected) -> None:
         block = connected.block

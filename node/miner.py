@@ -55,7 +55,9 @@ class Miner:
         tbt = self.chain.rules.target_block_time
         while True:
             tip = self.chain.tip_header
-            assert tip is not None
+            if tip is None:  # a joining node waits for the chain to arrive
+                await self._sleep_or_wake(tbt)
+                continue
             rank = self._my_rank()
             if rank is None or self.paused:
                 await self._sleep_or_wake(tbt)

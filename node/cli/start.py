@@ -27,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("start", help="start a node for a chain",
                               description="Start the node of CHAIN (created with `chainmill "
                               "create`). The first start builds the genesis block.")
-    p.add_argument("chain", metavar="CHAIN", help="chain name")
+    p.add_argument("chain", metavar="CHAIN[@HOST:PORT]",
+                   help="chain name; CHAIN@HOST:PORT joins the chain through that seed node")
     p.add_argument("--datadir", help="data directory (default ~/.chainmill or $CHAINMILL_DATADIR)")
     p.add_argument("--port", type=int, help="peer-to-peer port")
     p.add_argument("--rpcport", type=int, help="JSON-RPC port")
@@ -65,18 +66,64 @@ def _setup_logging(chain_dir: Path, foreground: bool) -> None:
                                               backupCount=3)
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(fh)
-    if foreground and not any(isinstance(h, logging.StreamHandler)
-                              and not isinstance(h, logging.FileHandler)
-                              for h in root.handlers):
+    console = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+               and not isinstance(h, logging.FileHandler)]
+    for h in console:  # details go to debug.log; the console gets warnings and errors
+        if h.level < logging.WARNING and root.level > logging.DEBUG:
+            h.setLevel(logging.WARNING)
+    if foreground and not console:
         sh = logging.StreamHandler(sys.stderr)
         sh.setLevel(logging.WARNING)
         sh.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(sh)
 
 
+def join(datadir: Path, chain: str, seed: str, ports: dict[str, int | None]) -> None:
+    """Fetch the chain's parameters from a seed (first start only), remember the seed, and
+    tell the user how to get connect permission when the address lacks it."""
+    from node.app import codec_for
+    from node.join import ask_seed, install_params, remember_seed
+    from node.p2p.network import parse_hostport
+    from node.wallet import WALLET_FILE, Wallet
+
+    try:
+        host, port = parse_hostport(seed)
+    except ValueError:
+        raise ConfigError(f"expected CHAIN@HOST:PORT, got {chain}@{seed}") from None
+    cdir = paths.chain_dir(datadir, chain)
+    if not (cdir / paths.PARAMS_FILE).exists():
+        print(f"Retrieving blockchain parameters from the seed node {host}:{port} ...",
+              flush=True)
+        text, _ = ask_seed(host, port)
+        params = install_params(chain, cdir, text)
+        print("Blockchain successfully initialized.", flush=True)
+    else:
+        from config.params import read_params_file
+
+        params = read_params_file(cdir / paths.PARAMS_FILE)
+    remember_seed(cdir, host, port, {k: v for k, v in ports.items() if v is not None})
+    wallet = Wallet(cdir / WALLET_FILE, codec_for(params))
+    if len(wallet) == 0:
+        wallet.new_key()
+    address = wallet.codec.encode(wallet.default.pubkey_hash)
+    _, may_connect = ask_seed(host, port, wallet.default.pubkey_hash)
+    if not may_connect:
+        print(f"""
+Please ask a blockchain admin (or a holder of activate permission) to let this node
+connect and transact, with:
+chainmill cli {chain} grant {address} connect
+chainmill cli {chain} grant {address} connect,send,receive
+
+The node keeps trying to connect until the permission is granted.
+""", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     datadir = paths.resolve_datadir(args.datadir)
-    chain = paths.validate_chain_name(args.chain)
+    name, _, seed = args.chain.partition("@")
+    chain = paths.validate_chain_name(name)
+    if seed:
+        join(datadir, chain, seed, {"port": args.port, "rpcport": args.rpcport})
     if args.daemon:
         return _daemonize(args, datadir, chain)
     from node.app import NodeApp, load_chain_files

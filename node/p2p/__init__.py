@@ -1,0 +1,1 @@
+"""Peer-to-peer networking: framing, messages, the permissioned handshake, relay and sync."""

@@ -1,0 +1,171 @@
+"""P2P message types and their payload encodings (strict decoders, as for the ledger)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from ledger.codec import Reader, Writer
+from ledger.errors import DecodeError
+
+PROTOCOL = 1
+MAX_INV = 50_000
+MAX_LOCATOR = 64
+
+
+class Msg(IntEnum):
+    HELLO = 1  # version, chain id, genesis, height, tip, listen port, challenge
+    AUTH = 2  # public key, signature over the peer's challenge
+    REJECT = 3  # reason text; the connection closes after it
+    PING = 4
+    PONG = 5
+    INV = 6  # announcements: (kind, hash)*
+    GETDATA = 7  # requests: (kind, hash)*
+    TX = 8  # raw transaction
+    BLOCK = 9  # raw block
+    GETBLOCKS = 10  # locator hashes; answered with BLOCKS after the last common one
+    BLOCKS = 11  # peer height + raw blocks in order
+    GETPARAMS = 12  # a joining node asks for params.dat; may carry its address hash
+    PARAMS = 13  # params.dat text + whether the asker's address may connect
+    NOTFOUND = 14
+
+
+class Inv(IntEnum):
+    TX = 1
+    BLOCK = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    chain_id: bytes
+    genesis: bytes
+    height: int
+    tip: bytes
+    listen_port: int
+    challenge: bytes
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.u32(self.version)
+        w.fixed(self.chain_id)
+        w.fixed(self.genesis)
+        w.u32(self.height + 1)  # -1 (no blocks yet) encodes as 0
+        w.fixed(self.tip)
+        w.u16(self.listen_port)
+        w.fixed(self.challenge)
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Hello:
+        r = Reader(raw)
+        out = cls(r.u32(), r.fixed(32), r.fixed(32), r.u32() - 1, r.fixed(32), r.u16(),
+                  r.fixed(32))
+        r.end()
+        return out
+
+
+def encode_auth(pubkey: bytes, signature: bytes) -> bytes:
+    w = Writer()
+    w.fixed(pubkey)
+    w.var_bytes(signature)
+    return w.getvalue()
+
+
+def decode_auth(raw: bytes) -> tuple[bytes, bytes]:
+    r = Reader(raw)
+    pub, sig = r.fixed(33), r.var_bytes(80)
+    r.end()
+    return pub, sig
+
+
+def encode_inv(items: list[tuple[int, bytes]]) -> bytes:
+    w = Writer()
+    w.varint(len(items))
+    for kind, h in items:
+        w.u8(kind)
+        w.fixed(h)
+    return w.getvalue()
+
+
+def decode_inv(raw: bytes) -> list[tuple[int, bytes]]:
+    r = Reader(raw)
+    n = r.varint()
+    if n > MAX_INV:
+        raise DecodeError("too many inventory entries")
+    out = []
+    for _ in range(n):
+        kind = r.u8()
+        if kind not in (Inv.TX, Inv.BLOCK):
+            raise DecodeError("unknown inventory kind")
+        out.append((kind, r.fixed(32)))
+    r.end()
+    return out
+
+
+def encode_locator(hashes: list[bytes], limit: int) -> bytes:
+    w = Writer()
+    w.varint(len(hashes))
+    for h in hashes:
+        w.fixed(h)
+    w.u32(limit)
+    return w.getvalue()
+
+
+def decode_locator(raw: bytes) -> tuple[list[bytes], int]:
+    r = Reader(raw)
+    n = r.varint()
+    if n > MAX_LOCATOR:
+        raise DecodeError("locator too long")
+    hashes = [r.fixed(32) for _ in range(n)]
+    limit = r.u32()
+    r.end()
+    return hashes, limit
+
+
+def encode_blocks(peer_height: int, raws: list[bytes]) -> bytes:
+    w = Writer()
+    w.u32(peer_height + 1)
+    w.varint(len(raws))
+    for b in raws:
+        w.var_bytes(b)
+    return w.getvalue()
+
+
+def decode_blocks(raw: bytes, max_block: int) -> tuple[int, list[bytes]]:
+    r = Reader(raw)
+    height = r.u32() - 1
+    n = r.varint()
+    if n > 100_000:
+        raise DecodeError("too many blocks in one message")
+    out = [r.var_bytes(max_block) for _ in range(n)]
+    r.end()
+    return height, out
+
+
+def encode_params(text: str, may_connect: bool) -> bytes:
+    w = Writer()
+    w.var_bytes(text.encode())
+    w.u8(1 if may_connect else 0)
+    return w.getvalue()
+
+
+def decode_params(raw: bytes) -> tuple[str, bool]:
+    r = Reader(raw)
+    text = r.var_bytes(1 << 20).decode()
+    flag = r.u8()
+    r.end()
+    return text, flag == 1
+
+
+def encode_text(text: str) -> bytes:
+    w = Writer()
+    w.var_bytes(text.encode()[:1000])
+    return w.getvalue()
+
+
+def decode_text(raw: bytes) -> str:
+    r = Reader(raw)
+    t = r.var_bytes(1000).decode(errors="replace")
+    r.end()
+    return t

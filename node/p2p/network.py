@@ -1,0 +1,683 @@
+"""The peer manager: listens, dials, runs the permissioned handshake, relays transactions and
+blocks by announcement and request, syncs from peers in batches, chooses between forks and
+penalises peers that send invalid data.
+
+Fork choice: the longest valid chain; between equal heights the tip with the lower hash, so
+every node picks the same branch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from typing import Any
+
+from consensus.rules import has_permission
+from ledger.blocks import Block
+from ledger.errors import AlreadyInChain, ChainmillError, DecodeError, InvalidBlock
+from ledger.hashing import hash160
+from ledger.keys import verify
+from ledger.transactions import Transaction
+from ledger.types import ZERO_HASH
+from node.p2p import messages as m
+from node.p2p.framing import FrameError, encode_frame, read_frame
+from node.p2p.messages import Inv, Msg
+from node.p2p.peer import Peer
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_MAGIC = b"\xf9cmj"
+"""Magic of the one exchange a joining node makes before it knows the chain's magic."""
+HANDSHAKE_TIMEOUT = 10.0
+BAN_SCORE = 100
+BAN_SECONDS = 3600
+SYNC_BATCH = 500
+SYNC_BYTES = 16 * 1024 * 1024
+MAX_REORG = 100_000
+INV_FLUSH = 0.05
+PING_EVERY = 20.0
+
+
+def handshake_digest(chain_id: bytes, challenge: bytes, pubkey: bytes) -> bytes:
+    return hashlib.sha256(b"chainmill-handshake" + chain_id + challenge + pubkey).digest()
+
+
+def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise ValueError(f"expected host:port, got {text!r}")
+        return text, default_port
+    host = host.strip("[]")
+    return host, int(port)
+
+
+class Network:
+    def __init__(self, ctx: Any, *, port: int, listen: bool = True,
+                 addnodes: tuple[str, ...] = (), max_connections: int = 125,
+                 bind_host: str | None = None) -> None:
+        self.ctx = ctx
+        self.chain = ctx.chain
+        self.port = port
+        self.listen = listen
+        self.bind_host = bind_host
+        self.max_connections = max_connections
+        self.magic: bytes = bytes(ctx.params["network-message-start"])
+        self.genesis: bytes = bytes(ctx.params["genesis-hash"])
+        self.max_frame = int(ctx.params["maximum-block-size"]) * 2 + (1 << 20)
+        self.peers: dict[int, Peer] = {}
+        self.added: dict[str, asyncio.Task] = {}
+        self.bans: dict[bytes, float] = {}
+        self.server: asyncio.base_events.Server | None = None
+        self.tasks: set[asyncio.Task] = set()
+        self._inv_queue: list[tuple[int, bytes, bytes]] = []
+        self._inv_task: asyncio.Task | None = None
+        self._sync_peer: Peer | None = None
+        self._branch: list[Block] = []
+        self._requested: set[bytes] = set()
+        self._initial = tuple(addnodes)
+        self.last_error = ""
+        self.refused_reason = ""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.listen:
+            self.server = await asyncio.start_server(self._accept, self.bind_host, self.port,
+                                                     limit=1 << 16)
+            log.info("P2P listening on port %d", self.port)
+        for node in self._initial:
+            self.addnode(node, "add", quiet=True)
+        self._spawn(self._pinger())
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for t in list(self.added.values()) + list(self.tasks):
+            t.cancel()
+        for p in list(self.peers.values()):
+            p.close()
+        for t in list(self.added.values()) + list(self.tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        t = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
+        return t
+
+    # -- RPC-facing -----------------------------------------------------------------------------
+    def ready_peers(self) -> list[Peer]:
+        return [p for p in self.peers.values() if p.ready and not p.closed]
+
+    def connection_count(self) -> int:
+        return len(self.ready_peers())
+
+    def peer_info(self) -> list[dict]:
+        out = []
+        for p in self.ready_peers():
+            out.append({
+                "id": p.id, "addr": p.addr, "addrlocal": p.addrlocal,
+                "services": "0000000000000001", "lastsend": p.lastsend, "lastrecv": p.lastrecv,
+                "bytessent": p.bytessent, "bytesrecv": p.bytesrecv, "conntime": p.conntime,
+                "pingtime": round(p.pingtime, 6), "version": m.PROTOCOL,
+                "subver": f"/chainmill:{self.ctx.version}/", "handshakelocal": p.local_address,
+                "handshake": p.address, "inbound": p.inbound, "startingheight": p.start_height,
+                "banscore": p.banscore, "synced_headers": p.best_height,
+                "synced_blocks": p.best_height, "inflight": [],
+            })
+        return out
+
+    def addnode(self, node: str, command: str, quiet: bool = False) -> None:
+        from node.rpc.errors import (
+            RPC_CLIENT_NODE_ALREADY_ADDED,
+            RPC_CLIENT_NODE_NOT_ADDED,
+            RPC_INVALID_PARAMETER,
+            RpcError,
+        )
+
+        try:
+            host, port = parse_hostport(node, int(self.ctx.params["default-network-port"]))
+        except ValueError:
+            raise RpcError(RPC_INVALID_PARAMETER, f"Invalid node address: {node}") from None
+        key = f"{host}:{port}"
+        if command == "add":
+            if key in self.added:
+                if quiet:
+                    return
+                raise RpcError(RPC_CLIENT_NODE_ALREADY_ADDED, "Error: Node already added")
+            self.added[key] = asyncio.get_running_loop().create_task(self._dial_loop(host, port))
+        elif command == "remove":
+            task = self.added.pop(key, None)
+            if task is None:
+                raise RpcError(RPC_CLIENT_NODE_NOT_ADDED, "Error: Node has not been added.")
+            task.cancel()
+            for p in list(self.peers.values()):
+                if p.dialed == key:
+                    self._drop(p, "addnode remove")
+        else:
+            self._spawn(self._dial_once(host, port))
+
+    def disconnect(self, node: str) -> bool:
+        found = False
+        for p in list(self.peers.values()):
+            if node in (p.addr, p.dialed, p.address) or (
+                    p.listen_port and node == f"{p.host}:{p.listen_port}"):
+                self._drop(p, "disconnectnode")
+                found = True
+        return found
+
+    def added_node_info(self) -> list[dict]:
+        out = []
+        for key in self.added:
+            peers = [p for p in self.ready_peers() if p.dialed == key]
+            out.append({"addednode": key, "connected": bool(peers),
+                        "addresses": [{"address": key, "connected": "outbound"}] if peers else []})
+        return out
+
+    # -- connections ----------------------------------------------------------------------------
+    async def _dial_loop(self, host: str, port: int) -> None:
+        backoff = 0.25
+        while True:
+            started = time.monotonic()
+            await self._dial_once(host, port)
+            if time.monotonic() - started > 30:
+                backoff = 0.25
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _dial_once(self, host: str, port: int) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=1 << 16), HANDSHAKE_TIMEOUT)
+        except (OSError, TimeoutError) as e:
+            self.last_error = f"cannot connect to {host}:{port}: {e}"
+            log.debug("%s", self.last_error)
+            return
+        peer = Peer(reader, writer, self.magic, inbound=False, dialed=f"{host}:{port}")
+        await self._run_peer(peer)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.peers) >= self.max_connections:
+            writer.close()
+            return
+        await self._run_peer(Peer(reader, writer, self.magic, inbound=True))
+
+    async def _run_peer(self, peer: Peer) -> None:
+        self.peers[peer.id] = peer
+        reason = "connection closed"
+        try:
+            if await self._handshake(peer):
+                await self._serve(peer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            reason = "connection closed by peer"
+        except FrameError as e:
+            reason = f"framing error: {e}"
+            self.misbehave(peer, BAN_SCORE, reason)
+        except DecodeError as e:
+            reason = f"malformed message: {e}"
+            self.misbehave(peer, BAN_SCORE, reason)
+        except TimeoutError:
+            reason = "handshake timed out"
+        except asyncio.CancelledError:
+            reason = "shutting down"
+            raise
+        finally:
+            self.peers.pop(peer.id, None)
+            if peer.ready:
+                log.info("peer %s (%s) disconnected: %s", peer.addr, peer.address, reason)
+            peer.close()
+            if self._sync_peer is peer:
+                self._sync_peer = None
+                self._branch = []
+
+    def _drop(self, peer: Peer, reason: str) -> None:
+        log.info("dropping peer %s (%s): %s", peer.addr, peer.address or "no handshake", reason)
+        peer.close()
+
+    def misbehave(self, peer: Peer, score: int, reason: str) -> None:
+        peer.banscore += score
+        log.warning("peer %s (%s) misbehaved: %s (ban score %d)", peer.addr,
+                    peer.address or "no handshake", reason, peer.banscore)
+        if peer.banscore >= BAN_SCORE:
+            if peer.address_hash:
+                self.bans[peer.address_hash] = time.time() + BAN_SECONDS
+                log.warning("banning %s for %d s", peer.address, BAN_SECONDS)
+            self._drop(peer, reason)
+
+    def is_banned(self, address_hash: bytes) -> bool:
+        until = self.bans.get(address_hash)
+        if until is None:
+            return False
+        if until < time.time():
+            del self.bans[address_hash]
+            return False
+        return True
+
+    # -- handshake ------------------------------------------------------------------------------
+    def _hello(self, challenge: bytes) -> m.Hello:
+        return m.Hello(m.PROTOCOL, self.chain.chain_id, self.genesis, self.chain.height,
+                       bytes(self.chain.state.tip_hash or ZERO_HASH),
+                       self.port if self.listen else 0, challenge)
+
+    def _handshake_key(self) -> Any:
+        wallet = self.ctx.wallet
+        local = self.ctx.setting("handshakelocal")
+        if local:
+            key = wallet.get(self.ctx.codec.decode(local))
+            if key is not None:
+                return key
+        return wallet.default
+
+    async def _handshake(self, peer: Peer) -> bool:
+        challenge = os.urandom(32)
+        first = True
+        peer_hello: m.Hello | None = None
+        authed = False
+        sent_auth = False
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        while not (authed and sent_auth):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if first and not peer.inbound:
+                peer.send(Msg.HELLO, self._hello(challenge).encode())
+            if first and peer.inbound:
+                msg_type, payload = await asyncio.wait_for(
+                    self._read_first(peer), remaining)
+                if msg_type is None:
+                    return False
+                peer.send(Msg.HELLO, self._hello(challenge).encode())
+            else:
+                msg_type, payload = await asyncio.wait_for(
+                    read_frame(peer.reader, self.magic, 1 << 16), remaining)
+            first = False
+            peer.bytesrecv += len(payload) + 13
+            if msg_type == Msg.REJECT:
+                reason = m.decode_text(payload)
+                self.refused_reason = reason
+                log.warning("peer %s refused the connection: %s", peer.addr, reason)
+                return False
+            if msg_type == Msg.HELLO:
+                peer_hello = m.Hello.decode(payload)
+                if peer_hello.chain_id != self.chain.chain_id or peer_hello.genesis != self.genesis:
+                    self._reject(peer, "different chain (parameters or genesis differ)")
+                    return False
+                key = self._handshake_key()
+                sig = key.sign(handshake_digest(self.chain.chain_id, peer_hello.challenge,
+                                                key.pubkey))
+                peer.local_address = self.ctx.codec.encode(key.pubkey_hash)
+                peer.send(Msg.AUTH, m.encode_auth(key.pubkey, sig))
+                sent_auth = True
+            elif msg_type == Msg.AUTH:
+                if peer_hello is None:
+                    raise DecodeError("AUTH before HELLO")
+                pub, sig = m.decode_auth(payload)
+                if not verify(pub, sig, handshake_digest(self.chain.chain_id, challenge, pub)):
+                    self._reject(peer, "handshake signature does not verify")
+                    return False
+                peer.address_hash = hash160(pub)
+                peer.address = self.ctx.codec.encode(peer.address_hash)
+                why = self._refusal(peer.address_hash)
+                if why:
+                    self._reject(peer, why)
+                    return False
+                authed = True
+            else:
+                raise DecodeError(f"unexpected message {msg_type} during handshake")
+        assert peer_hello is not None
+        for other in self.ready_peers():
+            if other.address_hash == peer.address_hash:
+                # Keep the connection dialed by the node with the smaller address, so both
+                # ends drop the same duplicate.
+                mine = self._handshake_key().pubkey_hash
+                keep_new = (not peer.inbound) == (mine < peer.address_hash)
+                victim = other if keep_new else peer
+                self._drop(victim, "duplicate connection")
+                if victim is peer:
+                    return False
+        peer.listen_port = peer_hello.listen_port
+        peer.start_height = peer.best_height = peer_hello.height
+        peer.best_tip = peer_hello.tip
+        peer.ready = True
+        self.refused_reason = ""
+        log.info("connected to %s peer %s (address %s, height %d)",
+                 "inbound" if peer.inbound else "outbound", peer.addr, peer.address,
+                 peer_hello.height)
+        self._maybe_sync(peer)
+        return True
+
+    async def _read_first(self, peer: Peer) -> tuple[int | None, bytes]:
+        """An inbound connection's first frame: a HELLO, or a joining node's GETPARAMS."""
+        head_magic = await peer.reader.readexactly(4)
+        data = head_magic + await peer.reader.readexactly(9)
+        magic = head_magic
+        if magic not in (self.magic, BOOTSTRAP_MAGIC):
+            raise FrameError("wrong network magic (another chain?)")
+        # Re-read the frame through the normal parser by pushing the header back.
+        feeder = asyncio.StreamReader()
+        feeder.feed_data(data)
+        length = int.from_bytes(data[5:9], "little")
+        if length > 1 << 16:
+            raise FrameError("oversized first frame")
+        feeder.feed_data(await peer.reader.readexactly(length))
+        msg_type, payload = await read_frame(feeder, magic, 1 << 16)
+        if magic == BOOTSTRAP_MAGIC:
+            if msg_type != Msg.GETPARAMS:
+                raise FrameError("only GETPARAMS may use the bootstrap magic")
+            self._answer_params(peer, payload)
+            return None, b""
+        return msg_type, payload
+
+    def _answer_params(self, peer: Peer, payload: bytes) -> None:
+        from config.params import render_params
+
+        asker = payload[:20] if len(payload) >= 20 else b""
+        may = bool(asker) and not self._refusal(asker)
+        text = render_params(self.ctx.params)
+        peer.writer.write(encode_frame(BOOTSTRAP_MAGIC, Msg.PARAMS, m.encode_params(text, may)))
+        log.info("sent chain parameters to joining node %s", peer.addr)
+
+    def _refusal(self, address_hash: bytes) -> str:
+        if self.is_banned(address_hash):
+            return "address is banned for misbehaving"
+        h = self.chain.height
+        if h < 0:
+            return ""  # a joining node cannot judge permissions before it has the chain
+        if not has_permission(self.chain.state, self.chain.rules, address_hash, "connect", h + 1):
+            addr = self.ctx.codec.encode(address_hash)
+            return (f"address {addr} has no connect permission on chain "
+                    f"{self.ctx.chain_name}; an admin can grant it with: chainmill cli "
+                    f"{self.ctx.chain_name} grant {addr} connect,send,receive")
+        return ""
+
+    def _reject(self, peer: Peer, reason: str) -> None:
+        log.warning("refusing peer %s (%s): %s", peer.addr, peer.address or "?", reason)
+        peer.send(Msg.REJECT, m.encode_text(reason))
+
+    # -- serving --------------------------------------------------------------------------------
+    async def _serve(self, peer: Peer) -> None:
+        handlers = {
+            Msg.PING: self.on_ping, Msg.PONG: self.on_pong, Msg.INV: self.on_inv,
+            Msg.GETDATA: self.on_getdata, Msg.TX: self.on_tx, Msg.BLOCK: self.on_block,
+            Msg.GETBLOCKS: self.on_getblocks, Msg.BLOCKS: self.on_blocks,
+            Msg.NOTFOUND: self.on_notfound, Msg.REJECT: self.on_reject,
+        }
+        while not peer.closed:
+            msg_type, payload = await read_frame(peer.reader, self.magic, self.max_frame)
+            peer.bytesrecv += len(payload) + 13
+            peer.lastrecv = int(time.time())
+            handler = handlers.get(msg_type)
+            if handler is None:
+                self.misbehave(peer, 10, f"unknown message type {msg_type}")
+                continue
+            if "incoming" in self.ctx.paused and msg_type in (Msg.TX, Msg.BLOCK, Msg.BLOCKS):
+                continue
+            await handler(peer, payload)
+
+    async def on_ping(self, peer: Peer, payload: bytes) -> None:
+        peer.send(Msg.PONG, payload[:8])
+
+    async def on_pong(self, peer: Peer, payload: bytes) -> None:
+        if peer.ping_sent:
+            peer.pingtime = time.monotonic() - peer.ping_sent
+            peer.ping_sent = 0.0
+
+    async def on_reject(self, peer: Peer, payload: bytes) -> None:
+        log.warning("peer %s: %s", peer.addr, m.decode_text(payload))
+
+    async def on_notfound(self, peer: Peer, payload: bytes) -> None:
+        for _, h in m.decode_inv(payload):
+            self._requested.discard(h)
+
+    async def _pinger(self) -> None:
+        while True:
+            await asyncio.sleep(PING_EVERY)
+            for p in self.ready_peers():
+                p.ping_sent = time.monotonic()
+                p.send(Msg.PING, os.urandom(8))
+
+    # -- relay ----------------------------------------------------------------------------------
+    def announce_tx(self, tx: Transaction, source: Peer | None = None) -> None:
+        self._queue_inv(Inv.TX, tx.txid, source)
+
+    def announce_block(self, block: Block, source: Peer | None = None) -> None:
+        h = block.hash
+        for p in self.ready_peers():
+            if h not in p.known and p is not source:
+                p.remember(h)
+                p.send(Msg.INV, m.encode_inv([(Inv.BLOCK, h)]))
+
+    def _queue_inv(self, kind: int, h: bytes, source: Peer | None) -> None:
+        if source is not None:
+            source.remember(h)
+        self._inv_queue.append((kind, h, b""))
+        if self._inv_task is None or self._inv_task.done():
+            self._inv_task = self._spawn(self._flush_inv())
+
+    async def _flush_inv(self) -> None:
+        await asyncio.sleep(INV_FLUSH)
+        queue, self._inv_queue = self._inv_queue, []
+        for p in self.ready_peers():
+            items = [(k, h) for k, h, _ in queue if h not in p.known]
+            for _, h in items:
+                p.remember(h)
+            for i in range(0, len(items), m.MAX_INV):
+                p.send(Msg.INV, m.encode_inv(items[i:i + m.MAX_INV]))
+
+    async def on_inv(self, peer: Peer, payload: bytes) -> None:
+        want = []
+        for kind, h in m.decode_inv(payload):
+            peer.remember(h)
+            if kind == Inv.TX:
+                if h not in self.ctx.mempool.entries and h not in self._requested:
+                    want.append((kind, h))
+            elif self.ctx.store.block_row(hash_hex=h.hex()) is None and h not in self._requested:
+                want.append((kind, h))
+        if want:
+            self._requested.update(h for _, h in want)
+            peer.send(Msg.GETDATA, m.encode_inv(want))
+
+    async def on_getdata(self, peer: Peer, payload: bytes) -> None:
+        missing = []
+        for kind, h in m.decode_inv(payload):
+            if kind == Inv.TX:
+                e = self.ctx.mempool.entries.get(h)
+                if e is None:
+                    missing.append((kind, h))
+                else:
+                    peer.send(Msg.TX, e.tx.raw)
+            else:
+                row = self.ctx.store.block_row(hash_hex=h.hex())
+                raw = self.ctx.store.block_raw(row.height) if row else None
+                if raw is None:
+                    missing.append((kind, h))
+                else:
+                    peer.send(Msg.BLOCK, raw)
+        if missing:
+            peer.send(Msg.NOTFOUND, m.encode_inv(missing))
+
+    async def on_tx(self, peer: Peer, payload: bytes) -> None:
+        tx = Transaction.decode(payload)
+        self._requested.discard(tx.txid)
+        peer.remember(tx.txid)
+        if not tx.signature_valid(self.chain.chain_id):
+            self.misbehave(peer, BAN_SCORE, f"transaction {tx.txid.hex()} has a bad signature")
+            return
+        try:
+            self.ctx.submit_tx(tx, local=False, verified=True, relay=False)
+        except AlreadyInChain:
+            return
+        except ChainmillError as e:
+            # Often a state difference while one side is behind: not proof of malice.
+            log.debug("transaction %s from %s refused: %s", tx.txid.hex(), peer.addr, e)
+            return
+        self.announce_tx(tx, source=peer)
+
+    async def on_block(self, peer: Peer, payload: bytes) -> None:
+        block = Block.decode(payload, self.max_frame)
+        h = block.hash
+        self._requested.discard(h)
+        peer.remember(h)
+        if block.height > peer.best_height:
+            peer.best_height, peer.best_tip = block.height, h
+        tip = self.chain.state.tip_hash
+        if block.header.prev_hash == tip and self._sync_peer is None:
+            try:
+                await self.ctx.connect_block(block)
+            except InvalidBlock as e:
+                self.misbehave(peer, BAN_SCORE, f"invalid block {h.hex()}: {e}")
+            return
+        if self.ctx.store.block_row(hash_hex=h.hex()) is not None:
+            return
+        self._maybe_sync(peer)
+
+    # -- sync and fork choice -------------------------------------------------------------------
+    def _better(self, height: int, tip: bytes) -> bool:
+        mine = self.chain.height
+        if height != mine:
+            return height > mine
+        return bool(tip) and tip != self.chain.state.tip_hash and tip < self.chain.state.tip_hash
+
+    def _maybe_sync(self, peer: Peer) -> None:
+        if self._sync_peer is not None and not self._sync_peer.closed:
+            return
+        if not self._better(peer.best_height, peer.best_tip):
+            return
+        self._sync_peer = peer
+        self._branch = []
+        self._sync_started = time.monotonic()
+        self._sync_items = 0
+        self._request_blocks(peer, self._locator())
+
+    def _locator(self) -> list[bytes]:
+        out, step, h = [], 1, self.chain.height
+        while h >= 0 and len(out) < m.MAX_LOCATOR - 1:
+            out.append(bytes.fromhex(self.ctx.hash_at(h)))
+            if len(out) >= 10:
+                step *= 2
+            h -= step
+        if self.chain.height >= 0:
+            out.append(bytes(self.genesis))
+        return out
+
+    def _request_blocks(self, peer: Peer, locator: list[bytes]) -> None:
+        peer.send(Msg.GETBLOCKS, m.encode_locator(locator, SYNC_BATCH))
+
+    async def on_getblocks(self, peer: Peer, payload: bytes) -> None:
+        locator, limit = m.decode_locator(payload)
+        start = 0
+        for h in locator:
+            row = self.ctx.store.block_row(hash_hex=h.hex())
+            if row is not None:
+                start = row.height + 1
+                break
+        limit = max(1, min(limit, SYNC_BATCH))
+        raws, size = [], 0
+        for raw in self.ctx.store.blocks_raw(start, limit):
+            raws.append(raw)
+            size += len(raw)
+            if size > SYNC_BYTES:
+                break
+        peer.send(Msg.BLOCKS, m.encode_blocks(self.chain.height, raws))
+
+    async def on_blocks(self, peer: Peer, payload: bytes) -> None:
+        if peer is not self._sync_peer:
+            return
+        peer_height, raws = m.decode_blocks(payload, self.max_frame)
+        peer.best_height = max(peer.best_height, peer_height)
+        blocks = [Block.decode(r, self.max_frame) for r in raws]
+        if not blocks:
+            self._finish_sync(peer)
+            return
+        for a, b in zip(blocks, blocks[1:], strict=False):
+            if b.header.prev_hash != a.hash:
+                self.misbehave(peer, BAN_SCORE, "sync batch is not a chain")
+                self._finish_sync(peer)
+                return
+        first = blocks[0]
+        if not self._branch and first.header.prev_hash == self.chain.state.tip_hash or (
+                not self._branch and first.height == 0 and self.chain.height < 0):
+            ok = await self._extend(peer, blocks)
+            if not ok:
+                return
+        else:
+            if not self._branch:
+                fork = self.ctx.store.block_row(hash_hex=first.header.prev_hash.hex())
+                if fork is None or fork.height != first.height - 1:
+                    self.misbehave(peer, 20, "sync batch does not connect to this chain")
+                    self._finish_sync(peer)
+                    return
+            elif first.header.prev_hash != self._branch[-1].hash:
+                self.misbehave(peer, 20, "sync batch does not continue the branch")
+                self._finish_sync(peer)
+                return
+            self._branch.extend(blocks)
+            if len(self._branch) > MAX_REORG:
+                self._finish_sync(peer)
+                return
+            last = self._branch[-1]
+            if last.height < peer_height:
+                self._request_blocks(peer, [last.hash])
+                return
+            branch, self._branch = self._branch, []
+            if self._better(last.height, last.hash):
+                await self._reorganise(peer, branch)
+        last_height = blocks[-1].height
+        if last_height < peer.best_height and not peer.closed:
+            self._request_blocks(peer, self._locator())
+        else:
+            self._finish_sync(peer)
+
+    def _finish_sync(self, peer: Peer) -> None:
+        if self._sync_peer is peer:
+            self._sync_peer = None
+            self._branch = []
+        # Another peer may be ahead of us now.
+        for p in self.ready_peers():
+            if p is not peer and self._better(p.best_height, p.best_tip):
+                self._maybe_sync(p)
+                break
+
+    async def _extend(self, peer: Peer, blocks: list[Block]) -> bool:
+        t0 = time.monotonic()
+        txs = [t for b in blocks for t in b.txs if t.txid not in self.ctx.mempool.entries]
+        results = await asyncio.to_thread(self.chain.verifier, txs) if txs else []
+        if not all(results):
+            self.misbehave(peer, BAN_SCORE, "sync batch has a bad transaction signature")
+            self._finish_sync(peer)
+            return False
+        verified = {t.txid for t in txs}
+        items = 0
+        for b in blocks:
+            try:
+                await self.ctx.connect_block(b, preverified=verified | {
+                    t.txid for t in b.txs if self._pooled_same(t)})
+            except InvalidBlock as e:
+                self.misbehave(peer, BAN_SCORE, f"invalid block {b.hash.hex()}: {e}")
+                self._finish_sync(peer)
+                return False
+            items += sum(len(t.ops) for t in b.txs)
+        dt = max(time.monotonic() - t0, 1e-6)
+        self._sync_items += items
+        log.info("sync: height %d / peer height %d (%d blocks, %.0f items/s)",
+                 self.chain.height, peer.best_height, len(blocks), items / dt)
+        return True
+
+    def _pooled_same(self, tx: Transaction) -> bool:
+        e = self.ctx.mempool.entries.get(tx.txid)
+        return e is not None and e.tx.signature == tx.signature
+
+    async def _reorganise(self, peer: Peer, branch: list[Block]) -> None:
+        fork_height = branch[0].height - 1
+        depth = self.chain.height - fork_height
+        log.warning("reorganisation: replacing %d blocks above height %d with %d blocks from %s",
+                    depth, fork_height, len(branch), peer.addr)
+        ok, removed = await self.ctx.reorganise(fork_height, branch)
+        if not ok:
+            self.misbehave(peer, BAN_SCORE, "branch offered for a reorganisation is invalid")
+        del removed
