@@ -24,7 +24,9 @@ from config.errors import ChainmillError
 
 log = logging.getLogger(__name__)
 
-BUILTIN_COMMAND_MODULES = ("node.cli.create", "node.cli.start", "node.cli.rpc_cli")
+BUILTIN_COMMAND_MODULES = (
+    "node.cli.create", "node.cli.start", "node.cli.rpc_cli", "node.cli.cluster",
+)
 ENTRY_POINT_GROUP = "chainmill.commands"
 
 

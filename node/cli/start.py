@@ -39,7 +39,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="run in the background; return once the JSON-RPC port answers")
     p.add_argument("-o", "--set", action="append", default=[], metavar="NAME=VALUE",
                    help="any runtime parameter of chainmill.conf, e.g. -o rpcallowip=10.0.0.0/8")
-    p.set_defaults(module=sys.modules[__name__])
 
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
