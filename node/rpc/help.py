@@ -568,6 +568,14 @@ _METHODS: dict[str, _Method] = {
         "bytesrecv, conntime, pingtime, version, subver, handshakelocal, handshake, inbound, "
         "startingheight, banscore, synced_headers, synced_blocks, inflight.",
     ),
+    "disconnectnode": _Method(
+        "Network",
+        "Closes the connection to a peer (chainmill extension taken from Bitcoin Core). An "
+        "added node is dialled again unless it is also removed with addnode.",
+        (_req('"node"', "string", 'The peer as "ip:port" (listening or connected address) '
+              "or its handshake address."),),
+        "null",
+    ),
     "addnode": _Method(
         "Network",
         "Adds a node to, or removes it from, the list of peers to connect to, or tries once.",

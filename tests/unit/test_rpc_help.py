@@ -24,6 +24,7 @@ subscribe unsubscribe liststreamitems liststreamkeys liststreamkeyitems liststre
 liststreampublisheritems getstreamitem liststreamtxitems liststreamqueryitems
 liststreamblockitems getpeerinfo addnode getaddednodeinfo getconnectioncount getnetworkinfo
 getblockchaininfo getmininginfo pause resume getinitstatus createkeypairs
+disconnectnode
 """.split()
 
 

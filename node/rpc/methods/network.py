@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from node.rpc.dispatch import MethodTable
-from node.rpc.errors import RPC_INVALID_PARAMETER, RPC_NOT_SUPPORTED, RpcError
+from node.rpc.errors import (
+    RPC_CLIENT_NODE_NOT_CONNECTED,
+    RPC_INVALID_PARAMETER,
+    RPC_NOT_SUPPORTED,
+    RpcError,
+)
 from node.rpc.methods import register
 from node.rpc.methods.control import PROTOCOL_VERSION
 
@@ -28,6 +33,12 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         if ctx.network is None:
             raise RpcError(RPC_NOT_SUPPORTED, "Networking is off on this node (offline)")
         ctx.network.addnode(node, command)
+
+    def disconnectnode(p: list) -> None:
+        if not isinstance(p[0], str):
+            raise RpcError(RPC_INVALID_PARAMETER, "node should be a string")
+        if ctx.network is None or not ctx.network.disconnect(p[0]):
+            raise RpcError(RPC_CLIENT_NODE_NOT_CONNECTED, "Node not found in connected nodes")
 
     def getaddednodeinfo(p: list) -> list:
         if len(p) > 1 and not isinstance(p[1], str):
@@ -52,5 +63,6 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
 
     for name, fn in [("getpeerinfo", getpeerinfo), ("getconnectioncount", getconnectioncount),
                      ("addnode", addnode), ("getaddednodeinfo", getaddednodeinfo),
+                     ("disconnectnode", disconnectnode),
                      ("getnetworkinfo", getnetworkinfo)]:
         register(table, name, fn)
