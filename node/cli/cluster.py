@@ -133,12 +133,13 @@ def up(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + WAIT
     if (cdir / CLUSTER_FILE).exists():
         nodes = _load(cdir)
-        running = [n["name"] for n in nodes if _pid(n)]
-        if running:
-            raise ConfigError(f"the cluster in {cdir} is already running ({', '.join(running)});"
-                              " stop it with `chainmill cluster down` first")
-        print(f"Restarting the cluster in {cdir}", flush=True)
-        for n in nodes:
+        if len(nodes) != args.n:
+            raise ConfigError(f"the cluster in {cdir} has {len(nodes)} nodes, not {args.n}; "
+                              "use another --dir, or `chainmill cluster down` and remove it")
+        stopped = [n for n in nodes if not _pid(n)]
+        if stopped:
+            print(f"Starting {len(stopped)} stopped node(s) of the cluster in {cdir}", flush=True)
+        for n in stopped:
             _chainmill(["start", n["chain"], "--datadir", n["datadir"], "--daemon"])
     else:
         cdir.mkdir(parents=True, exist_ok=True, mode=0o700)
