@@ -193,7 +193,8 @@ class NodeContext:
         self.mempool.on_connected(connected)
         autosub = "streams" in str(self.setting("autosubscribe") or "")
         for s in connected.effects.streams:
-            if autosub or s.creator in self.wallet:
+            # Every node follows the root stream, as in MultiChain; others by choice.
+            if autosub or s.creator in self.wallet or s.height == 0:
                 self.subscribe(s.createtxid.hex())
         if self.wants_wallet_events:
             bh = block.hash.hex()
