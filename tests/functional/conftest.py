@@ -1,6 +1,9 @@
-"""Fixtures of the functional suite: a `harness` per test with its own temporary directory.
+"""Collection and fixtures of the functional suite.
 
-The directory (data directories, node output, hook records) is removed when the test passes
+Besides pytest's own `test_*.py`, scripts named `<area>_<subject>.py` (Bitcoin Core's naming:
+`trigger_replication.py`, `p2p_ban.py`) are collected; helper modules (`framework.py`,
+`*_support.py`) are not. Each test gets a `harness` with its own temporary directory. The
+directory (data directories, node output, hook records) is removed when the test passes
 and kept when it fails; its path and the random seed then appear in the failure report.
 Set CHAINMILL_KEEP_TMP=1 to keep it always.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +22,26 @@ import pytest
 from framework import Harness
 
 log = logging.getLogger("functional")
+
+HERE = Path(__file__).resolve().parent
+SCRIPT_NAME = re.compile(r"[a-z][a-z0-9]*_[a-z0-9_]+\.py")
+NOT_SCRIPTS = frozenset({"conftest.py", "framework.py"})
+
+
+def is_functional_script(path: Path) -> bool:
+    """An `<area>_<subject>.py` test script of this directory that pytest would not collect
+    by its default patterns (test_*.py, *_test.py)."""
+    name = path.name
+    return (path.parent == HERE and SCRIPT_NAME.fullmatch(name) is not None
+            and name not in NOT_SCRIPTS and not name.endswith("_support.py")
+            and not name.startswith("test_") and not name.endswith("_test.py"))
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    # A file named on the command line is collected by pytest's own Python plugin already.
+    if is_functional_script(file_path.resolve()) and not parent.session.isinitpath(file_path):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
