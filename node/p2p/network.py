@@ -530,7 +530,12 @@ class Network:
             try:
                 await self.ctx.connect_block(block)
             except InvalidBlock as e:
-                self.misbehave(peer, BAN_SCORE, f"invalid block {h.hex()}: {e}")
+                if self._tip_moved(block):
+                    # A rival block (our miner's, another peer's) was connected while this
+                    # one waited for the chain lock: a fork to choose, not misbehaviour.
+                    self._maybe_sync(peer)
+                else:
+                    self.misbehave(peer, BAN_SCORE, f"invalid block {h.hex()}: {e}")
             return
         if self.ctx.store.block_row(hash_hex=h.hex()) is not None:
             return
@@ -658,8 +663,15 @@ class Network:
                 await self.ctx.connect_block(b, preverified=verified | {
                     t.txid for t in b.txs if self._pooled_same(t)})
             except InvalidBlock as e:
-                self.misbehave(peer, BAN_SCORE, f"invalid block {b.hash.hex()}: {e}")
-                self._finish_sync(peer)
+                if self._tip_moved(b):
+                    # Our miner extended the chain while the batch was being verified:
+                    # ask again from the new tip instead of blaming the peer.
+                    log.info("sync: the tip moved during a batch; asking %s again", peer.addr)
+                    self._finish_sync(peer)
+                    self._maybe_sync(peer)
+                else:
+                    self.misbehave(peer, BAN_SCORE, f"invalid block {b.hash.hex()}: {e}")
+                    self._finish_sync(peer)
                 return False
             items += sum(len(t.ops) for t in b.txs)
         dt = max(time.monotonic() - t0, 1e-6)
@@ -667,6 +679,11 @@ class Network:
         log.info("sync: height %d / peer height %d (%d blocks, %.0f items/s)",
                  self.chain.height, peer.best_height, len(blocks), items / dt)
         return True
+
+    def _tip_moved(self, block: Block) -> bool:
+        """True when `block` no longer builds on the tip (it was checked against an older one
+        and the chain changed before it could be connected)."""
+        return block.header.prev_hash != self.chain.state.tip_hash
 
     def _pooled_same(self, tx: Transaction) -> bool:
         e = self.ctx.mempool.entries.get(tx.txid)
