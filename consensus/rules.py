@@ -286,5 +286,9 @@ def replay_perm_log(state: ChainState, log: list[PermChange]) -> None:
         else:
             key = (c.address, c.entity, c.perm)
             votes = dict(state.votes.get(key, {}))
-            votes[c.admin] = Vote(c.admin, c.start, c.end, c.time)
+            previous = votes.get(c.admin)
+            # The same rule as _vote: an admin's older vote confirmed after a newer one
+            # does not replace it.
+            if previous is None or previous.time <= c.time:
+                votes[c.admin] = Vote(c.admin, c.start, c.end, c.time)
             state.votes[key] = votes
