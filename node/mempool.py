@@ -78,15 +78,18 @@ class Mempool:
         items = []
         for vout, op in enumerate(tx.ops):
             if isinstance(op, Publish):
-                it = ItemRow(-1, op.stream.hex(), txid_hex, vout, -1, -1, sender, op.keys,
-                             int(op.fmt), op.data, op.offchain, t)
-                items.append(it)
-                self.by_stream.setdefault(it.stream, []).append(it)
+                items.append(ItemRow(-1, op.stream.hex(), txid_hex, vout, -1, -1, sender,
+                                     op.keys, int(op.fmt), op.data, op.offchain, t))
         entry = PoolEntry(tx, received, items)
-        self.entries[tx.txid] = entry
-        self.bytes += tx.size
+        self._put(entry)
         self.seen.add(tx.txid)
         return entry
+
+    def _put(self, entry: PoolEntry) -> None:
+        for it in entry.items:
+            self.by_stream.setdefault(it.stream, []).append(it)
+        self.entries[entry.tx.txid] = entry
+        self.bytes += entry.tx.size
 
     def take(self, max_bytes: int) -> list[Transaction]:
         """Transactions for the next block, in arrival order, within a byte budget."""
@@ -101,33 +104,46 @@ class Mempool:
 
     def on_connected(self, connected: Connected) -> None:
         """Drop what the block confirmed and re-check the rest against the new tip."""
-        for tx in connected.block.txs:
-            self.seen.discard(tx.txid)
-        self.readmit([])
+        confirmed = {tx.txid for tx in connected.block.txs}
+        self.seen.difference_update(confirmed)
+        self.readmit([], confirmed=confirmed)
 
-    def readmit(self, returned: Iterable[Transaction]) -> list[Transaction]:
+    def readmit(self, returned: Iterable[Transaction],
+                confirmed: set[bytes] | None = None) -> list[Transaction]:
         """Rebuild the pool on the current tip: pooled txs not yet confirmed, then `returned`
-        (txs of blocks a reorganisation removed). Returns the txs that no longer fit."""
-        confirmed = self.chain.store.known_txids(t.hex() for t in self.entries)
-        old = [e for e in self.entries.values() if e.tx.txid.hex() not in confirmed]
+        (txs of blocks a reorganisation removed). Returns the txs that no longer fit.
+
+        `confirmed`: the txids that just became confirmed (the connected block's); a pooled
+        tx can be on the chain only through that block, since `add` refuses txs the store
+        already has. None (after a reorganisation): ask the store about every pooled tx."""
+        if confirmed is None:
+            known = self.chain.store.known_txids(t.hex() for t in self.entries)
+            confirmed = {bytes.fromhex(t) for t in known}
+        old = [e for txid, e in self.entries.items() if txid not in confirmed]
         self.entries, self.by_stream, self.bytes = {}, {}, 0
         self.state = self.chain.state.copy()
-        dropped = []
+        dropped: list[Transaction] = []
         height = self.chain.height + 1
-        for tx, received in [(e.tx, e.received) for e in old] + [(t, time.time())
-                                                                for t in returned]:
-            if tx.txid in self.entries:
-                continue
-            try:
-                scratch = self.state if all(isinstance(o, Publish) for o in tx.ops) \
-                    else self.state.copy()
-                apply_tx(scratch, self.chain.rules, tx, height)
-                self.state = scratch
-                self._insert(tx, received)
-            except ChainmillError as e:
-                log.info("dropping transaction %s from the mempool: %s", tx.txid.hex(), e)
-                dropped.append(tx)
+        for e in old:  # still valid: keep the entry as it is (its item rows do not change)
+            if self._recheck(e.tx, height, dropped):
+                self._put(e)
+        now = time.time()
+        for tx in returned:
+            if tx.txid not in self.entries and self._recheck(tx, height, dropped):
+                self._insert(tx, now)
         return dropped
+
+    def _recheck(self, tx: Transaction, height: int, dropped: list[Transaction]) -> bool:
+        try:
+            scratch = self.state if all(isinstance(o, Publish) for o in tx.ops) \
+                else self.state.copy()
+            apply_tx(scratch, self.chain.rules, tx, height)
+            self.state = scratch
+            return True
+        except ChainmillError as e:
+            log.info("dropping transaction %s from the mempool: %s", tx.txid.hex(), e)
+            dropped.append(tx)
+            return False
 
     def stream_items(self, stream_hex: str) -> list[ItemRow]:
         return self.by_stream.get(stream_hex, [])
