@@ -198,6 +198,10 @@ def _item(r: sa.Row) -> ItemRow:
 _ITEM_COLS = [items_t.c[n] for n in (
     "id", "stream", "txid", "vout", "height", "blockindex", "publisher", "keys_json", "format",
     "data", "offchain", "time_s")]
+_TX_INSERT = ("txid", "height", "blockindex", "sender", "time_s", "raw")
+_ITEM_INSERT = ("id", "stream", "txid", "vout", "height", "blockindex", "publisher", "keys_json",
+                "format", "data", "offchain", "time_s")
+_KEY_INSERT = ("item_id", "stream", "item_key", "height")
 _BLOCK_COLS = [blocks_t.c[n] for n in (
     "height", "hash", "prev_hash", "time_s", "time_ms", "miner", "txcount", "size")]
 
@@ -218,6 +222,7 @@ class ChainStore:
         except sa.exc.SQLAlchemyError as e:
             raise StoreError(f"cannot open chain store: {e}") from None
         self._lock = threading.Lock()
+        self._insert_plans: dict[str, tuple[str, list[int] | str | None]] = {}
         with self.engine.connect() as c:
             self._next_item_id = (c.scalar(sa.select(sa.func.max(items_t.c.id))) or 0) + 1
             self._next_perm_id = (c.scalar(sa.select(sa.func.max(perm_log_t.c.id))) or 0) + 1
@@ -253,26 +258,22 @@ class ChainStore:
                 height=b.height, hash=b.hash, prev_hash=b.prev_hash, time_s=b.time_s,
                 time_ms=b.time_ms, miner=b.miner, txcount=b.txcount, size=b.size, raw=w.raw))
             if w.txs:
-                c.execute(txs_t.insert(), [
-                    {"txid": t.txid, "height": t.height, "blockindex": t.blockindex,
-                     "sender": t.sender, "time_s": t.time_s, "raw": t.raw} for t in w.txs])
+                self._insert_many(c, txs_t, _TX_INSERT, [
+                    (t.txid, t.height, t.blockindex, t.sender, t.time_s, t.raw) for t in w.txs])
             if w.items:
                 rows, keys = [], []
                 nid = self._next_item_id
+                dumps = orjson.dumps
                 for it in w.items:
-                    rows.append({
-                        "id": nid, "stream": it.stream, "txid": it.txid, "vout": it.vout,
-                        "height": it.height, "blockindex": it.blockindex,
-                        "publisher": it.publisher, "keys_json": orjson.dumps(it.keys).decode(),
-                        "format": it.format, "data": it.data, "offchain": it.offchain,
-                        "time_s": it.time_s})
+                    rows.append((nid, it.stream, it.txid, it.vout, it.height, it.blockindex,
+                                 it.publisher, dumps(it.keys).decode(), it.format, it.data,
+                                 it.offchain, it.time_s))
                     for k in dict.fromkeys(it.keys):
-                        keys.append({"item_id": nid, "stream": it.stream, "item_key": k,
-                                     "height": it.height})
+                        keys.append((nid, it.stream, k, it.height))
                     nid += 1
-                c.execute(items_t.insert(), rows)
+                self._insert_many(c, items_t, _ITEM_INSERT, rows)
                 if keys:
-                    c.execute(item_keys_t.insert(), keys)
+                    self._insert_many(c, item_keys_t, _KEY_INSERT, keys)
             if w.streams:
                 c.execute(streams_t.insert(), [
                     {"createtxid": s.createtxid, "name": s.name, "name_lower": s.name.lower(),
@@ -289,6 +290,36 @@ class ChainStore:
         # Counters move only after the commit succeeded.
         self._next_item_id += len(w.items)
         self._next_perm_id += len(w.perms)
+
+    def _insert_many(self, c: sa.Connection, table: sa.Table, cols: tuple[str, ...],
+                     rows: list[tuple]) -> None:
+        """One executemany of `rows` (tuples in `cols` order) handed straight to the driver.
+
+        SQLAlchemy's per-row parameter processing cost more than SQLite's own insert work
+        for a block of thousands of items (about 40 of 60 us per item). The values are plain
+        str, int, bytes and bool, which every supported driver takes as they are, so the
+        per-row type processing is not needed. The statement is compiled once per table for
+        the engine's dialect and parameter style."""
+        plan = self._insert_plans.get(table.name)
+        if plan is None:
+            compiled = table.insert().compile(dialect=self.engine.dialect, column_keys=list(cols))
+            if compiled.positional:
+                order = list(compiled.positiontup or ())
+                if sorted(order) != sorted(cols):
+                    raise StoreError(f"cannot prepare the insert into {table.name}")
+                idx = [cols.index(name) for name in order]
+                plan = (compiled.string, None if idx == list(range(len(cols))) else idx)
+            else:
+                plan = (compiled.string, "named")
+            self._insert_plans[table.name] = plan
+        sql, how = plan
+        if how is None:
+            params: list = rows
+        elif how == "named":
+            params = [dict(zip(cols, r)) for r in rows]
+        else:
+            params = [tuple(r[i] for i in how) for r in rows]
+        c.exec_driver_sql(sql, params)
 
     def rollback_to(self, height: int) -> None:
         """Delete every block above `height` and everything derived from them."""
