@@ -10,7 +10,9 @@ For each pending row, in sequence order:
    chain and in the mempool (the node may have accepted it before a crash); publish only
    when it is not there. Store the txid.
 3. *Access entries* (private messages): publish the ones not yet on the `access` stream.
-4. Mark the row SENT.
+4. Mark the row SENT once its transaction is confirmed. A transaction that vanished from
+   both chain and mempool before confirming (a node restarted without its mempool) is
+   published again under the same event id.
 
 RPC failures keep the row PENDING with exponential back-off (1 s doubling to 10 min,
 unlimited); errors that cannot succeed on retry (row vanished, recipient without a key,
@@ -35,7 +37,14 @@ from triggers import configure, crypto, documents, recipients, schema
 from triggers.catalog import Catalog
 from triggers.errors import RecipientUnavailable, TriggerError
 from triggers.hooks import HookRegistry
-from triggers.nodes import ACCESS, PUBKEYS, NodeClient, public_key_pem, rpc_errors
+from triggers.nodes import (
+    ACCESS,
+    PUBKEYS,
+    NodeClient,
+    public_key_pem,
+    rpc_error_code,
+    rpc_errors,
+)
 from triggers.rules import TriggerRule
 from triggers.snapshot import Snapshot
 
@@ -62,6 +71,7 @@ class Relay:
         resolver: recipients.Resolver = recipients.default_resolver,
         batch_size: int = 200,
         clock: Callable[[], dt.datetime] = _utcnow,
+        confirm_interval: float = 0.5,
     ) -> None:
         self.engine = engine
         self.clients = clients
@@ -70,6 +80,7 @@ class Relay:
         self.resolver = resolver
         self.batch_size = batch_size
         self.clock = clock
+        self.confirm_interval = confirm_interval
         self._origin: str | None = None
         self._subscribed: set[tuple[str, str]] = set()
         self._addresses: dict[str, str] = {}
@@ -99,8 +110,7 @@ class Relay:
             if row["next_attempt_at"] is not None and row["next_attempt_at"] > now:
                 continue
             try:
-                self._deliver(dict(row))
-                sent += 1
+                sent += self._deliver(dict(row))
             except TriggerError as exc:
                 log.error("outbox %s FAILED: %s", row["sequence"], exc)
                 self._fail(row["sequence"], str(exc))
@@ -126,13 +136,19 @@ class Relay:
 
     # -- one row --------------------------------------------------------------------------
 
-    def _deliver(self, row: dict[str, Any]) -> None:
+    def _deliver(self, row: dict[str, Any]) -> int:
+        """Advance one row by as many steps as possible; 1 when something reached the node."""
         with self.engine.connect() as conn:
             rule = configure.get_trigger(conn, row["trigger_id"])
             chain = configure.get_chain(conn, rule.chain_id)
         client = self.clients(rule.chain_id)
         self._subscribe(client, rule.chain_id, [rule.stream_id, PUBKEYS, ACCESS])
         sequence = row["sequence"]
+        if row["txid"] is not None and row["sent_at"] is not None:
+            progress = self._confirm(client, rule, row)
+            if progress is not None:
+                return progress
+            row.update(txid=None, sent_at=None)  # lost: publish again right now, in order
         if row["payload"] is None:
             row.update(self._prepare(client, row, rule, chain))
         elif row["txid"] is None:
@@ -153,24 +169,48 @@ class Relay:
                     [row["message_id"]],
                     row["payload"].encode("utf-8").hex(),
                 )
-            with self.engine.begin() as conn:
-                conn.execute(
-                    update(schema.outbox)
-                    .where(schema.outbox.c.sequence == sequence)
-                    .values(txid=txid, **({} if row["access_keys"] else self._sent_values()))
-                )
-            if not row["access_keys"]:
-                return
-        self._publish_access(client, my_address, txid, json.loads(row["access_keys"]))
+            if row["access_keys"]:
+                self._update(sequence, txid=txid)
+        if row["access_keys"]:
+            self._publish_access(client, my_address, txid, json.loads(row["access_keys"]))
+        # Published; SENT only once confirmed, because an unconfirmed transaction can be
+        # lost (a node restarting without its mempool): the next passes check.
+        self._update(
+            sequence,
+            txid=txid,
+            sent_at=self.clock(),
+            next_attempt_at=self.clock() + dt.timedelta(seconds=self.confirm_interval),
+            last_error=None,
+        )
+        return 1
+
+    def _confirm(self, client: NodeClient, rule: TriggerRule, row: dict[str, Any]) -> int | None:
+        """Mark SENT once the item is confirmed; None when its transaction was lost."""
+        sequence, txid = row["sequence"], row["txid"]
+        try:
+            item = client.call("getstreamitem", rule.stream_id, txid)
+        except rpc_errors() as exc:
+            if rpc_error_code(exc) is None:
+                raise
+            item = None
+        if item is not None and int(item.get("confirmations") or 0) >= 1:
+            self._update(sequence, status="SENT", next_attempt_at=None)
+            return 1
+        if item is None and txid not in (client.call("getrawmempool") or []):
+            log.warning("event %s: transaction %s was lost before confirmation; republishing",
+                        row["message_id"], txid)
+            self._update(sequence, txid=None, sent_at=None, next_attempt_at=None)
+            return None
+        self._update(
+            sequence, next_attempt_at=self.clock() + dt.timedelta(seconds=self.confirm_interval)
+        )
+        return 0
+
+    def _update(self, sequence: int, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                update(schema.outbox)
-                .where(schema.outbox.c.sequence == sequence)
-                .values(**self._sent_values())
+                update(schema.outbox).where(schema.outbox.c.sequence == sequence).values(**values)
             )
-
-    def _sent_values(self) -> dict[str, Any]:
-        return {"status": "SENT", "sent_at": self.clock(), "last_error": None}
 
     def _prepare(
         self, client: NodeClient, row: dict[str, Any], rule: TriggerRule, chain: dict[str, Any]

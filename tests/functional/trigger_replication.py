@@ -130,9 +130,11 @@ def test_replication_insert_update_delete(app_db, second_db, tmp_path: Path) -> 
                 assert conn.execute(select(func.count()).select_from(md_b.tables["request_item"])).scalar() == 0
                 assert conn.execute(select(func.count()).select_from(schema.outbox)).scalar() == 0
                 assert conn.execute(select(func.count()).select_from(schema.applied_event)).scalar() == 3
-            with app_db.connect() as conn:
-                statuses = conn.execute(select(schema.outbox.c.status)).scalars().all()
-            assert statuses == ["SENT", "SENT", "SENT"]
+            def statuses() -> list[str]:
+                with app_db.connect() as conn:
+                    return conn.execute(select(schema.outbox.c.status)).scalars().all()
+
+            wait_until(lambda: statuses() == ["SENT"] * 3, 30, "the outbox rows to be confirmed")
         finally:
             stop.set()
             for worker in workers:

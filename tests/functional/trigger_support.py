@@ -90,26 +90,28 @@ class TestNode:
         log.info("node %s up on rpc port %s", self.chain, self.rpcport)
 
     def _answers(self) -> bool:
+        probe = RpcClient.from_datadir(self.chain, self.datadir, port=self.rpcport, timeout=2)
         try:
-            self.rpc("getblockcount")
+            probe.call("getblockcount")
             return True
-        except Exception:  # noqa: BLE001 - still starting
+        except Exception:  # noqa: BLE001 - still starting, or stopping
             return False
+        finally:
+            probe.close()
 
     def rpc(self, method: str, *params: Any) -> Any:
         assert self.client is not None
         return self.client.call(method, *params)
 
     def stop(self) -> None:
-        if self.client is None:
+        if self.client is None or not self._answers():
             return
         try:
             self.rpc("stop")
         except Exception:  # noqa: BLE001 - already gone
             pass
         wait_until(lambda: not self._answers(), 30, "the node to stop")
-        self.client.close()
-        self.client = None
+        self.client.close()  # stays usable: it reconnects when the node is back
 
     def wait_mined(self, txid: str, final: bool = True) -> None:
         """Wait until `txid` is confirmed (and final) on this node."""

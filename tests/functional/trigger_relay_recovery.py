@@ -1,0 +1,134 @@
+"""Exactly-once delivery across relay crashes and a node that is down for a while.
+
+How: a real node; instance A captures changes on request_header, instance B applies them.
+A relay "killed" (a BaseException out of its client, so no later line of the relay runs,
+as with SIGKILL) once *before* publishing and once *after the node accepted the item but
+before the txid was recorded*; a fresh relay then delivers, and every event id must be on
+the stream exactly once and applied exactly once. Then the node stops while A keeps
+committing; the relay backs off, and when the node is back everything arrives.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from trigger_support import TestNode, log, make_instance, register_nodes, seed, wait_until
+
+from triggers import capture, configure, schema
+from triggers.catalog import Catalog
+from triggers.receiver import Receiver
+from triggers.relay import Relay
+from triggers.tools import rfq
+from triggers.tools.fixtures import app_db, db_kind, second_db  # noqa: F401
+
+pytestmark = pytest.mark.functional
+
+
+class Killed(BaseException):
+    """Stands for the relay process being killed at this point."""
+
+
+class KillingClient:
+    """The node's client, except that the relay 'dies' around its first publish."""
+
+    def __init__(self, client: Any, after: bool) -> None:
+        self.client = client
+        self.after = after
+        self.armed = True
+
+    def call(self, method: str, *params: Any) -> Any:
+        if method == "publishfrom" and self.armed and params[1] == "rfq":
+            self.armed = False
+            if not self.after:
+                raise Killed("killed after COMMIT, before publish")
+            self.client.call(method, *params)
+            raise Killed("killed after the node accepted the item, before the txid was stored")
+        return self.client.call(method, *params)
+
+
+def _insert_header(engine, md, number: int) -> None:
+    rows = rfq.sample_rows(request_id=471100000000000000000000000100 + number)
+    with engine.begin() as conn:
+        conn.execute(md.tables["request_header"].insert(), rows["request_header"])
+
+
+def _items_with_key(node: TestNode, key: str) -> int:
+    return len(node.rpc("liststreamkeyitems", "rfq", key, False, 100))
+
+
+def test_relay_crash_and_node_outage_deliver_exactly_once(app_db, second_db, tmp_path: Path) -> None:  # noqa: F811
+    seed()
+    node = TestNode("trgrelay", tmp_path / "node0")
+    node.create()
+    node.start()
+    try:
+        node.wait_mined(node.rpc("create", "stream", "rfq", True))
+        md_a, md_b = rfq.create(app_db), rfq.create(second_db)
+        a = make_instance("a", app_db, node, tmp_path / "ka", 4711, address=node.rpc("getaddresses")[0])
+        b = make_instance("b", second_db, node, tmp_path / "kb", 202020)
+        register_nodes([a, b])
+        trigger_id = configure.add_trigger(
+            app_db, Catalog(app_db), subsys_dir="proc", table_id="request_header",
+            chain_id=node.chain, stream_id="rfq")
+        configure.add_related(app_db, Catalog(app_db), trigger_id, "party", "parent",
+                              fk_columns="party_id_buyer")
+        with app_db.begin() as conn:
+            conn.execute(md_a.tables["party"].insert(), rfq.sample_rows()["party"])
+        capture.enable(app_db)
+
+        for number, after in ((1, False), (2, True)):
+            log.info("relay killed %s publishing event %s", "after" if after else "before", number)
+            _insert_header(app_db, md_a, number)
+            client = KillingClient(node.client, after)
+            killer = Relay(app_db, lambda chain, c=client: c)
+            with pytest.raises(Killed):
+                killer.run_once()
+            log.info("relay restarted")
+            assert Relay(app_db, lambda chain: node.client).run_once() == 1
+            key = f"4711-{number}"
+            assert _items_with_key(node, key) == 1, "the event must be on the stream exactly once"
+
+        log.info("node down for a while; the application keeps committing")
+        node.stop()
+        relay = Relay(app_db, lambda chain: node.client)
+        for number in (3, 4, 5):
+            _insert_header(app_db, md_a, number)
+        assert relay.run_once() == 0
+        with app_db.connect() as conn:
+            rows = conn.execute(select(schema.outbox).order_by(schema.outbox.c.sequence)).all()
+        assert [r.status for r in rows if r.txid is None] == ["PENDING"] * 3
+        assert any("RpcConnectionError" in (r.last_error or "") for r in rows)
+        node.start()
+        stop = threading.Event()
+        worker = threading.Thread(target=relay.run_forever, args=(stop, 0.1), daemon=True)
+        worker.start()
+        try:
+            def all_sent() -> bool:
+                with app_db.connect() as conn:
+                    return conn.execute(select(func.count()).where(schema.outbox.c.status != "SENT")
+                                        .select_from(schema.outbox)).scalar() == 0
+            wait_until(all_sent, 60, "the outbox to drain after the node is back")
+        finally:
+            stop.set()
+            worker.join(10)
+        for number in range(1, 6):
+            assert _items_with_key(node, f"4711-{number}") == 1
+
+        log.info("the partner catches up and applies each event once")
+        receiver = Receiver(second_db, node.client, node.chain)
+        wait_until(lambda: receiver.follow_once() == 0 and _count(second_db, md_b) == 5, 60,
+                   "five headers applied on B")
+        assert receiver.follow_once() == 0
+        with second_db.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(schema.applied_event)).scalar() == 5
+    finally:
+        node.stop()
+
+
+def _count(engine, md) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(md.tables["request_header"])).scalar()
