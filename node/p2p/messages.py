@@ -15,7 +15,7 @@ MAX_LOCATOR = 64
 
 class Msg(IntEnum):
     HELLO = 1  # version, chain id, genesis, height, tip, listen port, challenge
-    AUTH = 2  # public key, signature over the peer's challenge
+    AUTH = 2  # public key, signature over the peer's challenge; then READY or REJECT
     REJECT = 3  # reason text; the connection closes after it
     PING = 4
     PONG = 5
@@ -28,6 +28,7 @@ class Msg(IntEnum):
     GETPARAMS = 12  # a joining node asks for params.dat; may carry its address hash
     PARAMS = 13  # params.dat text + whether the asker's address may connect
     NOTFOUND = 14
+    READY = 15  # handshake: the sender verified the peer's AUTH and accepts the connection
 
 
 class Inv(IntEnum):

@@ -279,8 +279,11 @@ class Network:
         peer_hello: m.Hello | None = None
         authed = False
         sent_auth = False
+        # Neither side counts the connection before the other has accepted it (READY):
+        # a node refused for lacking connect must never show up as connected, even briefly.
+        accepted = False
         deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-        while not (authed and sent_auth):
+        while not (authed and sent_auth and accepted):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
@@ -327,6 +330,11 @@ class Network:
                     self._reject(peer, why)
                     return False
                 authed = True
+                peer.send(Msg.READY, b"")
+            elif msg_type == Msg.READY:
+                if not sent_auth:
+                    raise DecodeError("READY before AUTH")
+                accepted = True
             else:
                 raise DecodeError(f"unexpected message {msg_type} during handshake")
         assert peer_hello is not None
