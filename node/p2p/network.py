@@ -40,6 +40,8 @@ SYNC_BYTES = 16 * 1024 * 1024
 MAX_REORG = 100_000
 INV_FLUSH = 0.05
 PING_EVERY = 20.0
+SYNC_STALL = 30.0
+"""A sync peer that sends no batch for this long is given up and another one tried."""
 
 
 def handshake_digest(chain_id: bytes, challenge: bytes, pubkey: bytes) -> bytes:
@@ -77,6 +79,7 @@ class Network:
         self._inv_queue: list[tuple[int, bytes, bytes]] = []
         self._inv_task: asyncio.Task | None = None
         self._sync_peer: Peer | None = None
+        self._sync_last = 0.0
         self._branch: list[Block] = []
         self._requested: set[bytes] = set()
         self._initial = tuple(addnodes)
@@ -557,14 +560,17 @@ class Network:
         return bool(tip) and tip != self.chain.state.tip_hash and tip < self.chain.state.tip_hash
 
     def _maybe_sync(self, peer: Peer) -> None:
-        if self._sync_peer is not None and not self._sync_peer.closed:
-            return
+        current = self._sync_peer
+        if current is not None and not current.closed:
+            if time.monotonic() - self._sync_last < SYNC_STALL:
+                return
+            log.warning("sync peer %s sent nothing for %.0f s; trying another", current.addr,
+                        SYNC_STALL)
         if not self._better(peer.best_height, peer.best_tip):
             return
         self._sync_peer = peer
         self._branch = []
-        self._sync_started = time.monotonic()
-        self._sync_items = 0
+        self._sync_last = time.monotonic()
         self._request_blocks(peer, self._locator())
 
     def _locator(self) -> list[bytes]:
@@ -601,6 +607,7 @@ class Network:
     async def on_blocks(self, peer: Peer, payload: bytes) -> None:
         if peer is not self._sync_peer:
             return
+        self._sync_last = time.monotonic()
         peer_height, raws = m.decode_blocks(payload, self.max_frame)
         peer.best_height = max(peer.best_height, peer_height)
         blocks = [Block.decode(r, self.max_frame) for r in raws]
@@ -683,7 +690,6 @@ class Network:
                 return False
             items += sum(len(t.ops) for t in b.txs)
         dt = max(time.monotonic() - t0, 1e-6)
-        self._sync_items += items
         log.info("sync: height %d / peer height %d (%d blocks, %.0f items/s)",
                  self.chain.height, peer.best_height, len(blocks), items / dt)
         return True
