@@ -66,8 +66,8 @@ class Miner:
             wait = due - time.time()
             if wait > 0:
                 await self._sleep_or_wake(wait, wake_on_tx=False)
-                if self.chain.tip_header is not tip:
-                    continue  # someone else's block arrived meanwhile
+                if self.chain.tip_header is not tip or self.paused:
+                    continue  # someone else's block arrived, or `pause mining`, meanwhile
             if not self.mempool.entries and not self._may_mine_empty():
                 self.wakeup.clear()
                 await self.wakeup.wait()
