@@ -84,6 +84,20 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = DEFAULT_TIMEOUT
         time.sleep(interval)
 
 
+def ensure_for(predicate: Callable[[], Any], *, duration: float, msg: str = "condition",
+               interval: float = POLL_INTERVAL) -> None:
+    """Check that `predicate` stays true for `duration` seconds (for things that must NOT
+    happen, e.g. a block while mining is paused; this is an observation window, not a wait
+    for synchronisation, so it is not scaled)."""
+    deadline = time.monotonic() + duration
+    while True:
+        if not predicate():
+            raise AssertionError(f"{msg} stopped holding within {duration:.1f} s")
+        if time.monotonic() > deadline:
+            return
+        time.sleep(interval)
+
+
 def assert_raises_rpc_error(code: int | None, message: str | None, fn: Callable[..., Any],
                             *args: Any, **kwargs: Any) -> RpcError:
     """Call fn(*args) and check it fails with JSON-RPC error `code` (None: any code) whose

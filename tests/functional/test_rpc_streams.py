@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from framework import assert_raises_rpc_error, wait_until
+from framework import assert_raises_rpc_error, ensure_for, wait_until
 
 pytestmark = pytest.mark.functional
 log = logging.getLogger("functional.rpc_streams")
@@ -83,6 +83,16 @@ def test_streams_created_published_and_read_unconfirmed_then_confirmed(harness):
         {"for": "audit", "key": "PO-4", "data": {"text": "multi"}},
     ])
     node.wait_for_confirmation(multi)
+
+    log.info("pause mining right after a block: nothing is mined until resume")
+    node.pause("mining")
+    held = node.publish("orders", "PO-6", {"text": "held"})
+    ensure_for(lambda: node.getmempoolinfo()["size"] == 1, duration=5 * node.block_time,
+               msg="the transaction waiting in the mempool while mining is paused")
+    assert node.getstreamitem("orders", held)["confirmations"] == 0
+    node.resume("mining")
+    node.wait_for_confirmation(held)
+
     tx_items = node.liststreamtxitems("orders", [multi])
     assert [i["keys"] for i in tx_items] == [["PO-4"], ["PO-5", "rush"]]
     assert all(i["txid"] == multi for i in tx_items)
