@@ -125,7 +125,9 @@ class TestNode:
     """One chainmill node process with its own data directory, chain and ports.
 
     RPC methods can be called as attributes: ``node.getinfo()`` is
-    ``node.rpc.call("getinfo")``.
+    ``node.rpc.call("getinfo")``. Chains are created with short blocks (0.2 s) and
+    mine-empty-rounds=0, so blocks are mined only for transactions and heights stay
+    predictable; pass `params` to change either.
     """
 
     __test__ = False  # not a pytest test class
