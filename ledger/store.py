@@ -316,7 +316,7 @@ class ChainStore:
         if how is None:
             params: list = rows
         elif how == "named":
-            params = [dict(zip(cols, r)) for r in rows]
+            params = [dict(zip(cols, r, strict=True)) for r in rows]
         else:
             params = [tuple(r[i] for i in how) for r in rows]
         c.exec_driver_sql(sql, params)
