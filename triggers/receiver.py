@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from triggers import configure, crypto, documents, schema, xmlsafe
 from triggers.applier import Applier
@@ -131,11 +131,11 @@ class Receiver:
 
     def follow_forever(self, stop: threading.Event, interval: float = 0.2) -> None:
         """Walk repeatedly until `stop` is set (the spec's periodic poll, made frequent)."""
-        errors = rpc_errors()
+        errors = rpc_errors() + (DBAPIError,)
         while not stop.is_set():
             try:
                 busy = self.follow_once()
-            except errors as exc:  # outermost loop: the node may be down for a while
+            except errors as exc:  # outermost loop: node or database busy/down, keep going
                 log.warning("receiver pass failed: %s", exc)
                 busy = 0
             if not busy:

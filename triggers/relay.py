@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from triggers import configure, crypto, documents, recipients, schema
 from triggers.catalog import Catalog
@@ -125,10 +126,10 @@ class Relay:
     def run_forever(self, stop: threading.Event, interval: float = 0.05) -> None:
         """Poll until `stop` is set; `interval` seconds between empty polls."""
         while not stop.is_set():
-            errors = rpc_errors()
+            errors = rpc_errors() + (DBAPIError,)
             try:
                 busy = self.run_once()
-            except errors as exc:  # outermost loop: keep going
+            except errors as exc:  # outermost loop: node or database busy/down, keep going
                 log.warning("relay pass failed: %s", exc)
                 busy = 0
             if not busy:
