@@ -19,7 +19,7 @@ from config.params import ChainParams, params_hash, read_params_file, write_para
 from config.runtime import ensure_chain_conf, load_runtime_config, runtime_defaults
 from ledger.addresses import AddressCodec
 from ledger.blocks import Block
-from ledger.errors import StoreError
+from ledger.errors import ChainmillError, StoreError
 from ledger.store import ChainStore
 from ledger.transactions import RESTRICT_WRITE, CreateStream, Transaction
 from ledger.types import ZERO_HASH
@@ -40,6 +40,36 @@ VERSION = "0.1.0"
 PID_FILE = "chainmill.pid"
 STORE_FILE = "chain.db"
 PENDING_PARAMS = "params.dat.new"
+MEMPOOL_FILE = "mempool.dat"
+
+
+def save_mempool(ctx: NodeContext) -> int:
+    """Keep unconfirmed transactions across a clean restart (as Bitcoin Core's mempool.dat)."""
+    raws = [e.tx.raw.hex() for e in ctx.mempool.entries.values()]
+    path = ctx.chain_dir / MEMPOOL_FILE
+    if raws:
+        paths.write_private_file(path, "\n".join(raws) + "\n")
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return len(raws)
+
+
+def load_mempool(ctx: NodeContext) -> tuple[int, int]:
+    """Re-admit saved transactions; each is validated again, as if it had just arrived."""
+    path = ctx.chain_dir / MEMPOOL_FILE
+    if not path.exists():
+        return 0, 0
+    ok = bad = 0
+    for line in path.read_text().split():
+        try:
+            ctx.mempool.add(Transaction.decode(bytes.fromhex(line)), verified=False)
+            ok += 1
+        except (ChainmillError, ValueError) as e:
+            log.info("saved transaction not re-admitted: %s", e)
+            bad += 1
+    path.unlink()
+    return ok, bad
 
 
 def codec_for(params: Mapping) -> AddressCodec:
@@ -206,6 +236,10 @@ class NodeApp:
             pid.release()
             raise
         self.ctx = ctx
+        restored, refused = load_mempool(ctx)
+        if restored or refused:
+            log.info("mempool: %d saved transactions re-admitted, %d no longer valid",
+                     restored, refused)
         table = MethodTable()
         register_all(table, ctx)
         dispatcher = Dispatcher(table, chain_name=self.chain_name,
@@ -275,6 +309,7 @@ class NodeApp:
                 await asyncio.sleep(0.05)
                 await server.close()
             await ctx.hooks.close()
+            log.info("mempool: %d unconfirmed transactions saved", save_mempool(ctx))
             ctx.chain.close()
             ctx.store.close()
             pid.release()
