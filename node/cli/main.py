@@ -85,8 +85,14 @@ def _register(subparsers: argparse._SubParsersAction, module: ModuleType) -> Non
             pass  # the subcommand defines its own -v
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full ``chainmill`` parser with built-in and plugin subcommands."""
+BUILTIN_COMMANDS = frozenset({"create", "start", "cli", "cluster"})
+
+
+def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
+    """The ``chainmill`` parser with built-in and (unless told not to) plugin subcommands.
+
+    Plugins are skipped when a built-in command is run: loading them imports their whole
+    stacks (SQLAlchemy, lxml), which would add a second to every `chainmill cli` call."""
     parser = argparse.ArgumentParser(
         prog="chainmill",
         description="chainmill: a permissioned blockchain node compatible with MultiChain's API.",
@@ -96,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _builtin_modules():
         _register(subparsers, module)
-    for name, module in _plugin_modules():
+    for name, module in (_plugin_modules() if with_plugins else ()):
         try:
             _register(subparsers, module)
         except (argparse.ArgumentError, TypeError) as exc:
@@ -114,9 +120,11 @@ def _configure_logging(verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``chainmill`` with ``argv`` (default: the process arguments); return the exit status."""
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    first = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(with_plugins=first not in BUILTIN_COMMANDS)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     _configure_logging(bool(getattr(args, "verbose", False)))
