@@ -250,13 +250,17 @@ class ChainStore:
     def next_item_id(self) -> int:
         return self._next_item_id
 
-    def put_block(self, w: BlockWrite) -> None:
-        """Append one block and everything derived from it, atomically."""
+    def put_block(self, w: BlockWrite, *, block_stored: bool = False) -> None:
+        """Append one block and everything derived from it, atomically.
+
+        `block_stored`: the block row is already there (a reindex rebuilding derived rows)."""
         with self._lock, self.engine.begin() as c:
             b = w.block
-            c.execute(blocks_t.insert().values(
-                height=b.height, hash=b.hash, prev_hash=b.prev_hash, time_s=b.time_s,
-                time_ms=b.time_ms, miner=b.miner, txcount=b.txcount, size=b.size, raw=w.raw))
+            if not block_stored:
+                c.execute(blocks_t.insert().values(
+                    height=b.height, hash=b.hash, prev_hash=b.prev_hash, time_s=b.time_s,
+                    time_ms=b.time_ms, miner=b.miner, txcount=b.txcount, size=b.size,
+                    raw=w.raw))
             if w.txs:
                 self._insert_many(c, txs_t, _TX_INSERT, [
                     (t.txid, t.height, t.blockindex, t.sender, t.time_s, t.raw) for t in w.txs])
@@ -330,8 +334,12 @@ class ChainStore:
             self._next_perm_id = (c.scalar(sa.select(sa.func.max(perm_log_t.c.id))) or 0) + 1
 
     def clear_derived(self) -> None:
-        """Drop every block and derived row (for --reindex, which replays the raw blocks)."""
-        self.rollback_to(-1)
+        """Drop every row derived from the blocks, keeping the blocks themselves (--reindex)."""
+        with self._lock, self.engine.begin() as c:
+            for t in (item_keys_t, items_t, txs_t, streams_t, perm_log_t):
+                c.execute(t.delete())
+            self._next_item_id = 1
+            self._next_perm_id = 1
 
     # -- blocks -----------------------------------------------------------------------------
     def tip(self) -> BlockRow | None:

@@ -163,7 +163,7 @@ class NodeApp:
         elif known != params["genesis-hash"].hex():
             raise StoreError("the chain store belongs to another chain (genesis differs)")
         chain = Chain(store, params, codec)
-        if runtime.reindex:
+        if runtime.reindex or chain.reindex_pending():
             log.info("reindexing the chain store from its blocks")
             chain.reindex()
         if chain.height < 0 and not (runtime.addnode or runtime.connect):
@@ -208,7 +208,7 @@ class NodeApp:
         store = ChainStore(url)
         try:
             if store.tip() is not None:
-                store.clear_derived()
+                store.rollback_to(-1)
             store.set_meta("genesis-hash", fixed["genesis-hash"].hex())
             chain = Chain(store, fixed, codec)
             chain.connect(block)

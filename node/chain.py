@@ -18,7 +18,7 @@ from consensus.rules import PermChange, Rules, replay_perm_log
 from consensus.state import ChainState, StreamInfo
 from ledger.addresses import AddressCodec
 from ledger.blocks import Block, BlockHeader
-from ledger.errors import StoreError
+from ledger.errors import InvalidBlock, StoreError
 from ledger.store import BlockRow, BlockWrite, ChainStore, ItemRow, PermRow, StreamRow, TxRow
 from ledger.transactions import Publish, Transaction
 
@@ -166,21 +166,37 @@ class Chain:
         log.info("rolled back to height %d (%d blocks removed)", height, len(removed))
         return removed
 
+    REINDEX_MARK = "reindex"
+
+    def reindex_pending(self) -> bool:
+        """True when a reindex was interrupted: the next start must finish it."""
+        return self.store.get_meta(self.REINDEX_MARK) == "in progress"
+
     def reindex(self) -> int:
-        """Rebuild every derived table by replaying the stored blocks; returns the height."""
-        raws = []
-        h = 0
-        while True:
-            batch = self.store.blocks_raw(h, 1000)
-            if not batch:
-                break
-            raws.extend(batch)
-            h += len(batch)
-        log.info("reindex: replaying %d stored blocks", len(raws))
+        """Rebuild every derived table by replaying the stored blocks; returns the height.
+
+        The blocks stay in the store throughout and a mark in the store says a reindex is
+        under way, so a crash part-way loses nothing: the next start sees the mark and
+        replays again from genesis."""
+        tip = self.store.tip()
+        if tip is None:
+            return -1
+        self.store.set_meta(self.REINDEX_MARK, "in progress")
+        log.info("reindex: replaying %d stored blocks", tip.height + 1)
         self.store.clear_derived()
-        self.load_state()
-        for raw in raws:
-            self.connect(Block.decode(raw))
+        self.state = ChainState()
+        self.tip_header = None
+        for h in range(tip.height + 1):
+            block = self.block_at(h)
+            try:
+                new_state, effects = self.validate(block)
+            except InvalidBlock as e:
+                raise StoreError(f"stored block {h} fails validation on reindex: {e}") from None
+            write, _ = self._write_for(block, effects)
+            self.store.put_block(write, block_stored=True)
+            self.state = new_state
+            self.tip_header = block.header
+        self.store.set_meta(self.REINDEX_MARK, "done")
         return self.state.height
 
     def block_at(self, height: int) -> Block:
