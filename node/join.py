@@ -63,9 +63,13 @@ def remember_seed(chain_dir: Path, host: str, port: int, ports: dict[str, int]) 
     starts need only `chainmill start CHAIN`, and `chainmill cli` finds the RPC port."""
     conf = chain_dir / paths.CONF_FILE
     values = read_conf_file(conf) if conf.exists() else {}
+    before = {name: list(v) for name, v in values.items()}
     for name, value in ports.items():
         values[name] = [str(value)]
     seeds = values.setdefault("addnode", [])
     if f"{host}:{port}" not in seeds:
         seeds.append(f"{host}:{port}")
+    # Also when only the ports changed (a second join start on other ports, e.g. after the
+    # first one found a port taken): later starts and `chainmill cli` read them from here.
+    if values != before:
         write_conf_file(conf, values)
