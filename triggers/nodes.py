@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,6 +19,8 @@ from triggers.errors import ConfigurationInvalid
 
 __all__ = [
     "NodeClient",
+    "NOT_IN_STREAM",
+    "batch_call",
     "rpc_errors",
     "rpc_error_code",
     "client_for",
@@ -33,12 +36,34 @@ log = logging.getLogger(__name__)
 
 PUBKEYS = "pubkeys"
 ACCESS = "access"
+NOT_IN_STREAM = -710
+"""getstreamitem: no item of this transaction in the stream (on chain or in the mempool)."""
 
 
 class NodeClient(Protocol):
     """What the triggers need of `node.client.RpcClient`."""
 
     def call(self, method: str, *params: Any) -> Any: ...
+
+
+def batch_call(client: NodeClient, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+    """Several calls in one JSON-RPC batch (one HTTP request) when the client can, else one
+    by one. Results in order; a call the node refused is its RpcError in the list, while a
+    node that cannot be reached raises."""
+    if not calls:
+        return []
+    batch = getattr(client, "batch", None)
+    if callable(batch):
+        return list(batch(calls))
+    results: list[Any] = []
+    for method, params in calls:
+        try:
+            results.append(client.call(method, *params))
+        except rpc_errors() as exc:
+            if rpc_error_code(exc) is None:
+                raise
+            results.append(exc)
+    return results
 
 
 def rpc_errors() -> tuple[type[BaseException], ...]:

@@ -41,7 +41,7 @@ class KillingClient:
         self.armed = True
 
     def call(self, method: str, *params: Any) -> Any:
-        if method == "publishfrom" and self.armed and params[1] == "rfq":
+        if method in ("publishfrom", "publishmultifrom") and self.armed and params[1] == "rfq":
             self.armed = False
             if not self.after:
                 raise Killed("killed after COMMIT, before publish")
