@@ -4,9 +4,15 @@ One `Receiver` serves one chain of one database. `follow_once` walks every known
 chain order from a durable cursor (`blockchain_receiver_cursor`), stopping at the first item
 that is not final yet, so later changes never overtake earlier ones and a reorganisation
 never has to be undone in the database. A walletnotify call (`chainmill receive`) is only a
-wake-up for the same walk. Each item is recorded in `blockchain_inbox`; the apply, the
-applied-event row and the inbox row commit together. Failures stay in the inbox with their
-error and are retried with back-off, never dropped.
+wake-up for the same walk.
+
+The walk reads a page of items at a time (`liststreamitems` with count and start), decodes
+them, and applies the whole page in one database transaction: the documents, their
+applied-event rows, their inbox rows and the new cursor commit together. When that
+transaction fails, the page is applied again one document at a time, so one bad document
+ends up FAILED in the inbox and the others are applied. Failures stay in the inbox with
+their error and are retried with back-off, never dropped. A database that is busy or down
+(an operational error) is not a bad document: the pass stops and the page is read again.
 """
 
 from __future__ import annotations
@@ -15,13 +21,20 @@ import base64
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from triggers import configure, crypto, documents, schema, xmlsafe
 from triggers.applier import Applier
@@ -31,8 +44,8 @@ from triggers.errors import DecryptionFailed, NotARecipient, TriggerError
 from triggers.hooks import HookRegistry
 from triggers.nodes import (
     ACCESS,
+    NOT_IN_STREAM,
     NodeClient,
-    finaldepth,
     is_final,
     item_bytes,
     rpc_error_code,
@@ -46,7 +59,35 @@ log = logging.getLogger(__name__)
 security_log = logging.getLogger("triggers.security")
 
 _TERMINAL = ("APPLIED", "NOT_FOR_ME", "IGNORED")
-_NOT_IN_STREAM = -710
+_MISSING = object()
+
+
+def transient(exc: BaseException) -> bool:
+    """A database error that says nothing about the document: busy, locked, gone away."""
+    return isinstance(exc, OperationalError | InterfaceError) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
+
+
+def _refusal(exc: BaseException) -> str:
+    if isinstance(exc, IntegrityError | DBAPIError):
+        return f"database refused the change: {exc.orig}"
+    return str(exc)
+
+
+@dataclass(slots=True)
+class _Planned:
+    """One item of a page, decoded: what to apply, or the inbox status it ends in."""
+
+    stream: str
+    item: dict[str, Any]
+    txid: str
+    index: int
+    message_id: str
+    existing: Any  # its inbox row, None, or _MISSING (not looked up)
+    document: documents.Document | None = None
+    status: str | None = None  # APPLIED (already), FAILED, DEFERRED, NOT_FOR_ME
+    error: str | None = None
 
 
 def _utcnow() -> dt.datetime:
@@ -105,14 +146,27 @@ class Receiver:
         self._own: frozenset[str] | None = None
         self._keys: dict[str, Any] | None = None
         self._depth: int | None = None
+        self._senders: frozenset[str] | None = None
+        self._retried_at_height: int | None = None
+        self._height: int | None = None
         self._subscribed: set[str] = set()
         self.applied_count = 0
+        self.batches = 0
+        self.fallbacks = 0
 
     # -- public entry points --------------------------------------------------------------
 
     def follow_once(self) -> int:
         """Process everything that is due now: new items of every stream, then retries."""
-        self._depth = finaldepth(self.client) if self.gate.mode == "final" else 1
+        info = self.client.call("getinfo")
+        info = info if isinstance(info, dict) else {}
+        depth = info.get("finaldepth")
+        self._depth = int(depth) if isinstance(depth, int) and depth > 0 else 1
+        if self.gate.mode != "final":
+            self._depth = 1
+        height = info.get("blocks")
+        self._height = int(height) if isinstance(height, int) else None
+        self._senders = None  # node table re-read once per pass
         applied_before = self.applied_count
         for stream in self._streams():
             self._follow_stream(stream)
@@ -168,25 +222,28 @@ class Receiver:
         ).scalar()
         return int(position or 0)
 
+    def _write_cursor(self, conn: Connection, stream: str, position: int) -> None:
+        result = conn.execute(
+            update(schema.receiver_cursor)
+            .where(
+                schema.receiver_cursor.c.chain_id == self.chain_id,
+                schema.receiver_cursor.c.stream_id == stream,
+            )
+            .values(position=position, updated_at=self.clock())
+        )
+        if not result.rowcount:
+            conn.execute(
+                schema.receiver_cursor.insert().values(
+                    chain_id=self.chain_id,
+                    stream_id=stream,
+                    position=position,
+                    updated_at=self.clock(),
+                )
+            )
+
     def _save_cursor(self, stream: str, position: int) -> None:
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(schema.receiver_cursor)
-                .where(
-                    schema.receiver_cursor.c.chain_id == self.chain_id,
-                    schema.receiver_cursor.c.stream_id == stream,
-                )
-                .values(position=position, updated_at=self.clock())
-            )
-            if not result.rowcount:
-                conn.execute(
-                    schema.receiver_cursor.insert().values(
-                        chain_id=self.chain_id,
-                        stream_id=stream,
-                        position=position,
-                        updated_at=self.clock(),
-                    )
-                )
+            self._write_cursor(conn, stream, position)
 
     def _subscribe(self, stream: str) -> None:
         if stream in self._subscribed:
@@ -207,20 +264,140 @@ class Receiver:
             items = self.client.call("liststreamitems", stream, True, self.batch_size, position)
             if not items:
                 return
-            done = 0
+            ready = []
             for item in items:
                 if not self.gate.open(item, self._depth or 1):
                     break
+                ready.append(item)
+            if ready:
                 if stream == ACCESS:
-                    self._on_access(item)
+                    for item in ready:
+                        self._on_access(item)
+                    self._save_cursor(stream, position + len(ready))
                 else:
-                    self.handle(stream, item)
-                done += 1
-            if done:
-                position += done
-                self._save_cursor(stream, position)
-            if done < len(items) or len(items) < self.batch_size:
+                    self.handle_page(stream, ready, position + len(ready))
+                position += len(ready)
+            if len(ready) < len(items) or len(items) < self.batch_size:
                 return
+
+    # -- a page of items ------------------------------------------------------------------
+
+    def handle_page(self, stream: str, items: list[dict[str, Any]], position: int | None) -> None:
+        """Process consecutive items of a data stream and move its cursor to `position`
+        (None: leave the cursor alone), all in one transaction when possible."""
+        own = self.own_addresses()
+        planned: list[_Planned] = []
+        for item in items:
+            if set(item.get("publishers") or []) & own:
+                continue  # the sender already has the data
+            txid = str(item["txid"])
+            keys = list(item.get("keys") or [])
+            index = int(item.get("vout") or 0)
+            message_id = keys[0] if keys else f"{self.chain_id}:{txid}:{index}"
+            planned.append(_Planned(stream, item, txid, index, message_id, _MISSING))
+        if planned:
+            with self.engine.connect() as conn:
+                inbox = self._inbox_rows(conn, {p.txid for p in planned})
+                applied = self._applied_ids(conn, {p.message_id for p in planned})
+            work = []
+            for p in planned:
+                p.existing = inbox.get((p.txid, p.index))
+                if p.existing is not None and p.existing["status"] in _TERMINAL:
+                    continue
+                if p.message_id in applied:
+                    p.status = "APPLIED"  # a resend, or a second item with the same event id
+                else:
+                    self._decode(p)
+                    if p.document is not None:
+                        applied.add(p.message_id)
+                work.append(p)
+            planned = work
+        if not planned and position is None:
+            return
+        try:
+            with self.engine.begin() as conn, blockchain_mode(conn):
+                for p in planned:
+                    if p.document is not None:
+                        self.applier.apply(conn, p.document)
+                applied_rows = [p for p in planned if p.document is not None]
+                if applied_rows:
+                    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+                    conn.execute(insert(schema.applied_event), [
+                        {"message_id": p.message_id, "chain_id": self.chain_id, "txid": p.txid,
+                         "applied_at": now}
+                        for p in applied_rows
+                    ])
+                self._write_inbox_rows(conn, planned)
+                if position is not None:
+                    self._write_cursor(conn, stream, position)
+        except (TriggerError, SQLAlchemyError, ValueError, TypeError) as exc:
+            if transient(exc):
+                raise
+            self.fallbacks += 1
+            log.info("a page of %d items did not apply as a whole (%s); one at a time",
+                     len(planned), _refusal(exc))
+            for p in planned:
+                self._finish_one(p)
+            if position is not None:
+                self._save_cursor(stream, position)
+            return
+        self.batches += 1
+        for p in planned:
+            if p.document is not None:
+                self.applied_count += 1
+                log.debug("applied %s (%s) from %s", p.document.root_element, p.message_id, p.txid)
+
+    def _decode(self, p: _Planned) -> None:
+        """Sender check, data, decryption, parsing: sets p.document, or p.status and error."""
+        publishers = list(p.item.get("publishers") or [])
+        try:
+            if self.require_known_sender:
+                self._check_sender(publishers)
+            data = item_bytes(self.client, p.item)
+            if crypto.is_envelope(data):
+                data = self._decrypt(p.txid, publishers, data)
+            p.document = documents.read(data, self.limits)
+        except NotARecipient as exc:
+            # Access entries always follow their data item; after `deferred_blocks` blocks
+            # without one, the item was not meant for this node. That is normal, not an error.
+            confirmations = int(p.item.get("confirmations") or 0)
+            p.status = "NOT_FOR_ME" if confirmations > self.deferred_blocks else "DEFERRED"
+            p.error = str(exc)
+        except DecryptionFailed as exc:
+            security_log.warning("security: item %s failed its check: %s", p.txid, exc)
+            p.status, p.error = "FAILED", str(exc)
+        except (TriggerError, ValueError) as exc:
+            p.status, p.error = "FAILED", str(exc)
+
+    def _finish_one(self, p: _Planned) -> str:
+        """Apply (or record) one decoded item in its own transaction; its final status."""
+        if p.document is None:
+            self._record(p, p.status or "FAILED", None, p.error)
+            return p.status or "FAILED"
+        document = p.document
+        try:
+            with self.engine.begin() as conn, blockchain_mode(conn):
+                if self.applier.is_applied(conn, p.message_id):
+                    new = False
+                else:
+                    self.applier.apply(conn, document)
+                    self.applier.record(conn, p.message_id, self.chain_id, p.txid)
+                    new = True
+                self._write_inbox(conn, p, "APPLIED", document.root_element, None)
+        except (TriggerError, SQLAlchemyError, ValueError, TypeError) as exc:
+            if transient(exc):
+                raise
+            if isinstance(exc, IntegrityError):
+                with self.engine.connect() as conn:
+                    if self.applier.is_applied(conn, p.message_id):
+                        return "APPLIED"  # a concurrent receiver applied it first
+            p.existing = _MISSING
+            self._record(p, "FAILED", document.root_element, _refusal(exc))
+            return "FAILED"
+        if new:
+            self.applied_count += 1
+            log.info("applied %s (%s) from %s", document.root_element, p.message_id, p.txid)
+        return "APPLIED"
 
     # -- one item -------------------------------------------------------------------------
 
@@ -239,86 +416,39 @@ class Receiver:
         return self._own
 
     def handle(self, stream: str, item: dict[str, Any]) -> str:
-        """Process one item of a data stream; returns the inbox status it ends in."""
+        """Process one item of a data stream on its own; returns the inbox status it ends in."""
         txid = str(item["txid"])
         index = int(item.get("vout") or 0)
-        publishers = list(item.get("publishers") or [])
-        if set(publishers) & self.own_addresses():
+        if set(item.get("publishers") or []) & self.own_addresses():
             return "OWN"  # the sender already has the data
         keys = list(item.get("keys") or [])
         message_id = keys[0] if keys else f"{self.chain_id}:{txid}:{index}"
         with self.engine.connect() as conn:
-            existing = self._inbox_row(conn, txid, index)
+            existing = self._inbox_rows(conn, {txid}).get((txid, index))
             if existing is not None and existing["status"] in _TERMINAL:
                 return str(existing["status"])
-            if self.applier.is_applied(conn, message_id):
-                self._record(txid, index, stream, item, message_id, "APPLIED", None, None)
-                return "APPLIED"
-        try:
-            if self.require_known_sender:
-                self._check_sender(publishers)
-            data = item_bytes(self.client, item)
-            if crypto.is_envelope(data):
-                data = self._decrypt(txid, publishers, data)
-            document = documents.read(data, self.limits)
-        except NotARecipient as exc:
-            return self._defer(txid, index, stream, item, message_id, str(exc))
-        except DecryptionFailed as exc:
-            security_log.warning("security: item %s failed its check: %s", txid, exc)
-            self._record(txid, index, stream, item, message_id, "FAILED", None, str(exc))
-            return "FAILED"
-        except (TriggerError, ValueError) as exc:
-            self._record(txid, index, stream, item, message_id, "FAILED", None, str(exc))
-            return "FAILED"
-        return self._apply(txid, index, stream, item, message_id, document)
+            already = self.applier.is_applied(conn, message_id)
+        p = _Planned(stream, item, txid, index, message_id, existing)
+        if already:
+            p.status = "APPLIED"
+        else:
+            self._decode(p)
+        return self._finish_one(p)
 
-    def _apply(
-        self,
-        txid: str,
-        index: int,
-        stream: str,
-        item: dict[str, Any],
-        message_id: str,
-        document: documents.Document,
-    ) -> str:
-        try:
-            with self.engine.begin() as conn, blockchain_mode(conn):
-                if self.applier.is_applied(conn, message_id):
-                    status = "APPLIED"
-                else:
-                    self.applier.apply(conn, document)
-                    self.applier.record(conn, message_id, self.chain_id, txid)
-                    status = "NEW"
-                self._write_inbox(
-                    conn, txid, index, stream, item, message_id, "APPLIED", document.root_element, None
-                )
-        except IntegrityError as exc:
+    def _active_senders(self) -> frozenset[str]:
+        if self._senders is None:
+            today = dt.date.today()
             with self.engine.connect() as conn:
-                if self.applier.is_applied(conn, message_id):
-                    return "APPLIED"
-            error = f"database refused the change: {exc.orig}"
-            self._record(txid, index, stream, item, message_id, "FAILED", document.root_element, error)
-            return "FAILED"
-        except TriggerError as exc:
-            self._record(
-                txid, index, stream, item, message_id, "FAILED", document.root_element, str(exc)
+                rows = conn.execute(
+                    select(schema.node).where(schema.node.c.chain_id == self.chain_id)
+                ).all()
+            self._senders = frozenset(
+                r.node_address for r in rows if is_active(r.start_date, r.end_date, today)
             )
-            return "FAILED"
-        if status == "NEW":
-            self.applied_count += 1
-            log.info("applied %s (%s) from %s", document.root_element, message_id, txid)
-        return "APPLIED"
+        return self._senders
 
     def _check_sender(self, publishers: list[str]) -> None:
-        today = dt.date.today()
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(schema.node).where(
-                    schema.node.c.chain_id == self.chain_id,
-                    schema.node.c.node_address.in_(publishers),
-                )
-            ).all()
-        if not any(is_active(r.start_date, r.end_date, today) for r in rows):
+        if not set(publishers) & self._active_senders():
             raise TriggerError(
                 f"sender {', '.join(publishers)} is not an active node of {self.chain_id}"
             )
@@ -376,16 +506,6 @@ class Receiver:
             raise NotARecipient("an access entry exists but no private key matches its fingerprint")
         raise NotARecipient("no access entry for this node (yet)")
 
-    def _defer(
-        self, txid: str, index: int, stream: str, item: dict[str, Any], message_id: str, why: str
-    ) -> str:
-        # Access entries always follow their data item; after `deferred_blocks` blocks
-        # without one, the item was not meant for this node. That is normal, not an error.
-        confirmations = int(item.get("confirmations") or 0)
-        status = "NOT_FOR_ME" if confirmations > self.deferred_blocks else "DEFERRED"
-        self._record(txid, index, stream, item, message_id, status, None, why)
-        return status
-
     def _on_access(self, item: dict[str, Any]) -> None:
         """An access entry arrived: re-run the deferred item it unlocks, if it is for me."""
         try:
@@ -407,36 +527,41 @@ class Receiver:
 
     # -- inbox ----------------------------------------------------------------------------
 
-    def _inbox_row(self, conn: Connection, txid: str, index: int) -> dict[str, Any] | None:
-        row = conn.execute(
-            select(schema.inbox).where(
-                schema.inbox.c.chain_id == self.chain_id,
-                schema.inbox.c.txid == txid,
-                schema.inbox.c.item_index == index,
-            )
-        ).mappings().first()
-        return dict(row) if row else None
+    def _inbox_rows(self, conn: Connection, txids: Iterable[str]) -> dict[tuple[str, int], Any]:
+        """Inbox rows of these transactions by (txid, item index)."""
+        found: dict[tuple[str, int], Any] = {}
+        txids = sorted(txids)
+        for first in range(0, len(txids), 500):
+            rows = conn.execute(
+                select(schema.inbox).where(
+                    schema.inbox.c.chain_id == self.chain_id,
+                    schema.inbox.c.txid.in_(txids[first:first + 500]),
+                )
+            ).mappings()
+            for row in rows:
+                found[(row["txid"], int(row["item_index"]))] = dict(row)
+        return found
 
-    def _write_inbox(
-        self,
-        conn: Connection,
-        txid: str,
-        index: int,
-        stream: str,
-        item: dict[str, Any],
-        message_id: str,
-        status: str,
-        root_element: str | None,
-        error: str | None,
-    ) -> None:
+    def _applied_ids(self, conn: Connection, message_ids: Iterable[str]) -> set[str]:
+        ids = sorted(message_ids)
+        found: set[str] = set()
+        column = schema.applied_event.c.message_id
+        for first in range(0, len(ids), 500):
+            found.update(conn.execute(select(column).where(column.in_(ids[first:first + 500])))
+                         .scalars())
+        return found
+
+    def _inbox_values(
+        self, p: _Planned, status: str, root_element: str | None, error: str | None
+    ) -> dict[str, Any]:
         now = self.clock()
-        existing = self._inbox_row(conn, txid, index)
+        existing = p.existing if p.existing is not _MISSING else None
         attempts = (existing["attempts"] if existing else 0) + (1 if status == "FAILED" else 0)
-        values: dict[str, Any] = {
-            "stream_id": stream,
-            "publisher": ",".join(item.get("publishers") or [])[:64] or None,
-            "message_id": message_id,
-            "block_index": item.get("blockindex"),
+        return {
+            "stream_id": p.stream,
+            "publisher": ",".join(p.item.get("publishers") or [])[:64] or None,
+            "message_id": p.message_id,
+            "block_index": p.item.get("blockindex"),
             "status": status,
             "root_element": root_element,
             "error": error[:4000] if error else None,
@@ -448,36 +573,64 @@ class Receiver:
             ),
             "applied_at": now if status == "APPLIED" else None,
         }
-        if existing is None:
-            conn.execute(
-                schema.inbox.insert().values(
-                    chain_id=self.chain_id, txid=txid, item_index=index, received_at=now, **values
-                )
-            )
-        else:
-            conn.execute(
-                update(schema.inbox)
-                .where(
-                    schema.inbox.c.chain_id == self.chain_id,
-                    schema.inbox.c.txid == txid,
-                    schema.inbox.c.item_index == index,
-                )
-                .values(**values)
-            )
 
-    def _record(self, *args: Any) -> None:
+    def _write_inbox(
+        self, conn: Connection, p: _Planned, status: str, root_element: str | None,
+        error: str | None,
+    ) -> None:
+        if p.existing is _MISSING:
+            p.existing = self._inbox_rows(conn, {p.txid}).get((p.txid, p.index))
+        values = self._inbox_values(p, status, root_element, error)
+        if p.existing is None:
+            conn.execute(schema.inbox.insert().values(
+                chain_id=self.chain_id, txid=p.txid, item_index=p.index,
+                received_at=self.clock(), **values))
+        else:
+            conn.execute(self._inbox_update(p).values(**values))
+
+    def _inbox_update(self, p: _Planned) -> Any:
+        return update(schema.inbox).where(
+            schema.inbox.c.chain_id == self.chain_id,
+            schema.inbox.c.txid == p.txid,
+            schema.inbox.c.item_index == p.index,
+        )
+
+    def _write_inbox_rows(self, conn: Connection, planned: list[_Planned]) -> None:
+        """The inbox rows of a page: new ones in one executemany, known ones updated."""
+        new = []
+        for p in planned:
+            if p.document is not None:
+                status, root, error = "APPLIED", p.document.root_element, None
+            else:
+                status, root, error = p.status or "FAILED", None, p.error
+            if p.existing is _MISSING:
+                p.existing = self._inbox_rows(conn, {p.txid}).get((p.txid, p.index))
+            values = self._inbox_values(p, status, root, error)
+            if p.existing is None:
+                new.append({"chain_id": self.chain_id, "txid": p.txid, "item_index": p.index,
+                            "received_at": self.clock(), "block_height": None, **values})
+            else:
+                conn.execute(self._inbox_update(p).values(**values))
+        if new:
+            conn.execute(insert(schema.inbox), new)
+
+    def _record(self, p: _Planned, status: str, root_element: str | None, error: str | None) -> None:
         with self.engine.begin() as conn:
-            self._write_inbox(conn, *args)
+            self._write_inbox(conn, p, status, root_element, error)
 
     def retry_due(self) -> int:
-        """Re-run FAILED items whose back-off has passed and DEFERRED items; count re-runs."""
+        """Re-run FAILED items whose back-off has passed, and DEFERRED items once per new
+        block (their fate depends on access entries, which wake them directly, and on the
+        number of confirmations); count re-runs."""
         now = self.clock()
+        deferred_due = self._height is None or self._height != self._retried_at_height
+        statuses = ("FAILED", "DEFERRED") if deferred_due else ("FAILED",)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(schema.inbox)
                 .where(
                     schema.inbox.c.chain_id == self.chain_id,
-                    schema.inbox.c.status.in_(("FAILED", "DEFERRED")),
+                    schema.inbox.c.status.in_(statuses),
                 )
                 .order_by(schema.inbox.c.received_at)
             ).mappings().all()
@@ -487,20 +640,24 @@ class Receiver:
                 continue
             self._rerun(row)
             count += 1
+        if deferred_due:
+            self._retried_at_height = self._height
         return count
 
     def _rerun(self, row: Any) -> None:
+        stream, txid, index = row["stream_id"], row["txid"], int(row["item_index"])
         try:
-            item = self.client.call("getstreamitem", row["stream_id"], row["txid"], True)
+            items = self.client.call("liststreamtxitems", stream, [txid], True) or []
         except rpc_errors() as exc:
-            if rpc_error_code(exc) == _NOT_IN_STREAM:
-                self._record(
-                    row["txid"], row["item_index"], row["stream_id"], {}, row["message_id"],
-                    "IGNORED", None, "item no longer on the chain",
-                )
-                return
-            raise
-        self.handle(row["stream_id"], item)
+            if rpc_error_code(exc) != NOT_IN_STREAM:
+                raise
+            items = []
+        item = next((i for i in items if int(i.get("vout") or 0) == index), None)
+        if item is None:
+            p = _Planned(stream, {}, txid, index, row["message_id"], dict(row))
+            self._record(p, "IGNORED", None, "item no longer on the chain")
+            return
+        self.handle(stream, item)
 
     def inbox_counts(self) -> dict[str, int]:
         """Inbox rows per status (for the administrator and tests)."""
@@ -511,4 +668,3 @@ class Receiver:
                 .group_by(schema.inbox.c.status)
             ).all()
         return {status: int(count) for status, count in rows}
-
