@@ -198,6 +198,7 @@ def _item(r: sa.Row) -> ItemRow:
 _ITEM_COLS = [items_t.c[n] for n in (
     "id", "stream", "txid", "vout", "height", "blockindex", "publisher", "keys_json", "format",
     "data", "offchain", "time_s")]
+_SQLITE_MAX_VARS = 999
 _TX_INSERT = ("txid", "height", "blockindex", "sender", "time_s", "raw")
 _ITEM_INSERT = ("id", "stream", "txid", "vout", "height", "blockindex", "publisher", "keys_json",
                 "format", "data", "offchain", "time_s")
@@ -305,6 +306,9 @@ class ChainStore:
         str, int, bytes and bool, which every supported driver takes as they are, so the
         per-row type processing is not needed. The statement is compiled once per table for
         the engine's dialect and parameter style."""
+        if self.engine.dialect.name == "sqlite":
+            self._insert_sqlite(c, table, cols, rows)
+            return
         plan = self._insert_plans.get(table.name)
         if plan is None:
             compiled = table.insert().compile(dialect=self.engine.dialect, column_keys=list(cols))
@@ -325,6 +329,26 @@ class ChainStore:
         else:
             params = [tuple(r[i] for i in how) for r in rows]
         c.exec_driver_sql(sql, params)
+
+    def _insert_sqlite(self, c: sa.Connection, table: sa.Table, cols: tuple[str, ...],
+                       rows: list[tuple]) -> None:
+        """SQLite: multi-row `INSERT ... VALUES (...), (...)` statements instead of an
+        executemany.
+
+        The sqlite3 module releases the GIL around every statement step, so an executemany
+        of N rows hands the GIL to the busy RPC event loop and waits to get it back N
+        times: with the event loop serving publishes, a block's inserts took 5-30 times
+        their own CPU (a GIL convoy; measured 150-200 instead of 25 us per tx). One
+        statement per up to 999 bound values (SQLite's smallest compile-time limit) steps
+        once per 80-250 rows."""
+        q = self.engine.dialect.identifier_preparer.quote
+        per = max(1, _SQLITE_MAX_VARS // len(cols))
+        head = f"INSERT INTO {q(table.name)} ({', '.join(q(n) for n in cols)}) VALUES "
+        one = "(" + ", ".join("?" * len(cols)) + ")"
+        for i in range(0, len(rows), per):
+            part = rows[i:i + per]
+            c.exec_driver_sql(head + ", ".join([one] * len(part)),
+                              tuple(v for r in part for v in r))
 
     def rollback_to(self, height: int) -> None:
         """Delete every block above `height` and everything derived from them."""
