@@ -28,6 +28,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SERVER_HEADER = "bitcoin-json-rpc/chainmill-0.1.0"
 AUTH_FAILURE_DELAY = 0.25
 """Seconds to wait before answering wrong credentials (slows down password guessing)."""
+SHUTDOWN_TIMEOUT = 3.0
+"""Seconds `stop` gives each open connection's request handler before closing it."""
 
 _LOOPBACK: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
@@ -196,7 +198,12 @@ async def start_rpc_server(dispatcher: Dispatcher, settings: RpcSettings) -> Rpc
     app = make_rpc_app(dispatcher, settings)
     # lingering_time=0: a refused request's unread body (413, 401, ...) is not drained; the
     # connection is closed right after the answer. No access log: this is the hot path.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, lingering_time=0)
+    # shutdown_timeout: on stop, aiohttp waits this long for each connection's handler task;
+    # its default of 60 s let a client's idle keep-alive connection, caught between two
+    # requests when the server closed, hold `stop` for a minute (the handler waited for a
+    # next request that never came).
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, lingering_time=0,
+                           shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     hosts = _hosts(settings)
     port = settings.port
