@@ -35,15 +35,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-publish", action="store_true", help="only write the files")
 
 
+def _exists(client: NodeClient, stream: str) -> bool:
+    try:
+        return bool(client.call("liststreams", stream))
+    except rpc_errors() as exc:
+        if rpc_error_code(exc) is None:
+            raise
+        return False
+
+
 def ensure_system_streams(client: NodeClient) -> None:
-    """Create `pubkeys` and `access` when missing (open streams), and subscribe to both."""
+    """Create `pubkeys` and `access` when missing (open streams), and subscribe to both.
+
+    Only a missing stream is created: a partner's node usually lacks create permission, and
+    the node checks that before it would report the name as taken.
+    """
     for stream in (PUBKEYS, ACCESS):
-        try:
-            client.call("create", "stream", stream, True)
-            log.info("created stream %s", stream)
-        except rpc_errors() as exc:
-            if rpc_error_code(exc) != _DUPLICATE_NAME:
-                raise
+        if not _exists(client, stream):
+            try:
+                client.call("create", "stream", stream, True)
+                log.info("created stream %s", stream)
+            except rpc_errors() as exc:
+                if rpc_error_code(exc) != _DUPLICATE_NAME:
+                    raise
         client.call("subscribe", stream)
 
 
