@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
 from config.errors import ChainmillError
+from config.paths import chain_dir
 from triggers import configure, crypto, settings
 from triggers.catalog import Catalog
 from triggers.hooks import HookRegistry, load_registry
@@ -126,9 +127,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def open_engine(args: argparse.Namespace, chain: str | None = None) -> tuple[Engine, settings.Settings]:
-    """The application database engine named by options, environment or triggers.conf."""
+    """The application database engine named by options, environment or triggers.conf.
+
+    On SQLite, foreign keys are switched on for every connection (SQLite leaves them off
+    unless asked): a received delete relies on the local foreign keys to cascade (spec
+    1.10), as the application's own connections do.
+    """
     resolved = settings.resolve(chain, args.datadir, args.db, getattr(args, "hooks", None))
-    return create_engine(resolved.db_url, pool_pre_ping=True), resolved
+    engine = create_engine(resolved.db_url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_foreign_keys)
+    return engine, resolved
+
+
+def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
 
 
 def load_hooks(resolved: settings.Settings) -> HookRegistry:
@@ -223,6 +240,9 @@ def run(args: argparse.Namespace) -> int:
             engine, client_for(chain, args.datadir), chain, hooks=load_hooks(resolved),
             catalog=catalog, gate=Gate(args.gate),
         )
+        from triggers.locks import walk_lock
+
+        receiver.guard = lambda: walk_lock(chain_dir(resolved.datadir, chain))
         if args.once:
             print(receiver.follow_once())
         else:

@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,11 +154,19 @@ class Receiver:
         self.applied_count = 0
         self.batches = 0
         self.fallbacks = 0
+        self.guard: Callable[[], AbstractContextManager[Any]] | None = None
+        """Held around each pass (the CLI's cross-process walk lock), when set."""
 
     # -- public entry points --------------------------------------------------------------
 
     def follow_once(self) -> int:
         """Process everything that is due now: new items of every stream, then retries."""
+        if self.guard is None:
+            return self._follow_once()
+        with self.guard():
+            return self._follow_once()
+
+    def _follow_once(self) -> int:
         info = self.client.call("getinfo")
         info = info if isinstance(info, dict) else {}
         depth = info.get("finaldepth")
