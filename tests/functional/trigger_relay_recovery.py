@@ -1,11 +1,13 @@
 """Exactly-once delivery across relay crashes and a node that is down for a while.
 
-How: a real node; instance A captures changes on request_header, instance B applies them.
+How: two real nodes; instance A captures changes on request_header and its relay publishes
+on node 1, instance B applies them from node 2.
 A relay "killed" (a BaseException out of its client, so no later line of the relay runs,
 as with SIGKILL) once *before* publishing and once *after the node accepted the item but
 before the txid was recorded*; a fresh relay then delivers, and every event id must be on
-the stream exactly once and applied exactly once. Then the node stops while A keeps
-committing; the relay backs off, and when the node is back everything arrives.
+the stream exactly once and applied exactly once. Then node 1 stops while A keeps
+committing; the relay backs off, and when the node is back everything arrives, and B, on node
+2, applies every event once.
 """
 
 from __future__ import annotations
@@ -15,8 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from framework import TestNode
 from sqlalchemy import func, select
-from trigger_support import TestNode, log, make_instance, register_nodes, seed, wait_until
+from trigger_support import (
+    LiveClient,
+    log,
+    make_instance,
+    register_nodes,
+    restart,
+    two_nodes,
+    wait_until,
+)
 
 from triggers import capture, configure, schema
 from triggers.catalog import Catalog
@@ -57,76 +68,73 @@ def _insert_header(engine, md, number: int) -> None:
 
 
 def _items_with_key(node: TestNode, key: str) -> int:
-    return len(node.rpc("liststreamkeyitems", "rfq", key, False, 100))
+    return len(node.liststreamkeyitems("rfq", key, False, 100))
 
 
-def test_relay_crash_and_node_outage_deliver_exactly_once(app_db, second_db, tmp_path: Path) -> None:  # noqa: F811
-    seed()
-    node = TestNode("trgrelay", tmp_path / "node0")
-    node.create()
-    node.start()
+def test_relay_crash_and_node_outage_deliver_exactly_once(app_db, second_db, harness,  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    n1, n2 = two_nodes(harness, "trgrelay")
+    md_a, md_b = rfq.create(app_db), rfq.create(second_db)
+    a = make_instance("a", app_db, n1, tmp_path / "ka", 4711, address=n1.getaddresses()[0])
+    b = make_instance("b", second_db, n2, tmp_path / "kb", 202020, address=n2.address)
+    register_nodes([a, b])
+    trigger_id = configure.add_trigger(
+        app_db, Catalog(app_db), subsys_dir="proc", table_id="request_header",
+        chain_id=n1.chain, stream_id="rfq")
+    configure.add_related(app_db, Catalog(app_db), trigger_id, "party", "parent",
+                          fk_columns="party_id_buyer")
+    with app_db.begin() as conn:
+        conn.execute(md_a.tables["party"].insert(), rfq.sample_rows()["party"])
+    capture.enable(app_db)
+    node = LiveClient(n1)
+
+    for number, after in ((1, False), (2, True)):
+        log.info("relay killed %s publishing event %s", "after" if after else "before", number)
+        _insert_header(app_db, md_a, number)
+        client = KillingClient(node, after)
+        killer = Relay(app_db, lambda chain, c=client: c)
+        with pytest.raises(Killed):
+            killer.run_once()
+        log.info("relay restarted")
+        assert Relay(app_db, lambda chain: node).run_once() == 1
+        key = f"4711-{number}"
+        assert _items_with_key(n1, key) == 1, "the event must be on the stream exactly once"
+
+    log.info("node 1 down for a while; the application keeps committing")
+    n1.stop()
+    relay = Relay(app_db, lambda chain: node)
+    for number in (3, 4, 5):
+        _insert_header(app_db, md_a, number)
+    assert relay.run_once() == 0
+    with app_db.connect() as conn:
+        rows = conn.execute(select(schema.outbox).order_by(schema.outbox.c.sequence)).all()
+    assert [r.status for r in rows if r.txid is None] == ["PENDING"] * 3
+    assert any("RpcConnectionError" in (r.last_error or "") for r in rows)
+    restart(n1, n2)
+    stop = threading.Event()
+    worker = threading.Thread(target=relay.run_forever, args=(stop, 0.1), daemon=True)
+    worker.start()
     try:
-        node.wait_mined(node.rpc("create", "stream", "rfq", True))
-        md_a, md_b = rfq.create(app_db), rfq.create(second_db)
-        a = make_instance("a", app_db, node, tmp_path / "ka", 4711, address=node.rpc("getaddresses")[0])
-        b = make_instance("b", second_db, node, tmp_path / "kb", 202020)
-        register_nodes([a, b])
-        trigger_id = configure.add_trigger(
-            app_db, Catalog(app_db), subsys_dir="proc", table_id="request_header",
-            chain_id=node.chain, stream_id="rfq")
-        configure.add_related(app_db, Catalog(app_db), trigger_id, "party", "parent",
-                              fk_columns="party_id_buyer")
-        with app_db.begin() as conn:
-            conn.execute(md_a.tables["party"].insert(), rfq.sample_rows()["party"])
-        capture.enable(app_db)
-
-        for number, after in ((1, False), (2, True)):
-            log.info("relay killed %s publishing event %s", "after" if after else "before", number)
-            _insert_header(app_db, md_a, number)
-            client = KillingClient(node.client, after)
-            killer = Relay(app_db, lambda chain, c=client: c)
-            with pytest.raises(Killed):
-                killer.run_once()
-            log.info("relay restarted")
-            assert Relay(app_db, lambda chain: node.client).run_once() == 1
-            key = f"4711-{number}"
-            assert _items_with_key(node, key) == 1, "the event must be on the stream exactly once"
-
-        log.info("node down for a while; the application keeps committing")
-        node.stop()
-        relay = Relay(app_db, lambda chain: node.client)
-        for number in (3, 4, 5):
-            _insert_header(app_db, md_a, number)
-        assert relay.run_once() == 0
-        with app_db.connect() as conn:
-            rows = conn.execute(select(schema.outbox).order_by(schema.outbox.c.sequence)).all()
-        assert [r.status for r in rows if r.txid is None] == ["PENDING"] * 3
-        assert any("RpcConnectionError" in (r.last_error or "") for r in rows)
-        node.start()
-        stop = threading.Event()
-        worker = threading.Thread(target=relay.run_forever, args=(stop, 0.1), daemon=True)
-        worker.start()
-        try:
-            def all_sent() -> bool:
-                with app_db.connect() as conn:
-                    return conn.execute(select(func.count()).where(schema.outbox.c.status != "SENT")
-                                        .select_from(schema.outbox)).scalar() == 0
-            wait_until(all_sent, 60, "the outbox to drain after the node is back")
-        finally:
-            stop.set()
-            worker.join(10)
-        for number in range(1, 6):
-            assert _items_with_key(node, f"4711-{number}") == 1
-
-        log.info("the partner catches up and applies each event once")
-        receiver = Receiver(second_db, node.client, node.chain)
-        wait_until(lambda: receiver.follow_once() == 0 and _count(second_db, md_b) == 5, 60,
-                   "five headers applied on B")
-        assert receiver.follow_once() == 0
-        with second_db.connect() as conn:
-            assert conn.execute(select(func.count()).select_from(schema.applied_event)).scalar() == 5
+        def all_sent() -> bool:
+            with app_db.connect() as conn:
+                return conn.execute(select(func.count()).where(schema.outbox.c.status != "SENT")
+                                    .select_from(schema.outbox)).scalar() == 0
+        wait_until(all_sent, 60, "the outbox to drain after the node is back")
     finally:
-        node.stop()
+        stop.set()
+        worker.join(10)
+    for number in range(1, 6):
+        assert _items_with_key(n1, f"4711-{number}") == 1
+
+    log.info("the partner, on node 2, applies each event once")
+    receiver = Receiver(second_db, b.client, n2.chain)
+    wait_until(lambda: receiver.follow_once() == 0 and _count(second_db, md_b) == 5, 60,
+               "five headers applied on B")
+    assert receiver.follow_once() == 0
+    for number in range(1, 6):
+        assert _items_with_key(n2, f"4711-{number}") == 1
+    with second_db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.applied_event)).scalar() == 5
 
 
 def _count(engine, md) -> int:

@@ -1,143 +1,110 @@
-"""Replication of insert, update and delete between two application databases through a node.
+"""Replication of insert, update and delete between two application databases on two nodes,
+and a receiving node that is down for a while.
 
-How: a real chainmill node process; instance A (the buyer) has a trigger on request_header
-with a related-table tree (party as parent, request_item as child with product as its parent)
-and a file body travelling as rdc_file_body; instance B applies what arrives. Each phase
-commits on A through SQLAlchemy with capture enabled, lets the relay publish and B's receiver
-apply, and ends when B's rows equal A's. B has the same trigger and capture enabled too, and
-its outbox must stay empty (no echo). Runs on SQLite, PostgreSQL and MariaDB.
+How: two real chainmill nodes of one chain; instance A (the buyer) is bound to node 1 and has
+a trigger on request_header with a related-table tree (party as parent, request_item as
+child with product as its parent) and a file body travelling as rdc_file_body; its relay
+publishes on node 1. Instance B (the supplier) is bound to node 2: its receiver reads what
+node 2 received from node 1 over the network and applies it. Each phase commits on A through
+SQLAlchemy with capture enabled and ends when B's rows equal A's. B has the same trigger and
+capture enabled too, and its outbox must stay empty (no echo).
 
-Until multi-node networking exists both instances share one node (each with its own address);
-the same test runs unchanged across two nodes once `connect_nodes` is available.
+Then node 2 stops; A commits more changes, which node 1 confirms alone (node 2 does not
+mine); node 2 starts again, catches up with the blocks, and B's receiver (running all along,
+failing its passes while the node was away) applies everything. Runs on SQLite, PostgreSQL
+and MariaDB.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 from trigger_support import (
-    TestNode,
+    RfqStory,
+    count,
+    foreign_keys_on,
     log,
     make_instance,
+    outbox_statuses,
     register_nodes,
-    seed,
+    restart,
+    rfq_rows,
+    rfq_trigger,
+    two_nodes,
     wait_until,
 )
 
-from triggers import capture, configure, schema
-from triggers.catalog import Catalog
+from triggers import capture, schema
 from triggers.receiver import Receiver
 from triggers.relay import Relay
 from triggers.tools import rfq
 from triggers.tools.fixtures import app_db, db_kind, second_db  # noqa: F401
 
 pytestmark = pytest.mark.functional
-TABLES = ("party", "product", "request_header", "request_item")
 
 
-def _foreign_keys_on(engine) -> None:
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA foreign_keys=ON"))
+def test_replication_across_two_nodes_and_a_node_down(app_db, second_db, harness,  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    n1, n2 = two_nodes(harness, "trgrepl")
+    for engine in (app_db, second_db):
+        foreign_keys_on(engine)
+    md_a, md_b = rfq.create(app_db), rfq.create(second_db)
+    a = make_instance("buyer", app_db, n1, tmp_path / "keys-a", 4711,
+                      address=n1.getaddresses()[0])
+    b = make_instance("supplier", second_db, n2, tmp_path / "keys-b", 202020, address=n2.address)
+    register_nodes([a, b])
+    rfq_trigger(app_db, n1.chain)
+    rfq_trigger(second_db, n2.chain)  # B could send too; it must not echo what it receives
+    capture.enable(app_db)
+    capture.enable(second_db)
 
-
-def _rows(engine, md) -> dict[str, list]:
-    with engine.connect() as conn:
-        return {
-            t: conn.execute(select(md.tables[t]).order_by(*md.tables[t].primary_key.columns)).all()
-            for t in TABLES
-        }
-
-
-def _configure_trigger(inst, with_tree: bool = True) -> int:
-    catalog = Catalog(inst.engine)
-    trigger_id = configure.add_trigger(
-        inst.engine, catalog, subsys_dir="proc", table_id="request_header",
-        chain_id=inst.node.chain, stream_id="rfq",
-    )
-    if with_tree:
-        configure.add_related(inst.engine, catalog, trigger_id, "party", "parent",
-                              fk_columns="party_id_buyer")
-        item = configure.add_related(inst.engine, catalog, trigger_id, "request_item", "child")
-        configure.add_related(inst.engine, catalog, trigger_id, "product", "parent", node_id_snr=item)
-    return trigger_id
-
-
-def test_replication_insert_update_delete(app_db, second_db, tmp_path: Path) -> None:  # noqa: F811
-    seed()
-    node = TestNode("trgrepl", tmp_path / "node0")
-    node.create()
-    node.start()
+    stop = threading.Event()
+    relay = Relay(app_db, lambda chain: a.client, hooks=rfq.file_hooks())
+    receiver = Receiver(second_db, b.client, n2.chain, hooks=rfq.file_hooks())
+    workers = [
+        threading.Thread(target=relay.run_forever, args=(stop, 0.05), daemon=True),
+        threading.Thread(target=receiver.follow_forever, args=(stop, 0.1), daemon=True),
+    ]
+    for worker in workers:
+        worker.start()
+    story = RfqStory(app_db, md_a, second_db, md_b)
     try:
-        node.wait_mined(node.rpc("create", "stream", "rfq", True))
-        for engine in (app_db, second_db):
-            _foreign_keys_on(engine)
-        md_a = rfq.create(app_db)
-        md_b = rfq.create(second_db)
-        a = make_instance("buyer", app_db, node, tmp_path / "keys-a", 4711,
-                          address=node.rpc("getaddresses")[0])
-        b = make_instance("supplier", second_db, node, tmp_path / "keys-b", 202020)
-        register_nodes([a, b])
-        _configure_trigger(a)
-        _configure_trigger(b)  # B could send too; it must not echo what it receives
-        capture.enable(app_db)
-        capture.enable(second_db)
+        story.insert()
+        story.replicated("insert")
+        story.update()
+        story.replicated("update")
+        story.file_arrived()
+        story.delete()
+        story.replicated("delete")
+        assert count(second_db, md_b.tables["request_item"]) == 0
+        wait_until(lambda: outbox_statuses(app_db) == ["SENT"] * 3, 30,
+                   "the outbox rows to be confirmed")
 
-        stop = threading.Event()
-        relay = Relay(app_db, lambda chain: node.client, hooks=rfq.file_hooks())
-        receiver = Receiver(second_db, node.client, node.chain, hooks=rfq.file_hooks())
-        workers = [
-            threading.Thread(target=relay.run_forever, args=(stop, 0.05), daemon=True),
-            threading.Thread(target=receiver.follow_forever, args=(stop, 0.1), daemon=True),
-        ]
-        for worker in workers:
-            worker.start()
-        try:
-            log.info("phase 1: insert a header with two items (ORM session, one transaction)")
-            rows = rfq.sample_rows()
-            with app_db.begin() as conn:
-                conn.execute(md_a.tables["party"].insert(), rows["party"])
-                conn.execute(md_a.tables["product"].insert(), rows["product"])
-            with Session(app_db) as session, session.begin():
-                session.execute(md_a.tables["request_header"].insert(), rows["request_header"])
-                session.execute(md_a.tables["request_item"].insert(), rows["request_item"])
-            wait_until(lambda: _rows(second_db, md_b) == _rows(app_db, md_a), 60, "insert replicated")
-
-            log.info("phase 2: update status and attach the specification file")
-            header = md_a.tables["request_header"]
-            with app_db.begin() as conn:
-                conn.execute(
-                    header.update()
-                    .where(header.c.request_id == rows["request_header"][0]["request_id"])
-                    .values(status="Sent to Supplier", spec_file_body=rfq.SPEC_PDF,
-                            revised_date=dt.datetime(2024, 3, 5, 8, 0, 0))
-                )
-            wait_until(lambda: _rows(second_db, md_b) == _rows(app_db, md_a), 60, "update replicated")
-            with second_db.connect() as conn:
-                body = conn.execute(select(md_b.tables["request_header"].c.spec_file_body)).scalar()
-            assert body == rfq.SPEC_PDF
-
-            log.info("phase 3: delete the header; the partner's foreign keys cascade to items")
-            with app_db.begin() as conn:
-                conn.execute(header.delete().where(
-                    header.c.request_id == rows["request_header"][0]["request_id"]))
-            wait_until(lambda: _rows(second_db, md_b) == _rows(app_db, md_a), 60, "delete replicated")
-            with second_db.connect() as conn:
-                assert conn.execute(select(func.count()).select_from(md_b.tables["request_item"])).scalar() == 0
-                assert conn.execute(select(func.count()).select_from(schema.outbox)).scalar() == 0
-                assert conn.execute(select(func.count()).select_from(schema.applied_event)).scalar() == 3
-            def statuses() -> list[str]:
-                with app_db.connect() as conn:
-                    return conn.execute(select(schema.outbox.c.status)).scalars().all()
-
-            wait_until(lambda: statuses() == ["SENT"] * 3, 30, "the outbox rows to be confirmed")
-        finally:
-            stop.set()
-            for worker in workers:
-                worker.join(10)
+        log.info("node 2 down for a while; A keeps committing and node 1 confirms alone")
+        before = rfq_rows(second_db, md_b)
+        n2.stop()
+        first, second = story.more(1, 2)
+        # (A delete right after its insert would find the insert's row gone when the relay
+        # builds its document: the spec makes that insert FAILED, "row vanished".)
+        wait_until(lambda: outbox_statuses(app_db) == ["SENT"] * 5, 60,
+                   "node 1 to confirm the inserts made while node 2 is down")
+        story.set_status(first, "Sent to Supplier")
+        story.delete(second)
+        wait_until(lambda: outbox_statuses(app_db) == ["SENT"] * 7, 60,
+                   "node 1 to confirm the changes made while node 2 is down")
+        assert rfq_rows(second_db, md_b) == before
+        restart(n2, n1)
+        story.replicated("everything committed while node 2 was down")
     finally:
-        node.stop()
+        stop.set()
+        for worker in workers:
+            worker.join(10)
+    with second_db.connect() as conn:
+        header = md_b.tables["request_header"]
+        assert conn.execute(select(header.c.status)).scalars().all() == ["Sent to Supplier"]
+    assert count(second_db, schema.outbox) == 0
+    assert count(second_db, schema.applied_event) == 7
+    assert receiver.inbox_counts() == {"APPLIED": 7}
