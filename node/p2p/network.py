@@ -36,6 +36,8 @@ HANDSHAKE_TIMEOUT = 10.0
 BAN_SCORE = 100
 BAN_SECONDS = 3600
 SYNC_BATCH = 500
+VERIFY_CHUNK = 2000
+"""Transactions whose signatures a catching-up node checks ahead of the blocks it connects."""
 SYNC_BYTES = 16 * 1024 * 1024
 MAX_REORG = 100_000
 INV_FLUSH = 0.05
@@ -665,34 +667,71 @@ class Network:
 
     async def _extend(self, peer: Peer, blocks: list[Block]) -> bool:
         t0 = time.monotonic()
-        txs = [t for b in blocks for t in b.txs if t.txid not in self.ctx.mempool.entries]
-        results = await asyncio.to_thread(self.chain.verifier, txs) if txs else []
-        if not all(results):
-            self.misbehave(peer, BAN_SCORE, "sync batch has a bad transaction signature")
-            self._finish_sync(peer)
-            return False
-        verified = {t.txid for t in txs}
+        # Signatures are checked a chunk of blocks ahead on the verifier's threads while the
+        # blocks before it are connected, so the checks overlap the store writes instead of
+        # all checks first and all writes after (bench.network catch-up on 2 cores: about
+        # 5,300 -> 8,000 items/s).
+        chunks = self._verify_chunks(blocks)
+        pending = self._verify(chunks[0][1]) if chunks else None
         items = 0
-        for b in blocks:
-            try:
-                await self.ctx.connect_block(b, preverified=verified | {
-                    t.txid for t in b.txs if self._pooled_same(t)})
-            except InvalidBlock as e:
-                if self._tip_moved(b):
-                    # Our miner extended the chain while the batch was being verified:
-                    # ask again from the new tip instead of blaming the peer.
-                    log.info("sync: the tip moved during a batch; asking %s again", peer.addr)
-                    self._finish_sync(peer)
-                    self._maybe_sync(peer)
-                else:
-                    self.misbehave(peer, BAN_SCORE, f"invalid block {b.hash.hex()}: {e}")
-                    self._finish_sync(peer)
+        for i, (chunk, txs) in enumerate(chunks):
+            assert pending is not None
+            results = await pending
+            pending = self._verify(chunks[i + 1][1]) if i + 1 < len(chunks) else None
+            if not all(results):
+                if pending is not None:
+                    pending.cancel()
+                self.misbehave(peer, BAN_SCORE, "sync batch has a bad transaction signature")
+                self._finish_sync(peer)
                 return False
-            items += sum(len(t.ops) for t in b.txs)
+            verified = {t.txid for t in txs}
+            for b in chunk:
+                try:
+                    await self.ctx.connect_block(b, preverified={
+                        t.txid for t in b.txs if t.txid in verified or self._pooled_same(t)})
+                except InvalidBlock as e:
+                    if pending is not None:
+                        pending.cancel()
+                    if self._tip_moved(b):
+                        # Our miner extended the chain while the batch was being verified:
+                        # ask again from the new tip instead of blaming the peer.
+                        log.info("sync: the tip moved during a batch; asking %s again",
+                                 peer.addr)
+                        self._finish_sync(peer)
+                        self._maybe_sync(peer)
+                    else:
+                        self.misbehave(peer, BAN_SCORE, f"invalid block {b.hash.hex()}: {e}")
+                        self._finish_sync(peer)
+                    return False
+                items += sum(len(t.ops) for t in b.txs)
         dt = max(time.monotonic() - t0, 1e-6)
         log.info("sync: height %d / peer height %d (%d blocks, %.0f items/s)",
                  self.chain.height, peer.best_height, len(blocks), items / dt)
         return True
+
+    def _verify_chunks(self, blocks: list[Block]) -> list[tuple[list[Block], list[Transaction]]]:
+        """Consecutive blocks grouped to about VERIFY_CHUNK transactions, each with the
+        transactions whose signatures still need checking (not pooled here already)."""
+        pooled = self.ctx.mempool.entries
+        out: list[tuple[list[Block], list[Transaction]]] = []
+        chunk: list[Block] = []
+        txs: list[Transaction] = []
+        for b in blocks:
+            chunk.append(b)
+            txs.extend(t for t in b.txs if t.txid not in pooled)
+            if len(txs) >= VERIFY_CHUNK:
+                out.append((chunk, txs))
+                chunk, txs = [], []
+        if chunk:
+            out.append((chunk, txs))
+        return out
+
+    def _verify(self, txs: list[Transaction]) -> asyncio.Future:
+        if not txs:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result([])
+            return fut
+        return asyncio.ensure_future(asyncio.to_thread(self.chain.verifier, txs))
 
     def _tip_moved(self, block: Block) -> bool:
         """True when `block` no longer builds on the tip (it was checked against an older one
