@@ -96,7 +96,8 @@ def _wait_converged(nodes: list[dict], deadline: float) -> None:
         try:
             infos = [_client(n).call("getinfo") for n in nodes]
             tips = {_client(n).call("getbestblockhash") for n in nodes}
-            if len(tips) == 1 and (len(nodes) == 1 or all(i["connections"] >= 1 for i in infos)):
+            # Full mesh: every node connected to every other one, not merely to someone.
+            if len(tips) == 1 and all(i["connections"] >= len(nodes) - 1 for i in infos):
                 return
             last = f"tips {len(tips)}, connections {[i['connections'] for i in infos]}"
         except (RpcConnectionError, RpcError, ConfigError) as e:
