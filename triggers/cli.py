@@ -228,7 +228,14 @@ def run(args: argparse.Namespace) -> int:
     elif command == "relay":
         from triggers.relay import Relay
 
-        relay = Relay(engine, lambda c: client_for(c, args.datadir), hooks=load_hooks(resolved))
+        clients: dict[str, Any] = {}
+
+        def client_of(chain_id: str) -> Any:  # one client (one kept-alive connection) per chain
+            if chain_id not in clients:
+                clients[chain_id] = client_for(chain_id, args.datadir)
+            return clients[chain_id]
+
+        relay = Relay(engine, client_of, hooks=load_hooks(resolved))
         if args.once:
             print(relay.run_once())
         else:
