@@ -522,10 +522,10 @@ class Daemons:
                     os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def daemons():
-    """A `Daemons` whose daemons are stopped after the test, passed or failed (import this
-    fixture into a test module to use it)."""
+@pytest.fixture(name="daemons")
+def daemons_fixture():
+    """`daemons`: a `Daemons` whose daemons are stopped after the test, passed or failed
+    (import `daemons_fixture` into a test module to use it)."""
     d = Daemons()
     try:
         yield d

@@ -25,14 +25,12 @@ from framework import TestNode, sync_blocks, wait_until
 from network_support import (
     adopt_daemon,
     confirmed_txids,
+    daemons_fixture,  # noqa: F401 - the `daemons` fixture
     start_network,
     stream_digest,
     wait_all_confirmed,
     wait_confirmed,
     wait_for_mesh,
-)
-from network_support import (
-    daemons as daemons_fixture,  # noqa: F401 - the `daemons` fixture
 )
 
 from node.client import RpcConnectionError, RpcError

@@ -26,15 +26,13 @@ import pytest
 from framework import TestNode, wait_until
 from network_support import (
     Daemons,
+    daemons_fixture,  # noqa: F401 - the `daemons` fixture
     log_lines,
     peer_addresses,
     pid_alive,
     publish_items,
     stream_digest,
     wait_for_log,
-)
-from network_support import (
-    daemons as daemons_fixture,  # noqa: F401 - the `daemons` fixture
 )
 
 from node.client import RpcClient
