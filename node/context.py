@@ -181,6 +181,11 @@ class NodeContext:
             kept = {t.txid for b in branch for t in b.txs}
             returned = [t for b in removed for t in b.txs if t.txid not in kept]
             dropped = self.mempool.readmit(returned)
+            if self.network is not None:
+                gone = {t.txid for t in dropped}
+                for tx in returned:
+                    if tx.txid not in gone:
+                        self.network.announce_tx(tx)
             log.info("reorganisation done: tip %d, %d transactions returned to the mempool, "
                      "%d no longer valid", self.chain.height, len(returned) - len(dropped),
                      len(dropped))

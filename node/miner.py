@@ -39,6 +39,8 @@ class Miner:
         self.paused = False
         self.wakeup = asyncio.Event()
         self.empty_streak = 0
+        self._tip: object = None
+        self._since = 0.0
 
     def notify_tx(self) -> None:
         """A transaction arrived: wake an idle miner."""
@@ -58,11 +60,17 @@ class Miner:
             if tip is None:  # a joining node waits for the chain to arrive
                 await self._sleep_or_wake(tbt)
                 continue
+            if tip is not self._tip:
+                self._tip, self._since = tip, time.time()
             rank = self._my_rank()
             if rank is None or self.paused:
                 await self._sleep_or_wake(tbt)
                 continue
-            due = tip.time_ms / 1000 + tbt + mining_delay(rank, tbt)
+            # Backup miners count their delay from when this node got the tip (or woke up
+            # for a transaction), not from the tip's own timestamp: after a late block or an
+            # idle spell every miner would otherwise be overdue at once and all mine (a fork
+            # storm).
+            due = max(tip.time_ms / 1000 + tbt, self._since) + mining_delay(rank, tbt)
             wait = due - time.time()
             if wait > 0:
                 await self._sleep_or_wake(wait, wake_on_tx=False)
@@ -71,6 +79,7 @@ class Miner:
             if not self.mempool.entries and not self._may_mine_empty():
                 self.wakeup.clear()
                 await self.wakeup.wait()
+                self._since = time.time()
                 continue
             if (self.requires_peers and self.peer_count() == 0
                     and self.chain.permitted_miners() > 1):

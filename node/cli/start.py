@@ -77,7 +77,8 @@ def _setup_logging(chain_dir: Path, foreground: bool) -> None:
         root.addHandler(sh)
 
 
-def join(datadir: Path, chain: str, seed: str, ports: dict[str, int | None]) -> None:
+def join(datadir: Path, chain: str, seed: str, ports: dict[str, int | None],
+         initprivkey: str | None = None) -> None:
     """Fetch the chain's parameters from a seed (first start only), remember the seed, and
     tell the user how to get connect permission when the address lacks it."""
     from node.app import codec_for
@@ -103,7 +104,10 @@ def join(datadir: Path, chain: str, seed: str, ports: dict[str, int | None]) -> 
     remember_seed(cdir, host, port, {k: v for k, v in ports.items() if v is not None})
     wallet = Wallet(cdir / WALLET_FILE, codec_for(params))
     if len(wallet) == 0:
-        wallet.new_key()
+        if initprivkey:  # pre-provisioned: an admin may have granted this key already
+            wallet.import_key(wallet.codec.decode_wif(initprivkey))
+        else:
+            wallet.new_key()
     address = wallet.codec.encode(wallet.default.pubkey_hash)
     _, may_connect = ask_seed(host, port, wallet.default.pubkey_hash)
     if not may_connect:
@@ -122,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
     name, _, seed = args.chain.partition("@")
     chain = paths.validate_chain_name(name)
     if seed:
-        join(datadir, chain, seed, {"port": args.port, "rpcport": args.rpcport})
+        overrides = cli_overrides(args)
+        initprivkey = overrides.get("initprivkey")
+        join(datadir, chain, seed, {"port": args.port, "rpcport": args.rpcport},
+             initprivkey[-1] if isinstance(initprivkey, list) else None)
     if args.daemon:
         return _daemonize(args, datadir, chain)
     from node.app import NodeApp, load_chain_files

@@ -358,6 +358,7 @@ class Network:
         peer.best_tip = peer_hello.tip
         peer.ready = True
         self.refused_reason = ""
+        self._announce_pool(peer)
         log.info("connected to %s peer %s (address %s, height %d)",
                  "inbound" if peer.inbound else "outbound", peer.addr, peer.address,
                  peer_hello.height)
@@ -464,6 +465,15 @@ class Network:
             if h not in p.known and p is not source:
                 p.remember(h)
                 p.send(Msg.INV, m.encode_inv([(Inv.BLOCK, h)]))
+
+    def _announce_pool(self, peer: Peer) -> None:
+        """Tell a newly connected peer what our mempool holds, so transactions made while
+        the two were apart (a partition's minority side) reach miners."""
+        txids = list(self.ctx.mempool.entries)
+        for t in txids:
+            peer.remember(t)
+        for i in range(0, len(txids), m.MAX_INV):
+            peer.send(Msg.INV, m.encode_inv([(Inv.TX, t) for t in txids[i:i + m.MAX_INV]]))
 
     def _queue_inv(self, kind: int, h: bytes, source: Peer | None) -> None:
         if source is not None:
