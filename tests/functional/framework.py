@@ -249,9 +249,15 @@ class TestNode:
                                  self.port, self.rpcport)
 
     def _spawn(self) -> None:
-        argv = [*chainmill_command(), "start", self.chain, "--datadir", str(self.datadir),
+        self._launch(self.chain, "start")
+        self._read_credentials()
+        self.rpc = self.client()
+
+    def _launch(self, target: str, label: str) -> None:
+        """Run `chainmill start TARGET` for this node's datadir and ports, output to a file."""
+        argv = [*chainmill_command(), "start", target, "--datadir", str(self.datadir),
                 "--rpcport", str(self.rpcport), "--port", str(self.port), *self.extra_args]
-        self.log.info("node%d start: %s", self.index,
+        self.log.info("node%d %s: %s", self.index, label,
                       shlex.join(argv[len(chainmill_command()):]))
         with self.output_path.open("ab") as out:
             out.write(f"\n=== start {self.starts}: {shlex.join(argv)}\n".encode())
@@ -260,8 +266,6 @@ class TestNode:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                             stderr=subprocess.STDOUT, env=child_env())
         self.starts += 1
-        self._read_credentials()
-        self.rpc = self.client()
 
     def wait_for_rpc(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Wait until the node answers RPC calls (and is out of warm-up)."""

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import shlex
 import signal
 import socket
 import struct
@@ -92,17 +91,7 @@ class JoiningNode(TestNode):
             return
         # First start: CHAIN@HOST:PORT. The child writes chainmill.conf (with the RPC
         # credentials) while it joins, so the credentials are read once it exists.
-        argv = [*chainmill_command(), "start", f"{self.chain}@127.0.0.1:{self.seed.port}",
-                "--datadir", str(self.datadir), "--rpcport", str(self.rpcport),
-                "--port", str(self.port), *self.extra_args]
-        self.log.info("node%d join: %s", self.index, shlex.join(argv[len(chainmill_command()):]))
-        with self.output_path.open("ab") as out:
-            out.write(f"\n=== start {self.starts}: {shlex.join(argv)}\n".encode())
-            out.flush()
-            self._output_offset = out.tell()
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                            stderr=subprocess.STDOUT, env=child_env())
-        self.starts += 1
+        self._launch(f"{self.chain}@127.0.0.1:{self.seed.port}", "join")
 
         def conf_written() -> bool:
             assert self.process is not None

@@ -3,11 +3,24 @@ finds another one already queued behind the running walk leaves at once."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from pathlib import Path
 
 from triggers import cli, receive_command
-from triggers.locks import walk_lock
+from triggers.locks import QUEUE_FILE, walk_lock
+
+
+def _queue_taken(directory: Path) -> bool:
+    fd = os.open(directory / QUEUE_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock the probe may have got
+    return False
 
 
 def test_a_second_notification_queues_and_a_third_leaves(tmp_path: Path) -> None:
@@ -27,14 +40,17 @@ def test_a_second_notification_queues_and_a_third_leaves(tmp_path: Path) -> None
     assert running.wait(10)
     second = threading.Thread(target=lambda: (walk("second", None), queued_done.set()))
     second.start()
-    # The second one holds the queue slot while it waits: a third one has nothing to add.
-    for _ in range(200):
-        with walk_lock(tmp_path, leave_if_queued=True) as mine:
-            if not mine:
-                break
+    # Wait until the second one holds the queue slot. Probe the slot without taking it: a
+    # probe that took it would itself queue behind the first walk (and race the second).
+    for _ in range(1000):
+        if _queue_taken(tmp_path):
+            break
         threading.Event().wait(0.01)
     else:
-        raise AssertionError("the third walk never saw the second one queued")
+        raise AssertionError("the second walk never queued")
+    # A third one has nothing to add and leaves at once.
+    with walk_lock(tmp_path, leave_if_queued=True) as mine:
+        assert not mine
     assert order == ["first"]
     release.set()
     first.join(10)
