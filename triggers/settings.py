@@ -55,6 +55,8 @@ def resolve(
 ) -> Settings:
     """Merge option, environment and triggers.conf; ConfigurationInvalid without a database."""
     base = resolve_datadir(datadir, environ)
+    if not chain and not (db_url or environ.get(_DB_ENV)):
+        chain = _only_configured_chain(base)
     stored = _read(chain_dir(base, chain) / SETTINGS_FILE) if chain else {}
     url = db_url or environ.get(_DB_ENV) or stored.get("db")
     if not url:
@@ -63,6 +65,17 @@ def resolve(
             "chainmill triggers init --chain CHAIN --db URL"
         )
     return Settings(url, hooks or environ.get(_HOOKS_ENV) or stored.get("hooks") or None, base)
+
+
+def _only_configured_chain(base: Path) -> str | None:
+    """The one chain of the data directory whose triggers.conf records a database, so that
+    commands without a chain argument (add, list, relate, relay) need no --db either."""
+    found = sorted(p.parent.name for p in base.glob(f"*/{SETTINGS_FILE}"))
+    if len(found) > 1:
+        raise ConfigurationInvalid(
+            f"several chains in {base} have a trigger database ({', '.join(found)}): "
+            "pass --db URL")
+    return found[0] if found else None
 
 
 def write(datadir: Path, chain: str, db_url: str, hooks: str | None) -> Path:
