@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from consensus.blocks import BlockEffects, connect_block
 from consensus.diversity import final_depth
+from consensus.forks import locked_change
 from consensus.rules import PermChange, Rules, replay_perm_log
 from consensus.state import ChainState, StreamInfo
 from ledger.addresses import AddressCodec
@@ -153,6 +154,13 @@ class Chain:
         row = BlockRow(h, block.hash.hex(), block.header.prev_hash.hex(), t,
                        block.header.time_ms, enc(fx.miner), len(block.txs), block.size)
         return BlockWrite(row, block.raw, txs, items, streams, perms), items
+
+    def reorg_lock(self, fork_height: int, lock_rounds: int) -> int | None:
+        """The height of an admin/mine change that forbids rolling back to `fork_height`
+        (lock-admin-mine-rounds), or None."""
+        changes = [(p.height, p.perm) for p in self.store.perm_log() if p.kind == "set"]
+        return locked_change(changes, fork_height, self.state.height, lock_rounds,
+                             self.permitted_miners())
 
     def rollback_to(self, height: int) -> list[Block]:
         """Remove the blocks above `height`; returns them, newest last."""

@@ -755,6 +755,15 @@ class Network:
     async def _reorganise(self, peer: Peer, branch: list[Block]) -> None:
         fork_height = branch[0].height - 1
         depth = self.chain.height - fork_height
+        rounds = int(self.ctx.setting("lockadminminerounds") or 0)
+        locked = self.chain.reorg_lock(fork_height, rounds)
+        if locked is not None:
+            # Not proof of malice (the peer may have been cut off that long): refuse, no ban.
+            log.warning("refusing a reorganisation from %s back to height %d: it would undo "
+                        "the admin/mine permission change at height %d, older than "
+                        "lock-admin-mine-rounds (%d rounds)", peer.addr, fork_height, locked,
+                        rounds)
+            return
         log.warning("reorganisation: replacing %d blocks above height %d with %d blocks from %s",
                     depth, fork_height, len(branch), peer.addr)
         ok, removed = await self.ctx.reorganise(fork_height, branch)
