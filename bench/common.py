@@ -483,5 +483,5 @@ def summarize_stacks(path: Path) -> dict[str, Any]:
     def pct(d: dict[str, int]) -> dict[str, float]:
         return {k: round(100 * v / total, 1) for k, v in sorted(d.items(), key=lambda kv: -kv[1])}
 
-    return {"samples": total, "file": str(path),
+    return {"samples": total, "file": path.name,
             "main_thread_pct": pct(main), "other_threads_pct": pct(other)}
