@@ -16,7 +16,12 @@ from typing import Any
 from config import paths
 from config.errors import ConfigError
 from config.params import ChainParams, params_hash, read_params_file, write_params_file
-from config.runtime import ensure_chain_conf, load_runtime_config, runtime_defaults
+from config.runtime import (
+    ensure_chain_conf,
+    load_runtime_config,
+    remember_settings,
+    runtime_defaults,
+)
 from ledger.addresses import AddressCodec
 from ledger.blocks import Block
 from ledger.errors import ChainmillError, StoreError
@@ -26,6 +31,7 @@ from ledger.types import ZERO_HASH
 from node.chain import Chain, now_ms
 from node.context import NodeContext
 from node.hooks import HookRunner
+from node.lockfile import ChainLock
 from node.mempool import Mempool
 from node.miner import Miner
 from node.p2p.network import Network
@@ -37,7 +43,7 @@ from node.wallet import WALLET_FILE, Wallet
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
-PID_FILE = "chainmill.pid"
+PID_FILE = paths.PID_FILE
 STORE_FILE = "chain.db"
 PENDING_PARAMS = "params.dat.new"
 MEMPOOL_FILE = "mempool.dat"
@@ -82,31 +88,13 @@ def store_url(chain_dir: Path, db_url: str | None) -> str:
 
 
 class PidFile:
-    """`chainmill.pid` in the chain directory while the node runs; a stale one (its process
-    is gone, e.g. after SIGKILL) is replaced without manual repair."""
+    """`chainmill.pid` in the chain directory while the node runs, for information: whether
+    a node runs is decided by the chain directory's lock (node.lockfile), not by this file."""
 
     def __init__(self, chain_dir: Path) -> None:
         self.path = chain_dir / PID_FILE
 
-    def running_pid(self) -> int | None:
-        try:
-            pid = int(self.path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if pid == os.getpid():
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
-
-    def acquire(self) -> None:
-        other = self.running_pid()
-        if other is not None:
-            raise ConfigError(f"the node of this chain is already running (pid {other})")
+    def write(self) -> None:
         paths.write_private_file(self.path, f"{os.getpid()}\n")
 
     def release(self) -> None:
@@ -225,15 +213,27 @@ class NodeApp:
                       f"{codec.encode(key.pubkey_hash)}")
         return fixed
 
+    def _remember_start_settings(self, cdir: Path) -> None:
+        """Keep the ports and store URL given on the command line in the chain's
+        chainmill.conf, so a later plain `chainmill start CHAIN` and `chainmill cli CHAIN`
+        find the same node (as a join start remembers them)."""
+        given = {n: self.cli[n] for n in ("port", "rpcport", "db_url")
+                 if self.cli.get(n) is not None}
+        if given and remember_settings(cdir, given):
+            log.info("remembered %s in %s", ", ".join(sorted(given)), paths.CONF_FILE)
+
     # -- running ------------------------------------------------------------------------------
     async def run(self) -> int:
         cdir, _ = load_chain_files(self.datadir, self.chain_name)
+        lock = ChainLock(cdir)
+        lock.acquire()
         pid = PidFile(cdir)
-        pid.acquire()
         try:
+            pid.write()
             ctx, runtime = self._open()
         except BaseException:
             pid.release()
+            lock.release()
             raise
         self.ctx = ctx
         restored, refused = load_mempool(ctx)
@@ -257,6 +257,7 @@ class NodeApp:
         net = None
         tasks: list[asyncio.Task] = []
         try:
+            self._remember_start_settings(cdir)  # before the first RPC answer
             server = await start_rpc_server(dispatcher, settings)
             port = ctx.params.network_port if runtime.port is None else runtime.port
             if not runtime.offline:
@@ -313,4 +314,5 @@ class NodeApp:
             ctx.chain.close()
             ctx.store.close()
             pid.release()
+            lock.release()
             log.info("stopped after %.1f s", time.time() - ctx.started)

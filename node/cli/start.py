@@ -35,6 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--db-url", dest="db_url", help="SQLAlchemy URL of the chain store "
                    "(default: a SQLite file in the chain directory)")
     p.add_argument("--reindex", action="store_true", help="rebuild the store from its blocks")
+    p.add_argument("--checkblocks", type=int, metavar="N",
+                   help="check the last N blocks against the store at start (0: all; "
+                   "default 6)")
+    p.add_argument("--new-wallet", dest="new_wallet", action="store_true",
+                   help="create a new wallet (a new address) when the wallet file of a chain "
+                   "this node has used is missing or empty")
     p.add_argument("--daemon", action="store_true",
                    help="run in the background; return once the JSON-RPC port answers")
     p.add_argument("-o", "--set", action="append", default=[], metavar="NAME=VALUE",
@@ -55,6 +61,10 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
             out[name] = v
     if args.reindex:
         out["reindex"] = True
+    if args.checkblocks is not None:
+        out["checkblocks"] = args.checkblocks
+    if args.new_wallet:
+        out["newwallet"] = True
     return out
 
 
@@ -148,6 +158,7 @@ def _daemonize(args: argparse.Namespace, datadir: Path, chain: str) -> int:
     """Start the node as a detached child and wait until its JSON-RPC port answers."""
     from node.app import load_chain_files
     from node.client import RpcClient, RpcConnectionError, RpcError
+    from node.lockfile import ChainLock
 
     cdir, params = load_chain_files(datadir, chain)
     argv = [sys.executable, "-m", "node.cli.main", "start", chain, "--datadir", str(datadir)]
@@ -158,6 +169,13 @@ def _daemonize(args: argparse.Namespace, datadir: Path, chain: str) -> int:
             argv += [flag, str(v)]
     if args.reindex:
         argv.append("--reindex")
+    if args.checkblocks is not None:
+        argv += ["--checkblocks", str(args.checkblocks)]
+    if args.new_wallet:
+        argv.append("--new-wallet")
+    # A running node keeps its files: refuse before daemon.out is truncated for a child
+    # that would only find the lock taken.
+    ChainLock(cdir).check_free()
     out_path = cdir / DAEMON_LOG
     with open(out_path, "wb") as out:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
