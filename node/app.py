@@ -31,6 +31,8 @@ from ledger.types import ZERO_HASH
 from node.chain import Chain, now_ms
 from node.context import NodeContext
 from node.hooks import HookRunner
+from node.journal import JOURNAL_FILE, OwnTxJournal
+from node.journal import restore as restore_own_txs
 from node.lockfile import ChainLock
 from node.mempool import Mempool
 from node.miner import Miner
@@ -240,10 +242,16 @@ class NodeApp:
         if restored or refused:
             log.info("mempool: %d saved transactions re-admitted, %d no longer valid",
                      restored, refused)
+        ctx.journal = OwnTxJournal(cdir / JOURNAL_FILE)
+        kept, mined, invalid = restore_own_txs(ctx.journal, ctx.mempool)
+        if kept or mined or invalid:
+            log.info("own-transaction journal: %d pending (in the mempool, rebroadcast to "
+                     "peers), %d mined, %d no longer valid", kept, mined, invalid)
         table = MethodTable()
         register_all(table, ctx)
         dispatcher = Dispatcher(table, chain_name=self.chain_name,
-                                allow_methods=set(runtime.rpcallowmethod) or None)
+                                allow_methods=set(runtime.rpcallowmethod) or None,
+                                before_reply=ctx.own_txs_durable)
         settings = RpcSettings(
             chain_name=self.chain_name, user=runtime.rpcuser, password=runtime.rpcpassword,
             allow_ips=list(runtime.rpcallowip), bind=list(runtime.rpcbind) or None,
@@ -311,6 +319,8 @@ class NodeApp:
                 await server.close()
             await ctx.hooks.close()
             log.info("mempool: %d unconfirmed transactions saved", save_mempool(ctx))
+            if ctx.journal is not None:
+                ctx.journal.close()
             ctx.chain.close()
             ctx.store.close()
             pid.release()
