@@ -31,6 +31,7 @@ from ledger.types import ZERO_HASH
 from node.chain import Chain, now_ms
 from node.context import NodeContext
 from node.hooks import HookRunner
+from node.integrity import TipMarker, check_store
 from node.journal import JOURNAL_FILE, OwnTxJournal
 from node.journal import restore as restore_own_txs
 from node.lockfile import ChainLock
@@ -40,7 +41,7 @@ from node.p2p.network import Network
 from node.rpc.dispatch import Dispatcher, MethodTable
 from node.rpc.methods import register_all
 from node.rpc.server import RpcSettings, start_rpc_server
-from node.wallet import WALLET_FILE, Wallet
+from node.wallet import WALLET_FILE, Wallet, WalletDamaged
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,40 @@ class PidFile:
                 self.path.unlink()
 
 
+WALLET_META = "wallet-address"
+"""Store meta: the wallet's default address, to name it when the wallet file is lost."""
+
+
+def open_wallet(path: Path, codec: AddressCodec, *, replace: bool = False) -> Wallet:
+    """The wallet; a damaged file is refused, or with `replace` (--new-wallet) moved aside
+    so that a new one can be made."""
+    try:
+        return Wallet(path, codec)
+    except WalletDamaged:
+        if not replace:
+            raise
+        aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+        os.replace(path, aside)
+        log.warning("damaged wallet file moved to %s", aside.name)
+        return Wallet(path, codec)
+
+
+def _first_key(wallet: Wallet, runtime: Any) -> None:
+    if runtime.initprivkey:
+        wallet.import_key(wallet.codec.decode_wif(runtime.initprivkey))
+    else:
+        wallet.new_key()
+
+
+def missing_wallet_message(chain: str, store: ChainStore) -> str:
+    address = store.get_meta(WALLET_META)
+    was = f" (its address was {address})" if address else ""
+    return (f"the wallet file {WALLET_FILE} is missing or empty, but this node has used the "
+            f"chain{was}: restore {WALLET_FILE} from a backup, or start with `chainmill start "
+            f"{chain} --new-wallet` to make a new address (the old address and its "
+            "permissions are lost to this node)")
+
+
 def load_chain_files(datadir: Path, chain: str) -> tuple[Path, ChainParams]:
     cdir = paths.chain_dir(datadir, chain)
     pfile = cdir / paths.PARAMS_FILE
@@ -124,6 +159,7 @@ class NodeApp:
         self.environ = environ
         self.announce = announce
         self.ctx: NodeContext | None = None
+        self.tip_marker: TipMarker | None = None
 
     # -- start-up -----------------------------------------------------------------------------
     def _open(self) -> tuple[NodeContext, Any]:
@@ -132,12 +168,9 @@ class NodeApp:
         runtime = load_runtime_config(self.datadir, self.chain_name, cli=self.cli,
                                       environ=self.environ, defaults=runtime_defaults(params))
         codec = codec_for(params)
-        wallet = Wallet(cdir / WALLET_FILE, codec)
-        if len(wallet) == 0:
-            if runtime.initprivkey:
-                wallet.import_key(codec.decode_wif(runtime.initprivkey))
-            else:
-                wallet.new_key()
+        wallet = open_wallet(cdir / WALLET_FILE, codec, replace=runtime.newwallet)
+        if len(wallet) == 0 and not params.locked:  # a new chain's first start
+            _first_key(wallet, runtime)
         pending = cdir / PENDING_PARAMS
         if not params.locked:
             params = self._genesis(cdir, params, codec, wallet, runtime)
@@ -152,10 +185,21 @@ class NodeApp:
             store.set_meta("genesis-hash", params["genesis-hash"].hex())
         elif known != params["genesis-hash"].hex():
             raise StoreError("the chain store belongs to another chain (genesis differs)")
+        chain_id = bytes(params["chain-params-hash"])
+        reindex = runtime.reindex or store.get_meta(Chain.REINDEX_MARK) == "in progress"
+        if not reindex:  # before anything reads the store; after a reindex, of its result
+            self._check_store(store, codec, chain_id, runtime.checkblocks)
         chain = Chain(store, params, codec)
-        if runtime.reindex or chain.reindex_pending():
+        if reindex:
             log.info("reindexing the chain store from its blocks")
             chain.reindex()
+            self._check_store(store, codec, chain_id, runtime.checkblocks)
+        self._check_tip(cdir, chain, runtime)
+        if len(wallet) == 0:
+            if chain.height >= 0 and not runtime.newwallet:
+                raise StoreError(missing_wallet_message(self.chain_name, store))
+            _first_key(wallet, runtime)
+        store.set_meta(WALLET_META, codec.encode(wallet.default.pubkey_hash))
         if chain.height < 0 and not (runtime.addnode or runtime.connect):
             raise StoreError("the chain store has no genesis block and no peer to fetch it "
                              "from (start with CHAIN@HOST:PORT to join)")
@@ -165,7 +209,32 @@ class NodeApp:
         ctx = NodeContext(chain_name=self.chain_name, chain_dir=cdir, params=params,
                           runtime=runtime, chain=chain, mempool=Mempool(chain), wallet=wallet,
                           hooks=hooks, codec=codec, version=VERSION)
+        ctx.tip_marker = self.tip_marker
         return ctx, runtime
+
+    def _check_store(self, store: ChainStore, codec: AddressCodec, chain_id: bytes,
+                     checkblocks: int) -> None:
+        n = check_store(store, codec, chain_id, self.chain_name, checkblocks)
+        log.info("chain store check: the last %d block(s) and their rows agree%s", n,
+                 " (full check)" if checkblocks <= 0 else "")
+
+    def _check_tip(self, cdir: Path, chain: Chain, runtime: Any) -> None:
+        """Say so when the store is lower than the node had reached (e.g. its -wal file was
+        lost after a crash): the missing blocks are fetched again from peers."""
+        marker = TipMarker(cdir)
+        before = marker.read()
+        if before is not None and before[0] > chain.height:
+            peers = runtime.addnode or runtime.connect
+            line = (f"warning: the chain store ends at block {chain.height} but this node had "
+                    f"reached block {before[0]}: {before[0] - chain.height} block(s) lost "
+                    "(a deleted or damaged -wal file of the store loses the latest blocks); "
+                    + ("they are fetched again from peers" if peers else
+                       "no peer is configured to fetch them from (addnode)"))
+            log.warning("%s", line)
+            self.announce(line)
+        if chain.height >= 0:
+            marker.write(chain.height, chain.state.tip_hash.hex())
+        self.tip_marker = marker
 
     def _genesis(self, cdir: Path, params: ChainParams, codec: AddressCodec, wallet: Wallet,
                  runtime: Any) -> ChainParams:

@@ -53,6 +53,9 @@ class NodeContext:
         self.network: Any = None
         self.journal: OwnTxJournal | None = None
         """The own-transaction journal (set by the composition root; None in unit tests)."""
+        self.tip_marker: Any = None
+        """node.integrity.TipMarker: the best height reached, kept beside the store."""
+        """The own-transaction journal (set by the composition root; None in unit tests)."""
         self.stopping = asyncio.Event()
         self.paused: set[str] = set()
         self.started = time.time()
@@ -203,6 +206,8 @@ class NodeContext:
                 for tx in returned:
                     if tx.txid not in gone:
                         self.network.announce_tx(tx)
+            if self.tip_marker is not None:
+                self.tip_marker.write(self.chain.height, self.chain.state.tip_hash.hex())
             log.info("reorganisation done: tip %d, %d transactions returned to the mempool, "
                      "%d no longer valid", self.chain.height, len(returned) - len(dropped),
                      len(dropped))
@@ -211,6 +216,8 @@ class NodeContext:
     def after_connect(self, connected: Connected) -> None:
         block = connected.block
         self._hash_cache[block.height] = block.hash.hex()
+        if self.tip_marker is not None:
+            self.tip_marker.write(block.height, block.hash.hex())
         seen_before = {t.txid for t in block.txs if t.txid in self.mempool.seen}
         self.mempool.on_connected(connected)
         if self.journal is not None:

@@ -88,7 +88,7 @@ def _setup_logging(chain_dir: Path, foreground: bool) -> None:
 
 
 def join(datadir: Path, chain: str, seed: str, ports: dict[str, int | None],
-         initprivkey: str | None = None) -> None:
+         initprivkey: str | None = None, new_wallet: bool = False) -> None:
     """Fetch the chain's parameters from a seed (first start only), remember the seed, and
     tell the user how to get connect permission when the address lacks it."""
     from node.app import codec_for
@@ -101,7 +101,8 @@ def join(datadir: Path, chain: str, seed: str, ports: dict[str, int | None],
     except ValueError:
         raise ConfigError(f"expected CHAIN@HOST:PORT, got {chain}@{seed}") from None
     cdir = paths.chain_dir(datadir, chain)
-    if not (cdir / paths.PARAMS_FILE).exists():
+    first = not (cdir / paths.PARAMS_FILE).exists()
+    if first:
         print(f"Retrieving blockchain parameters from the seed node {host}:{port} ...",
               flush=True)
         text, _ = ask_seed(host, port)
@@ -114,6 +115,8 @@ def join(datadir: Path, chain: str, seed: str, ports: dict[str, int | None],
     remember_seed(cdir, host, port, {k: v for k, v in ports.items() if v is not None})
     wallet = Wallet(cdir / WALLET_FILE, codec_for(params))
     if len(wallet) == 0:
+        if not (first or new_wallet):
+            return  # a used chain without its wallet: the node's start-up check decides
         if initprivkey:  # pre-provisioned: an admin may have granted this key already
             wallet.import_key(wallet.codec.decode_wif(initprivkey))
         else:
@@ -139,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = cli_overrides(args)
         initprivkey = overrides.get("initprivkey")
         join(datadir, chain, seed, {"port": args.port, "rpcport": args.rpcport},
-             initprivkey[-1] if isinstance(initprivkey, list) else None)
+             initprivkey[-1] if isinstance(initprivkey, list) else None, args.new_wallet)
     if args.daemon:
         return _daemonize(args, datadir, chain)
     from node.app import NodeApp, load_chain_files
