@@ -18,7 +18,8 @@ import sqlite3
 import subprocess
 
 import pytest
-from framework import TestNode, chainmill_command, child_env, scaled
+from framework import TestNode, chainmill_command, child_env, scaled, sync_blocks
+from network_support import publish_items, start_network, wait_confirmed
 
 pytestmark = pytest.mark.functional
 log = logging.getLogger("functional.store_damage")
@@ -171,3 +172,23 @@ def test_missing_or_empty_wallet_is_refused_unless_new_wallet(harness):
     wallet.write_bytes(b"")
     node.start(["--new-wallet"])
     assert node.getaddresses() != [address] and len(node.getaddresses()) == 1
+
+
+def test_lost_wal_blocks_are_fetched_again_from_a_peer(harness):
+    seed, peer = start_network(harness, 2)
+    seed.wait_for_confirmation(seed.create("stream", "orders", True))
+    txids = publish_items(seed, "orders", 20)
+    wait_confirmed([seed, peer], *txids)
+    tip = sync_blocks([seed, peer])
+    height = peer.getblockcount()
+
+    log.info("SIGKILL the peer and delete its -wal file: it comes back lower and says so")
+    peer.kill()
+    (peer.chain_dir / "chain.db-wal").unlink()
+    (peer.chain_dir / "chain.db-shm").unlink(missing_ok=True)
+    peer.start()
+    out = peer.output(this_start=True)
+    assert f"had reached block {height}" in out and "fetched again from peers" in out
+    log.info("the lost blocks come back from the seed")
+    assert sync_blocks([seed, peer]) == tip
+    wait_confirmed([peer], *txids)
