@@ -30,6 +30,8 @@ from node.mempool import Mempool
 log = logging.getLogger(__name__)
 
 JOURNAL_FILE = "wallet.txs"
+DATA_SYNC: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+"""Appends need the data and the file size on disk, not the other metadata."""
 COMPACT_MIN_DEAD = 1000
 """Compaction waits until at least this many records are confirmed (and more than are live)."""
 
@@ -61,7 +63,7 @@ def decode_records(data: bytes) -> tuple[list[bytes], int]:
 class OwnTxJournal:
     """Append-only file of the node's own unconfirmed transactions (mode 0600)."""
 
-    def __init__(self, path: Path, *, fsync: Callable[[int], None] = os.fsync) -> None:
+    def __init__(self, path: Path, *, fsync: Callable[[int], None] = DATA_SYNC) -> None:
         self.path = path
         self._fsync = fsync
         self.live: dict[bytes, bytes] = {}
@@ -109,7 +111,7 @@ class OwnTxJournal:
     def _fsync_dir(self) -> None:
         fd = os.open(self.path.parent, os.O_RDONLY)
         try:
-            self._fsync(fd)
+            os.fsync(fd)  # the rename itself must reach the disk
         finally:
             os.close(fd)
 
@@ -135,7 +137,8 @@ class OwnTxJournal:
 
     async def _flush(self) -> None:
         upto, fd = self.written, self._fd
-        if fd is None:
+        if fd is None:  # closed: close() fsynced every record written before it
+            self.synced = max(self.synced, upto)
             return
         try:
             await asyncio.to_thread(self._fsync, fd)
@@ -158,9 +161,12 @@ class OwnTxJournal:
         if self._fd is not None:
             try:
                 self._fsync(self._fd)
+                self.synced = self.written
             finally:
                 os.close(self._fd)
                 self._fd = None
+            log.info("own-transaction journal closed: %d records written, %d fsyncs",
+                     self.written, self.fsyncs)
 
 
 def restore(journal: OwnTxJournal, mempool: Mempool) -> tuple[int, int, int]:

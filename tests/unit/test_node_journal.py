@@ -73,3 +73,13 @@ def test_journal_compaction_keeps_only_unconfirmed_records(tmp_path, monkeypatch
     journal.append(b"f" * 32, b"F")  # appends go to the new file
     journal.close()
     assert decode_records((tmp_path / j.JOURNAL_FILE).read_bytes())[0] == [b"E", b"F"]
+
+
+def test_journal_sync_after_close_returns(tmp_path):
+    journal = OwnTxJournal(tmp_path / j.JOURNAL_FILE)
+    journal.open([])
+    journal.append(b"a" * 32, b"A")
+    journal.close()  # a stop while a call waits: close() fsyncs what was written
+
+    asyncio.run(asyncio.wait_for(journal.sync(), 5))
+    assert journal.synced == journal.written == 1
