@@ -5,7 +5,8 @@ middle of that load, three times, and restarted each time. Every txid any call r
 must end up mined (none lost, none duplicated), because the node's own transactions are
 fsynced to its journal (`wallet.txs`, mode 0600) before the reply and put back into the
 pool after a restart. Mined records leave the journal; a damaged or invalid record is
-dropped with a log line, and the node starts.
+dropped with a log line, and the node starts. A transaction made while cut off from the
+miners, then SIGKILLed, is rebroadcast after the restart and mined by a peer.
 
 How: one node, 0.2 s blocks; 4 publisher threads with their own clients; the kill comes
 once a round's quota of acknowledged calls is reached, so calls are in flight when it
@@ -20,6 +21,7 @@ import time
 
 import pytest
 from framework import TestNode, wait_until
+from network_support import cut_link, start_network, wait_confirmed
 
 from config.params import read_params_file
 from ledger.keys import KeyPair
@@ -133,3 +135,20 @@ def test_acknowledged_publishes_survive_sigkill(harness):
     assert "dropped from the journal: no longer valid" in node.debug_log()
     assert "1 unreadable record(s) skipped" in node.debug_log()
     assert node.getmempoolinfo()["size"] == 0
+
+
+def test_own_transaction_is_rebroadcast_after_a_crash(harness):
+    seed, peer = start_network(harness, 2, grants="connect,send,receive")  # peer cannot mine
+    txid = seed.create("stream", "orders", True)
+    wait_confirmed([seed, peer], txid)
+
+    log.info("the peer publishes while cut off from the only miner, then is SIGKILLed")
+    cut_link(seed, peer)
+    made = peer.publish("orders", "offline", {"text": "made while cut off"})
+    assert made in peer.getrawmempool() and made not in seed.getrawmempool()
+    peer.kill()
+
+    log.info("after the restart it reconnects and rebroadcasts it; the seed mines it")
+    peer.start()
+    assert made in peer.getrawmempool() or peer.getrawtransaction(made, 1)["confirmations"]
+    wait_confirmed([seed, peer], made)
