@@ -106,6 +106,8 @@ _TABLE: tuple[RuntimeSpec, ...] = (
     _r("db-url", "str", None, "SQLAlchemy URL of the chain store; default: SQLite in the chain directory."),
     _r("txindex", "bool", True, "Keep a full transaction index."),
     _r("reindex", "bool", False, "Rebuild the indexes at start."),
+    _r("checkblocks", "int", 6, "Blocks checked against the store at start; 0: all.", 0, 2**31 - 1),
+    _r("newwallet", "bool", False, "Create a new wallet when a used chain's wallet is missing."),
     _r("rescan", "bool", False, "Rescan the chain for wallet transactions at start."),
     _r("offline", "bool", False, "Start without the network."),
     _r("storeruntimeparams", "bool", False, "Persist setruntimeparam changes."),
@@ -163,6 +165,8 @@ class RuntimeConfig:
     db_url: str | None = None
     txindex: bool = True
     reindex: bool = False
+    checkblocks: int = 6
+    newwallet: bool = False
     rescan: bool = False
     offline: bool = False
     storeruntimeparams: bool = False
@@ -442,6 +446,26 @@ def render_conf(mapping: Mapping[str, str | Sequence[str]]) -> str:
 def write_conf_file(path: str | os.PathLike[str], mapping: Mapping[str, str | Sequence[str]]) -> None:
     """Write a chainmill.conf, mode 0600, atomically (it may hold the RPC password)."""
     write_private_file(path, render_conf(mapping))
+
+
+def remember_settings(chain_dir: str | os.PathLike[str], values: Mapping[str, object]) -> bool:
+    """Write ``values`` (e.g. the ports and db-url a node was started with) into the chain's
+    chainmill.conf, replacing earlier values of the same names, so that a later plain
+    ``chainmill start CHAIN`` and ``chainmill cli CHAIN`` use them. Returns whether it wrote."""
+    conf = Path(chain_dir) / CONF_FILE
+    current = read_conf_file(conf) if conf.exists() else {}
+    changed = False
+    for name, value in values.items():
+        spec = _lookup(name)
+        texts = _as_texts(value)
+        if texts is None or current.get(spec.name) == texts:
+            continue
+        parse_runtime_value(spec, texts)
+        current[spec.name] = texts
+        changed = True
+    if changed:
+        write_conf_file(conf, current)
+    return changed
 
 
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"

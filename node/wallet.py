@@ -8,11 +8,16 @@ import os
 from pathlib import Path
 
 from ledger.addresses import AddressCodec
+from ledger.errors import StoreError
 from ledger.keys import KeyPair
 
 log = logging.getLogger(__name__)
 
 WALLET_FILE = "wallet.keys"
+
+
+class WalletDamaged(StoreError):
+    """The wallet file exists but cannot be read as a wallet."""
 
 
 class Wallet:
@@ -25,8 +30,17 @@ class Wallet:
         self._order: list[bytes] = []
         if path.exists():
             _check_mode(path)
-            for secret_hex in json.loads(path.read_text())["keys"]:
-                self._add(KeyPair(bytes.fromhex(secret_hex)))
+            text = path.read_text(errors="replace")
+            if text.strip():  # an empty file is an empty wallet (the caller decides)
+                try:
+                    secrets = json.loads(text)["keys"]
+                    for secret_hex in secrets:
+                        self._add(KeyPair(bytes.fromhex(secret_hex)))
+                except (ValueError, KeyError, TypeError) as e:
+                    raise WalletDamaged(
+                        f"the wallet file {path.name} is damaged ({e}); restore it from a "
+                        "backup, or start with --new-wallet to move it aside and make a new "
+                        "address") from None
 
     def _add(self, key: KeyPair) -> None:
         if key.pubkey_hash not in self._keys:

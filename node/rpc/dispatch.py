@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +167,9 @@ class Dispatcher:
 
     `warmup_status` may be set and cleared at any time by the node: while it is a string,
     every method not registered as warm-up-safe fails with -28 and that text.
+
+    `before_reply`, if given, is awaited once per HTTP request before its reply goes out
+    (the node makes its new transactions durable there: one wait covers a whole batch).
     """
 
     def __init__(
@@ -175,9 +178,11 @@ class Dispatcher:
         *,
         chain_name: str,
         allow_methods: Iterable[str] | None = None,
+        before_reply: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.table = table
         self.chain_name = chain_name
+        self.before_reply = before_reply
         self.warmup_status: str | None = None
         # `help` is always allowed (spec §1.7 step 9).
         self._allowed = None if allow_methods is None else frozenset(allow_methods) | {"help"}
@@ -224,6 +229,17 @@ class Dispatcher:
 
     async def handle_body(self, body: bytes) -> tuple[bytes, int]:
         """An HTTP request body -> (response body ending in a newline, HTTP status)."""
+        reply = await self._handle_body(body)
+        if self.before_reply is not None:
+            try:
+                await self.before_reply()
+            except OSError as exc:
+                log.error("cannot make the request's transactions durable: %s", exc)
+                return orjson.dumps(_error(None, RPC_INTERNAL_ERROR, "Cannot write to disk: "
+                                           f"{exc}"), option=orjson.OPT_APPEND_NEWLINE), 500
+        return reply
+
+    async def _handle_body(self, body: bytes) -> tuple[bytes, int]:
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
