@@ -111,17 +111,22 @@ def run(scenario):
 
 
 async def raw_http(port: int, request: bytes, host: str = "127.0.0.1"):
-    """Send raw bytes, read until the server closes: (status, headers dict, body)."""
+    """Send raw bytes, read one response (its Content-Length, else until the server closes,
+    since keep-alive is on by default): (status, headers dict, body)."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(request)
         await writer.drain()
-        data = await asyncio.wait_for(reader.read(), timeout=10)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        lines = head[:-4].decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        if "content-length" in headers:
+            payload = await asyncio.wait_for(
+                reader.readexactly(int(headers["content-length"])), timeout=10)
+        else:
+            payload = await asyncio.wait_for(reader.read(), timeout=10)
     finally:
         writer.close()
-    head, _, payload = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     return int(lines[0].split()[1]), headers, payload
 
 
@@ -145,7 +150,7 @@ def test_rpc_server_success_envelope_headers_and_member_order():
         assert body == b'{"result":["a",1],"error":null,"id":7}\n'
         assert list(orjson.loads(body)) == ["result", "error", "id"]
         assert headers["Content-Type"] == "application/json"
-        assert headers["Server"] == "bitcoin-json-rpc/chainmill-0.1.0"
+        assert headers["Server"] == "multichain-json-rpc/2.3.3 chainmill/0.1.0"  # issue 11.7
         assert headers["Connection"].lower() == "close"
         assert "Date" in headers
         assert int(headers["Content-Length"]) == len(body)
