@@ -9,6 +9,7 @@ ledger/errors.py for the mapped code (node/rpc/errors.py), anything else becomes
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Iterable
@@ -188,6 +189,10 @@ class Dispatcher:
         if not isinstance(obj, dict):
             return _error(None, RPC_INVALID_REQUEST, "Invalid Request object"), 400
         rid = obj.get("id")
+        if isinstance(rid, (list, dict)) and not _encodable(rid):
+            # An id nested deeper than the encoder goes (255 levels) cannot be echoed: a
+            # JSON-RPC error with a null id, not an HTML 500 (issue 15.3).
+            return _error(None, RPC_INVALID_REQUEST, "Invalid id: nested too deeply"), 400
         name = obj.get("method")
         if not isinstance(name, str):
             if name is None:
@@ -237,7 +242,9 @@ class Dispatcher:
         if isinstance(request, list):
             # Each element independently and in order; a batch is always HTTP 200 (§1.6).
             parts = []
-            for element in request:
+            for position, element in enumerate(request):
+                if position:
+                    await asyncio.sleep(0)  # a long batch must not hold the loop for others
                 envelope, _ = await self.handle_object(element)
                 try:
                     parts.append(orjson.dumps(envelope))
@@ -248,8 +255,18 @@ class Dispatcher:
         return _TOP_LEVEL_ERROR, 500
 
 
+def _encodable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _unencodable(envelope: dict[str, Any], exc: TypeError, method: Any) -> bytes:
-    """The error reply for a handler result that is not JSON-able (a handler bug)."""
+    """The error reply for a result that is not JSON-able (a handler bug, or a result echoing
+    a structure nested too deeply to encode)."""
     log.warning("RPC method %s returned a result that cannot be encoded: %s", method, exc)
-    error = _error(envelope["id"], RPC_INTERNAL_ERROR, f"Result cannot be encoded: {exc}")
+    rid = envelope["id"] if _encodable(envelope["id"]) else None
+    error = _error(rid, RPC_INTERNAL_ERROR, "Result cannot be encoded")
     return orjson.dumps(error, option=orjson.OPT_APPEND_NEWLINE)

@@ -199,3 +199,71 @@ def test_rpc_limits_idle_and_half_sent_connections_are_closed_after_the_timeout(
             await server.close()
 
     asyncio.run(main())
+
+
+async def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send bytes on a fresh connection and read what comes back until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        return await asyncio.wait_for(reader.read(), 20)
+    finally:
+        writer.close()
+
+
+def test_rpc_limits_id_nested_255_deep_gets_a_json_error_not_html():
+    async def main():
+        server = await start(keepalive=False)
+        try:
+            for depth, code in ((255, -32600), (2000, -32700)):
+                body = (b'{"method":"echo","id":' + b"[" * depth + b"]" * depth + b"}")
+                reply = await raw_exchange(server.port, (
+                    b"POST / HTTP/1.1\r\nHost: x\r\n" + auth_header() +
+                    b"Content-Length: %d\r\n\r\n" % len(body) + body))
+                head, _, payload = reply.partition(b"\r\n\r\n")
+                assert b"application/json" in head.lower(), head
+                envelope = orjson.loads(payload)
+                assert envelope["error"]["code"] == code and envelope["id"] is None
+            # Deep params echoed back cannot be encoded either: still a JSON error, id kept.
+            body = b'{"method":"echo","id":5,"params":[' + b"[" * 300 + b"]" * 300 + b"]}"
+            reply = await raw_exchange(server.port, (
+                b"POST / HTTP/1.1\r\nHost: x\r\n" + auth_header() +
+                b"Content-Length: %d\r\n\r\n" % len(body) + body))
+            envelope = orjson.loads(reply.partition(b"\r\n\r\n")[2])
+            assert envelope["error"]["code"] == -32603 and envelope["id"] == 5
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+
+
+def test_rpc_limits_malformed_http_and_failed_logins_are_logged_at_a_bounded_rate(caplog):
+    caplog.set_level(logging.DEBUG)
+    garbage = [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(40)) + b"\r\n\r\n",
+               b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+               b"POST / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n",
+               b"POST /\x00 HTTP/1.1\r\n\r\n"]
+    wrong = (b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
+             auth_header(password="guess") + b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY)
+
+    async def main():
+        server = await start()
+        try:
+            for _ in range(25):
+                for data in garbage:
+                    reply = await raw_exchange(server.port, data)
+                    assert reply == b"" or reply[9:10] == b"4", reply[:80]
+            replies = await asyncio.gather(*(raw_exchange(server.port, wrong) for _ in range(40)))
+            assert all(r.startswith(b"HTTP/1.1 401") for r in replies)
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+    records = [r for r in caplog.records if r.name.startswith(("node.rpc", "aiohttp"))
+               and r.levelno >= logging.INFO]
+    assert all(r.exc_info is None for r in records)
+    malformed = [r for r in records if "incorrect password" not in r.getMessage()]
+    logins = [r for r in records if "incorrect password" in r.getMessage()]
+    assert 1 <= len(malformed) <= 2, [r.getMessage() for r in malformed]
+    assert len(logins) == 1 and "127.0.0.1" in logins[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records if r.name.startswith("aiohttp"))
