@@ -22,6 +22,7 @@ from node.rpc import help as rpc_help
 from node.rpc.errors import (
     RPC_IN_WARMUP,
     RPC_INTERNAL_ERROR,
+    RPC_INVALID_PARAMETER,
     RPC_INVALID_REQUEST,
     RPC_METHOD_NOT_FOUND,
     RPC_MISC_ERROR,
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Any]], Any]
 """A method implementation: positional params in, JSON-able result out (sync or async)."""
+
+MAX_PARAM_ITEMS = 10_000
+"""Most entries an array parameter may hold (addresses, keys, streams, blocks, items): one
+call's work stays bounded whatever the method (issue 15.3)."""
 
 WARMUP_METHODS = frozenset({"stop", "getinitstatus", "help"})
 """Methods that always work during warm-up, whatever their registration says."""
@@ -217,6 +222,11 @@ class Dispatcher:
             return _error(rid, RPC_NOT_ALLOWED, _ALLOW_MESSAGE), 500
         if not method.min_params <= len(params) <= method.max_params:
             return _error(rid, RPC_MISC_ERROR, method.help), 500
+        for position, param in enumerate(params):
+            if isinstance(param, list) and len(param) > MAX_PARAM_ITEMS:
+                return _error(rid, RPC_INVALID_PARAMETER,
+                              f"Too many entries in parameter {position + 1}: {len(param)} "
+                              f"(at most {MAX_PARAM_ITEMS} in one call)"), 500
         try:
             if method.is_async:
                 result = await method.handler(params)

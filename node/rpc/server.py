@@ -300,9 +300,12 @@ async def start_rpc_server(dispatcher: Dispatcher, settings: RpcSettings) -> Rpc
     try:
         for host, required in hosts:
             try:
-                server = await loop.create_server(protocol, host, port, backlog=128,
-                                                  ssl=settings.ssl_context,
-                                                  reuse_address=True)
+                # A TLS connection reaches the guard once its handshake is done; the
+                # handshake itself gets the idle deadline.
+                tls = settings.ssl_context
+                server = await loop.create_server(
+                    protocol, host, port, backlog=128, ssl=tls, reuse_address=True,
+                    ssl_handshake_timeout=settings.idle_timeout if tls is not None else None)
             except OSError as exc:
                 if required:
                     raise RpcBindError(f"cannot bind RPC port {port} on {host}: {exc}") from exc
