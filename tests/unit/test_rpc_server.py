@@ -458,6 +458,34 @@ def test_rpc_server_keepalive_only_when_enabled_and_client_agrees():
     asyncio.run(main())
 
 
+def test_rpc_server_keepalive_on_by_default_and_rpckeepalive_0_turns_it_off():
+    # MultiChain 2.3 keeps connections alive by default (issue 11 item 7).
+    assert RpcSettings(chain_name=CHAIN, user=USER, password=PASSWORD).keepalive is True
+    body = b'{"method":"echo","id":1}'
+    request = (b"POST / HTTP/1.1\r\nHost: x\r\n" + auth_header() +
+               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    async def main():
+        async with running() as rpc:
+            reader, writer = await asyncio.open_connection("127.0.0.1", rpc.server.port)
+            try:
+                for _ in range(2):
+                    writer.write(request)
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                    assert head.startswith(b"HTTP/1.1 200")
+                    assert b"connection: close" not in head.lower()
+                    assert b"server: multichain-json-rpc/" in head.lower()
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    await reader.readexactly(length)
+            finally:
+                writer.close()
+        async with running(keepalive=False) as rpc:
+            status, headers, _ = await raw_http(rpc.server.port, request)
+            assert status == 200 and headers["connection"].lower() == "close"
+
+    asyncio.run(main())
+
+
 def test_rpc_server_binds_loopback_v4_and_v6_on_one_port():
     async def main():
         async with running() as rpc:
