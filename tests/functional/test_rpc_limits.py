@@ -114,7 +114,7 @@ def test_rpc_work_per_call_is_bounded(harness):
 
 def test_rpc_tls_refuses_start_without_files_and_serves_https(harness):
     node = harness.add_node()
-    node.set_conf(rpcssl=1)
+    node.set_conf(rpcssl=1, rpcport=node.rpcport)  # rpcport: for `chainmill cli` below
     log.info("rpcssl=1 without certificate and key: the node refuses to start, saying why")
     with pytest.raises(NodeStartError, match="rpcsslcertificatechainfile"):
         node.start()
@@ -132,4 +132,7 @@ def test_rpc_tls_refuses_start_without_files_and_serves_https(harness):
     with pytest.raises(RpcConnectionError, match="TLS"):
         unverified.call("getblockcount")
     wait_until(lambda: node.getinfo()["chainname"] == node.chain)
+    log.info("chainmill cli reads rpcssl from chainmill.conf and trusts the node's certificate")
+    done = node.cli("getblockcount")
+    assert done.returncode == 0 and int(done.stdout) >= 0, done.stderr
     node.stop()
