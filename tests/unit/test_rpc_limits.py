@@ -267,3 +267,23 @@ def test_rpc_limits_malformed_http_and_failed_logins_are_logged_at_a_bounded_rat
     assert 1 <= len(malformed) <= 2, [r.getMessage() for r in malformed]
     assert len(logins) == 1 and "127.0.0.1" in logins[0].getMessage()
     assert not any(r.exc_info for r in caplog.records if r.name.startswith("aiohttp"))
+
+
+def test_rpc_limits_accept_exhaustion_is_one_line_not_a_traceback_each(caplog):
+    from node.rpc.limits import install_accept_error_filter
+
+    caplog.set_level(logging.DEBUG)
+    loop = asyncio.new_event_loop()
+    try:
+        install_accept_error_filter(loop)
+        for _ in range(500):  # asyncio reports every failed accept this way
+            loop.call_exception_handler({
+                "message": "socket.accept() out of system resource",
+                "exception": OSError(24, "Too many open files")})
+        loop.call_exception_handler({"message": "something else"})
+    finally:
+        loop.close()
+    exhausted = [r for r in caplog.records if "descriptors exhausted" in r.getMessage()]
+    assert len(exhausted) == 1 and exhausted[0].exc_info is None
+    assert "Too many open files" in exhausted[0].getMessage()
+    assert any(r.getMessage() == "something else" for r in caplog.records)  # untouched
