@@ -150,7 +150,7 @@ def _log_failure(exc: BaseException, method: str) -> None:
             _failure_logs.clear()
         note = _failure_logs[key] = RateLimitedLog(log)
         log.warning("RPC method %s raised %s: %s", method, type(exc).__name__, exc, exc_info=exc)
-        note("RPC method %s raised %s", method, type(exc).__name__)  # starts the interval
+        note.hold()
         return
     note("RPC method %s raised %s: %s", method, type(exc).__name__, str(exc)[:200])
 

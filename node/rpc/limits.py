@@ -39,6 +39,11 @@ class RateLimitedLog:
         self._next = 0.0
         self._suppressed = 0
 
+    def hold(self) -> None:
+        """Count the next events for one interval without writing (a line was just written
+        elsewhere, e.g. with a traceback)."""
+        self._next = self._clock() + self._interval
+
     def __call__(self, message: str, *args: Any) -> bool:
         """Record one event; returns whether a line was written for it."""
         now = self._clock()
