@@ -15,7 +15,9 @@ flood from other machines would be, plus some from the legitimate client's own 1
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import random
 import shlex
 import shutil
 import socket
@@ -33,13 +35,34 @@ log = logging.getLogger("functional.rpc_limits")
 HALF_REQUEST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Le"
 
 
+# Source ports for the flood, below the kernel's ephemeral range (32768-60999): 1,200 sockets
+# on ephemeral ports would take the ports that free_port hands to nodes started meanwhile
+# (here the joiner; on a shared machine, other tests' nodes), and their bind would fail.
+_FIRST_PORT = 22_000 + random.randrange(10_000)
+_SOURCE_PORTS = itertools.cycle([*range(_FIRST_PORT, 32_000), *range(22_000, _FIRST_PORT)])
+
+
+def attacker_socket(port: int, source: str) -> socket.socket:
+    for _ in range(200):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # over TIME_WAIT of a rerun
+        s.settimeout(10)
+        try:
+            s.bind((source, next(_SOURCE_PORTS)))
+            s.connect(("127.0.0.1", port))  # may meet a TIME_WAIT of an earlier run
+        except OSError:
+            s.close()
+            continue
+        return s
+    raise AssertionError("no free source port below the ephemeral range")
+
+
 def flood(port: int, sources: list[str], per_source: int) -> list[socket.socket]:
     """Open idle connections that each send half a request and stop."""
     sockets = []
     for _ in range(per_source):
         for source in sources:
-            s = socket.create_connection(("127.0.0.1", port), timeout=10,
-                                         source_address=(source, 0))
+            s = attacker_socket(port, source)
             with contextlib.suppress(OSError):  # the node may have closed it already
                 s.sendall(HALF_REQUEST)
             sockets.append(s)
