@@ -323,6 +323,9 @@ async def start_rpc_server(dispatcher: Dispatcher, settings: RpcSettings) -> Rpc
             server.close()
         await runner.cleanup()
         raise
+    if settings.allow_ips and settings.ssl_context is None:
+        log.warning("JSON-RPC is open beyond loopback (rpcallowip) without TLS: credentials "
+                    "and data cross the network in clear; set rpcssl=1 with a certificate")
     log.info("JSON-RPC server listening on port %d (%s)%s, at most %d connections (%d per "
              "address)", port, ", ".join(bound), " over TLS" if settings.ssl_context else "",
              settings.max_connections, settings.max_connections_per_host)
