@@ -32,7 +32,7 @@ from node.p2p.network import Network
 from node.rpc import limits
 from node.rpc.dispatch import Dispatcher, MethodTable
 from node.rpc.methods import register_all
-from node.rpc.server import settings_from_runtime, start_rpc_server
+from node.rpc.server import check_rpc_tls_files, settings_from_runtime, start_rpc_server
 from node.wallet import WALLET_FILE, Wallet
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ class NodeApp:
         ensure_chain_conf(cdir)
         runtime = load_runtime_config(self.datadir, self.chain_name, cli=self.cli,
                                       environ=self.environ, defaults=runtime_defaults(params))
+        check_rpc_tls_files(runtime, cdir)  # before anything is written (e.g. the genesis)
         codec = codec_for(params)
         wallet = Wallet(cdir / WALLET_FILE, codec)
         if len(wallet) == 0:

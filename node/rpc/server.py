@@ -234,6 +234,13 @@ class RpcServer:
                 await asyncio.wait_for(server.wait_closed(), SHUTDOWN_TIMEOUT)
 
 
+def check_rpc_tls_files(runtime: Any, chain_dir: Path) -> None:
+    """With rpcssl=1, raise ConfigError unless the certificate and key can be used."""
+    if runtime.rpcssl:
+        server_ssl_context(chain_dir / (runtime.rpcsslcertificatechainfile or "server.cert"),
+                           chain_dir / (runtime.rpcsslprivatekeyfile or "server.pem"))
+
+
 def settings_from_runtime(runtime: Any, chain_name: str, chain_dir: Path, port: int,
                           max_connections: int) -> RpcSettings:
     """RpcSettings from the node's merged RuntimeConfig; `max_connections` is the RPC share
