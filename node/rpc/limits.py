@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ class Connection:
     busy: int = 0
     timer: asyncio.TimerHandle | None = None
     released: bool = False
+    tls: Any = None
+    """The TLS transport over `transport`, once its handshake is done (rpcssl)."""
 
 
 class ConnectionGuard:
@@ -129,7 +132,7 @@ class ConnectionGuard:
         self.expired = 0
 
     def __len__(self) -> int:
-        return len(self._by_transport)
+        return sum(len(conns) for conns in self._by_host.values())
 
     def count(self, host: str) -> int:
         """Open connections from `host`."""
@@ -150,14 +153,14 @@ class ConnectionGuard:
                 return None
             self._note("RPC: %s reached rpcmaxconnectionsperip=%d; closing its longest-idle "
                        "connections", host, self.max_per_host)
-        elif len(self._by_transport) >= self.max_total:
+        elif len(self) >= self.max_total:
             largest = max(len(conns) for conns in self._by_host.values())
             candidates = [c for conns in self._by_host.values() if len(conns) == largest
                           for c in conns]
             if not self._evict(candidates):
                 self.refused += 1
                 self._note("RPC: connection from %s refused: all %d connections are busy "
-                           "(rpcmaxconnections)", host, len(self._by_transport))
+                           "(rpcmaxconnections)", host, len(self))
                 return None
             self._note("RPC: %d connections open (rpcmaxconnections); closing the longest-idle "
                        "connections of the busiest addresses", self.max_total)
@@ -181,6 +184,9 @@ class ConnectionGuard:
         conn = self._by_transport.pop(transport, None)
         if conn is None:
             return
+        self._by_transport.pop(conn.transport, None)
+        if conn.tls is not None:
+            self._by_transport.pop(conn.tls, None)
         conn.released = True
         if conn.timer is not None:
             conn.timer.cancel()
@@ -207,6 +213,11 @@ class ConnectionGuard:
         self.expired += 1
         log.debug("RPC: closing connection from %s idle for %d s", conn.host, self.idle_timeout)
         self._close(conn)
+
+    def secured(self, conn: Connection, tls: Any) -> None:
+        """The TLS handshake of `conn` is done: calls arrive on `tls` from now on."""
+        conn.tls = tls
+        self._by_transport[tls] = conn
 
     def begin(self, transport: Any) -> Connection | None:
         """A call starts on this connection: it is not idle until `end`."""
@@ -268,6 +279,92 @@ class GuardedProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._transport is not None:
             self._inner.resume_writing()
+
+
+class TlsGuardedProtocol(asyncio.Protocol):
+    """GuardedProtocol for rpcssl=1: the guard admits the plain TCP connection *before* its
+    TLS handshake, so connections that never finish one count against the caps and the idle
+    deadline like any other (asyncio's own `ssl=` server would show them to nobody until the
+    handshake is done)."""
+
+    def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard,
+                 context: ssl.SSLContext) -> None:
+        self._inner = inner
+        self._guard = guard
+        self._context = context
+        self._raw: asyncio.Transport | None = None
+        self._tls: asyncio.Transport | None = None
+        self._handshake: asyncio.Task[None] | None = None
+        # Data and EOF that arrive with the end of the handshake, before _secure resumes
+        # (a TLS 1.3 client sends its request in the same flight as its Finished).
+        self._early = bytearray()
+        self._early_eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        conn = self._guard.admit(transport)
+        if conn is None:
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        assert isinstance(transport, asyncio.Transport)
+        self._raw = transport
+        transport.pause_reading()  # the ClientHello waits in the kernel for start_tls
+        self._handshake = asyncio.get_running_loop().create_task(self._secure(transport, conn))
+
+    async def _secure(self, raw: asyncio.Transport, conn: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(raw, self, self._context, server_side=True,
+                                       ssl_handshake_timeout=self._guard.idle_timeout)
+        except (OSError, ConnectionError, TimeoutError, ssl.SSLError) as exc:
+            log.debug("RPC: TLS handshake with %s failed: %s", conn.host, exc)
+            self._guard.release(raw)
+            raw.abort()
+            return
+        if tls is None or conn.released:
+            return
+        self._tls = tls
+        self._guard.secured(conn, tls)
+        self._inner.connection_made(tls)
+        if self._early:
+            early, self._early = bytes(self._early), bytearray()
+            self._inner.data_received(early)
+        if self._early_eof and not self._inner.eof_received():
+            tls.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._raw is None:
+            return
+        self._guard.release(self._raw)
+        if self._tls is not None:
+            self._inner.connection_lost(exc)
+        elif self._handshake is not None:
+            self._handshake.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self._tls is not None:
+            self._inner.data_received(data)
+        elif len(self._early) + len(data) <= EARLY_DATA_LIMIT:
+            self._early += data
+        elif self._raw is not None:
+            self._raw.abort()
+
+    def eof_received(self) -> bool | None:
+        if self._tls is None:
+            self._early_eof = True
+            return True  # keep the transport until _secure hands the EOF on
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        if self._tls is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._tls is not None:
+            self._inner.resume_writing()
+
+
+EARLY_DATA_LIMIT = 1 << 20
+"""Bytes a TLS connection may send before its handshake is handed to aiohttp."""
 
 
 class QuietServerLog:

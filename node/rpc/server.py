@@ -24,7 +24,13 @@ from aiohttp import web
 from config.errors import ConfigError
 from node.rpc.dispatch import Dispatcher
 from node.rpc.errors import RpcBindError
-from node.rpc.limits import ConnectionGuard, GuardedProtocol, QuietServerLog, RateLimitedLog
+from node.rpc.limits import (
+    ConnectionGuard,
+    GuardedProtocol,
+    QuietServerLog,
+    RateLimitedLog,
+    TlsGuardedProtocol,
+)
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +302,11 @@ async def start_rpc_server(dispatcher: Dispatcher, settings: RpcSettings) -> Rpc
     handler_factory = runner.server
     assert handler_factory is not None  # set by setup()
 
+    tls = settings.ssl_context
+
     def protocol() -> asyncio.Protocol:
+        if tls is not None:
+            return TlsGuardedProtocol(handler_factory(), guard, tls)
         return GuardedProtocol(handler_factory(), guard)
 
     loop = asyncio.get_running_loop()
@@ -307,12 +317,10 @@ async def start_rpc_server(dispatcher: Dispatcher, settings: RpcSettings) -> Rpc
     try:
         for host, required in hosts:
             try:
-                # A TLS connection reaches the guard once its handshake is done; the
-                # handshake itself gets the idle deadline.
-                tls = settings.ssl_context
-                server = await loop.create_server(
-                    protocol, host, port, backlog=128, ssl=tls, reuse_address=True,
-                    ssl_handshake_timeout=settings.idle_timeout if tls is not None else None)
+                # TLS is started by TlsGuardedProtocol after the guard admitted the TCP
+                # connection, so the listener itself is plain TCP.
+                server = await loop.create_server(protocol, host, port, backlog=128,
+                                                  reuse_address=True)
             except OSError as exc:
                 if required:
                     raise RpcBindError(f"cannot bind RPC port {port} on {host}: {exc}") from exc

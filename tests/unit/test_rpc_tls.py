@@ -78,3 +78,40 @@ def test_rpc_tls_missing_or_bad_files_refuse_start_with_a_clear_message(tmp_path
 def test_rpc_tls_options_need_tls():
     with pytest.raises(ConfigError, match="tls=True"):
         RpcClient("127.0.0.1", 1, USER, PASSWORD, verify=False)
+
+
+def test_rpc_tls_connections_count_against_the_caps_before_their_handshake(tmp_path):
+    # Connections that never start TLS are held to the same caps and idle deadline as any
+    # other: otherwise rpcssl=1 would reopen the descriptor-exhaustion attack (issue 15.2).
+    cert, key = write_self_signed(tmp_path)
+
+    async def main():
+        settings = RpcSettings(chain_name=CHAIN, user=USER, password=PASSWORD, port=0,
+                               ssl_context=server_ssl_context(cert, key),
+                               max_connections_per_host=3, idle_timeout=1.0)
+        server = await start_rpc_server(Dispatcher(build_table(), chain_name=CHAIN), settings)
+        try:
+            silent = [await asyncio.open_connection("127.0.0.1", server.port,
+                                                    local_addr=("127.0.0.6", 0))
+                      for _ in range(6)]
+
+            async def closed(reader) -> bool:
+                try:
+                    return await asyncio.wait_for(reader.read(), 20) == b""
+                except ConnectionResetError:
+                    return True
+            for reader, _ in silent[:3]:  # evicted for the newer ones
+                assert await closed(reader)
+            assert server.guard.count("127.0.0.6") == 3
+            with RpcClient("127.0.0.1", server.port, USER, PASSWORD, tls=True,
+                           cafile=cert) as rpc:
+                assert await asyncio.to_thread(rpc.call, "echo", 7) == [7]
+            for reader, _ in silent[3:]:  # the idle deadline covers the handshake
+                assert await closed(reader)
+            assert server.guard.count("127.0.0.6") == 0
+            for _, writer in silent:
+                writer.close()
+        finally:
+            await server.close()
+
+    asyncio.run(main())
