@@ -71,10 +71,21 @@ _TABLE: tuple[RuntimeSpec, ...] = (
     _r("rpcallowip", "networks", (), "Client IP, IP/netmask or IP/CIDR allowed besides loopback."),
     _r("rpcbind", "list", (), "Addresses to bind the JSON-RPC server to (with rpcallowip)."),
     _r("rpcallowmethod", "methods", (), "Permitted JSON-RPC methods; empty: all."),
-    _r("rpckeepalive", "bool", False, "Keep HTTP connections open between requests."),
+    _r("rpckeepalive", "bool", True, "Keep HTTP connections open between requests (0 turns it off)."),
     _r("rpcthreads", "int", 4, "JSON-RPC worker threads.", 1, 1024),
     _r("rpcmaxbody", "int", 32 * 1024 * 1024, "Largest accepted JSON-RPC request body in bytes.",
        1024, 2**31 - 1),
+    _r("rpcmaxconnections", "int", 256, "Most open JSON-RPC connections at once (also capped by "
+       "the RPC share of the file descriptors).", 1, 100_000),
+    _r("rpcmaxconnectionsperip", "int", 64, "Most open JSON-RPC connections from one client "
+       "address.", 1, 100_000),
+    _r("rpcservertimeout", "int", 30, "Seconds a JSON-RPC connection may stay idle or take to "
+       "send its request before it is closed.", 1, 86400),
+    _r("rpcssl", "bool", False, "Serve JSON-RPC over TLS (https)."),
+    _r("rpcsslcertificatechainfile", "str", "server.cert", "TLS certificate chain (PEM) for "
+       "rpcssl; relative to the chain directory."),
+    _r("rpcsslprivatekeyfile", "str", "server.pem", "TLS private key (PEM) for rpcssl; relative "
+       "to the chain directory."),
     # peer-to-peer
     _r("port", "int", None, "P2P listen port; default: the chain's default-network-port.", 1, 65535),
     _r("listen", "bool", True, "Accept incoming P2P connections."),
@@ -138,9 +149,15 @@ class RuntimeConfig:
     rpcallowip: tuple[IPNetwork, ...] = ()
     rpcbind: tuple[str, ...] = ()
     rpcallowmethod: tuple[str, ...] = ()
-    rpckeepalive: bool = False
+    rpckeepalive: bool = True
     rpcthreads: int = 4
     rpcmaxbody: int = 32 * 1024 * 1024
+    rpcmaxconnections: int = 256
+    rpcmaxconnectionsperip: int = 64
+    rpcservertimeout: int = 30
+    rpcssl: bool = False
+    rpcsslcertificatechainfile: str | None = "server.cert"
+    rpcsslprivatekeyfile: str | None = "server.pem"
     port: int | None = None
     listen: bool = True
     addnode: tuple[str, ...] = ()

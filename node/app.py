@@ -38,9 +38,10 @@ from node.lockfile import ChainLock
 from node.mempool import Mempool
 from node.miner import Miner
 from node.p2p.network import Network
+from node.rpc import limits
 from node.rpc.dispatch import Dispatcher, MethodTable
 from node.rpc.methods import register_all
-from node.rpc.server import RpcSettings, start_rpc_server
+from node.rpc.server import check_rpc_tls_files, settings_from_runtime, start_rpc_server
 from node.wallet import WALLET_FILE, Wallet, WalletDamaged
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ class NodeApp:
         ensure_chain_conf(cdir)
         runtime = load_runtime_config(self.datadir, self.chain_name, cli=self.cli,
                                       environ=self.environ, defaults=runtime_defaults(params))
+        check_rpc_tls_files(runtime, cdir)  # before anything is written (e.g. the genesis)
         codec = codec_for(params)
         wallet = open_wallet(cdir / WALLET_FILE, codec, replace=runtime.newwallet)
         if len(wallet) == 0 and not params.locked:  # a new chain's first start
@@ -321,12 +323,15 @@ class NodeApp:
         dispatcher = Dispatcher(table, chain_name=self.chain_name,
                                 allow_methods=set(runtime.rpcallowmethod) or None,
                                 before_reply=ctx.own_txs_durable)
-        settings = RpcSettings(
-            chain_name=self.chain_name, user=runtime.rpcuser, password=runtime.rpcpassword,
-            allow_ips=list(runtime.rpcallowip), bind=list(runtime.rpcbind) or None,
-            port=runtime.rpcport if runtime.rpcport is not None else ctx.params.rpc_port,
-            keepalive=runtime.rpckeepalive, max_body=runtime.rpcmaxbody)
+        # Descriptor budgets (issue 15.2): P2P and RPC each get their own cap, so a flood of
+        # one cannot exhaust the descriptors the other needs.
+        descriptors = limits.raise_descriptor_limit()
+        p2p_cap = limits.p2p_connection_budget(descriptors, runtime.maxconnections)
+        rpc_cap = limits.rpc_connection_budget(descriptors, runtime.rpcmaxconnections, p2p_cap)
+        log.info("file descriptors: %d; P2P at most %d connections, RPC at most %d",
+                 descriptors, p2p_cap, min(rpc_cap, runtime.rpcmaxconnections))
         loop = asyncio.get_running_loop()
+        limits.install_accept_error_filter(loop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, ctx.stopping.set)
@@ -335,12 +340,15 @@ class NodeApp:
         tasks: list[asyncio.Task] = []
         try:
             self._remember_start_settings(cdir)  # before the first RPC answer
+            settings = settings_from_runtime(
+                runtime, self.chain_name, ctx.chain_dir,
+                runtime.rpcport if runtime.rpcport is not None else ctx.params.rpc_port, rpc_cap)
             server = await start_rpc_server(dispatcher, settings)
             port = ctx.params.network_port if runtime.port is None else runtime.port
             if not runtime.offline:
                 net = Network(ctx, port=port, listen=runtime.listen,
                               addnodes=tuple(runtime.addnode) + tuple(runtime.connect),
-                              max_connections=runtime.maxconnections)
+                              max_connections=p2p_cap)
                 await net.start()
                 ctx.network = net
             if runtime.gen and not runtime.offline:

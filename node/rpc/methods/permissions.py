@@ -21,7 +21,7 @@ from node.rpc.errors import (
     RpcError,
 )
 from node.rpc.methods import register
-from node.rpc.params import as_bool, as_int, identifier_list
+from node.rpc.params import MAX_IDENTIFIERS, as_bool, as_int, identifier_list
 from node.views import stream_for
 
 
@@ -51,6 +51,8 @@ def parse_permissions(ctx: Any, text: Any) -> tuple[bytes, list[str]]:
 def _addresses(ctx: Any, value: Any) -> list[bytes]:
     if not isinstance(value, str) or not value:
         raise _bad("addresses should be a comma-delimited string")
+    if value.count(",") >= MAX_IDENTIFIERS:
+        raise _bad(f"Too many addresses (at most {MAX_IDENTIFIERS} in one call)")
     return [ctx.codec.decode(a.strip()) for a in value.split(",") if a.strip()]
 
 
