@@ -10,6 +10,8 @@ nothing the second time. Every name is looked up in the reflected catalog first.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -108,6 +110,13 @@ class Applier:
             conn.execute(delete(table).where(*[table.c[k] == v for k, v in key.items()]))
             return
         self._apply_row(conn, document.root, UPSERT)
+
+    def row_identity(self, conn: Connection, document: Document) -> tuple[str, str]:
+        """(table, digest of the root row's key text): which local row a document changes."""
+        table = self._table(conn, document.root.table)
+        key = {c.name: document.root.values.get(c.name) for c in table.primary_key.columns}
+        text = json.dumps(key, sort_keys=True, separators=(",", ":"))
+        return table.name, hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     # -- rows -----------------------------------------------------------------------------
 
