@@ -41,7 +41,13 @@ from triggers import configure, crypto, documents, schema, xmlsafe
 from triggers.applier import Applier
 from triggers.capture import blockchain_mode
 from triggers.catalog import Catalog
-from triggers.errors import DecryptionFailed, NotARecipient, TriggerError
+from triggers.errors import (
+    DecryptionFailed,
+    DocumentInvalid,
+    DocumentRejected,
+    NotARecipient,
+    TriggerError,
+)
 from triggers.hooks import HookRegistry
 from triggers.nodes import (
     ACCESS,
@@ -60,7 +66,10 @@ __all__ = ["Receiver", "Gate"]
 log = logging.getLogger(__name__)
 security_log = logging.getLogger("triggers.security")
 
-_TERMINAL = ("APPLIED", "NOT_FOR_ME", "IGNORED", "SUPERSEDED")
+_TERMINAL = ("APPLIED", "NOT_FOR_ME", "IGNORED", "SUPERSEDED", "REJECTED")
+ROOT_STREAM = "root"
+"""MultiChain's default stream: plain items of every kind, read as documents only when a
+trigger of this database publishes there."""
 _HEIGHT_CACHE = 10_000
 Position = tuple[int, int, int]
 """An item's place in chain order: block height, transaction index in the block, item index."""
@@ -229,13 +238,17 @@ class Receiver:
                 return []
             rows = conn.execute(
                 select(schema.stream).where(schema.stream.c.chain_id == self.chain_id)
-            ).mappings()
-            return [
-                r["stream_id"]
-                for r in rows
-                if r["stream_id"].lower() not in schema.SYSTEM_STREAMS
-                and is_active(r["start_date"], r["end_date"], today)
-            ]
+            ).mappings().all()
+            published = set(conn.execute(
+                select(schema.trigger.c.stream_id).where(schema.trigger.c.chain_id == self.chain_id)
+            ).scalars())
+        return [
+            r["stream_id"]
+            for r in rows
+            if r["stream_id"].lower() not in schema.SYSTEM_STREAMS
+            and (r["stream_id"].lower() != ROOT_STREAM or r["stream_id"] in published)
+            and is_active(r["start_date"], r["end_date"], today)
+        ]
 
     def _cursor(self, conn: Connection, stream: str) -> int:
         position = conn.execute(
@@ -396,6 +409,12 @@ class Receiver:
         except DecryptionFailed as exc:
             security_log.warning("security: item %s failed its check: %s", p.txid, exc)
             p.status, p.error = "FAILED", str(exc)
+        except (DocumentRejected, DocumentInvalid) as exc:
+            # Chain data never changes: an item that is not a document stays one. It is kept
+            # once, terminal, and never retried.
+            log.warning("item %s/%s on %s is not a trigger document, rejected: %s",
+                        p.txid, p.index, p.stream, exc)
+            p.status, p.error = "REJECTED", str(exc)
         except (TriggerError, ValueError) as exc:
             p.status, p.error = "FAILED", str(exc)
 

@@ -115,7 +115,8 @@ def test_a_bad_document_fails_alone_and_the_rest_apply(setup) -> None:
     assert receiver.fallbacks == 1
     assert [r[0] for r in _readings(engine, table)] == [1, 2, 3, 5, 6, 8, 10]
     inbox = _inbox(engine)
-    assert [k for k, v in inbox.items() if v == "FAILED"] == ["4711-4", "4711-7", "4711-9"]
+    assert [k for k, v in inbox.items() if v == "FAILED"] == ["4711-4", "4711-7"]
+    assert inbox["4711-9"] == "REJECTED"  # not a document: kept once, never retried (issue 10)
     with engine.connect() as conn:
         errors = dict(conn.execute(select(schema.inbox.c.message_id, schema.inbox.c.error)).all())
     assert "colour" in errors["4711-4"] and "refused" in errors["4711-7"]
@@ -276,3 +277,34 @@ def test_the_inbox_records_block_height_and_position(setup) -> None:
                                    schema.inbox.c.block_index, schema.inbox.c.item_index)
                             .order_by(schema.inbox.c.message_id)).all()
     assert [tuple(r) for r in rows] == [("4711-1", 2, 0, 0), ("4711-2", 2, 1, 0)]
+
+
+def test_plain_items_are_not_documents_and_are_never_retried(setup) -> None:
+    """Issue 10, item 4: `root` (imported with the other streams) is not read as documents
+    unless a trigger publishes there; a plain item on another stream is kept once as
+    REJECTED, never FAILED and retried."""
+    engine, table = setup
+    configure.add_stream(engine, CHAIN, "root")
+    configure.add_stream(engine, CHAIN, "notes")
+    node = FakeNode([ME], streams=("rfq", "root", "notes"))
+    node.add_tx(SENDER, [("root", [], b"hello"), ("notes", ["n1"], b'{"json": 1}')])
+    _publish(node, [("4711-1", _doc(1))])
+    node.mine()
+    clock = _Clock()
+    receiver = Receiver(engine, node, CHAIN, clock=clock)
+    assert receiver.follow_once() == 1
+    with engine.connect() as conn:
+        rows = conn.execute(select(schema.inbox.c.stream_id, schema.inbox.c.status,
+                                   schema.inbox.c.error)).all()
+    # root was not read at all: no inbox row for its plain item
+    assert sorted((r.stream_id, r.status) for r in rows) == [("notes", "REJECTED"),
+                                                             ("rfq", "APPLIED")]
+    assert "not well-formed" in next(r.error for r in rows if r.stream_id == "notes")
+    calls_before = list(node.calls)
+    for _ in range(3):
+        clock.advance(3600)
+        assert receiver.follow_once() == 0
+    assert "liststreamtxitems" not in node.calls[len(calls_before):]  # nothing re-run
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.inbox.c.attempts)
+                            .where(schema.inbox.c.stream_id == "notes")).scalar() == 0
