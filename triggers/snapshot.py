@@ -64,7 +64,7 @@ class Snapshot:
         entries: list[RelatedEntry],
     ) -> tuple[Document, RowDict | None]:
         """The document for one captured operation, and the root row as read (None for delete)."""
-        table = self.catalog.table(table_name, conn)
+        table = self.catalog.current(table_name, conn)
         if operation == "delete":
             pk = [c.name for c in table.primary_key.columns]
             values = {
@@ -98,7 +98,7 @@ class Snapshot:
         for entry in entries:
             if entry.node_id_snr != node_id:
                 continue
-            junior = self.catalog.table(entry.table_id, conn)
+            junior = self.catalog.current(entry.table_id, conn)
             for related in self._related_rows(conn, table, row, junior, entry):
                 target = document_row.parents if entry.parent_or_child == "parent" else document_row.children
                 target.append(self._row(conn, junior, related, entries, entry.node_id))
