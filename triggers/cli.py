@@ -1,7 +1,7 @@
 """`chainmill triggers ...`: configure triggers, run the relay and the follower.
 
 Subcommands: init, add, list, update, end, relate, import-streams, import-nodes, relay,
-follow. Registered through the `chainmill.commands` entry-point group; `main(argv)` runs the
+follow, status, outbox, inbox, retry. Registered through the `chainmill.commands` entry-point group; `main(argv)` runs the
 same parser for tests.
 """
 
@@ -33,10 +33,13 @@ log = logging.getLogger(__name__)
 
 
 def common_options(parser: argparse.ArgumentParser) -> None:
-    """--db, --datadir and --hooks, shared by every trigger command."""
+    """--db, --datadir, --hooks and -v, shared by every trigger command."""
     parser.add_argument("--db", help="SQLAlchemy URL of the application database")
     parser.add_argument("--datadir", help="node data directory (default ~/.chainmill)")
     parser.add_argument("--hooks", help="per-table hooks as module:attribute (a HookRegistry)")
+    # SUPPRESS: a -v given before the subcommand (`chainmill -v triggers relay`) survives.
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log debug messages")
 
 
 def _date(text: str) -> dt.date:
@@ -81,6 +84,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("add", help="add a trigger")
     common_options(p)
     _trigger_fields(p, required=True)
+    p.add_argument("--create-stream", action="store_true",
+                   help="create the stream on the node when it does not exist there yet")
 
     p = sub.add_parser("list", help="list triggers with their related-table trees")
     common_options(p)
@@ -124,6 +129,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     p.add_argument("--interval", type=float, default=0.2, help="seconds between polls")
     p.add_argument("--gate", choices=("final", "confirmed", "any"), default="final")
+
+    from triggers import ops_command
+
+    ops_command.add_parsers(sub, common_options)
 
 
 def open_engine(args: argparse.Namespace, chain: str | None = None) -> tuple[Engine, settings.Settings]:
@@ -186,75 +195,149 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
+def _verbose_service_logs(args: argparse.Namespace) -> None:
+    """Long-running services say what they do: their INFO lines show without -v."""
+    if not getattr(args, "verbose", False):
+        logging.getLogger("triggers").setLevel(logging.INFO)
+
+
+def _add(args: argparse.Namespace, engine: Engine, catalog: Catalog) -> None:
+    fields = _fields(args)
+    chain_id, stream_id = fields.get("chain_id"), fields.get("stream_id")
+    if chain_id and stream_id and not configure.has_stream(engine, chain_id, stream_id):
+        _provide_stream(args, engine, chain_id, stream_id)
+    trigger_id = configure.add_trigger(engine, catalog, **fields)
+    print(f"trigger {trigger_id} added: {fields['subsys_dir']}.{fields['table_id']} -> "
+          f"{chain_id}/{stream_id}")
+
+
+def _provide_stream(args: argparse.Namespace, engine: Engine, chain_id: str, stream_id: str) -> None:
+    """A trigger's stream missing from the configuration: import it from the node, or create
+    it there with --create-stream; otherwise say exactly what to run."""
+    client = client_for(chain_id, args.datadir)
+    on_node = any(str(s.get("name", "")).lower() == stream_id.lower()
+                  for s in client.call("liststreams", "*", True) or [])
+    if not on_node:
+        if not args.create_stream:
+            raise configure.ConfigurationInvalid(
+                f"stream {stream_id!r} does not exist on chain {chain_id!r}: add --create-stream "
+                f"to create it, or run `chainmill cli {chain_id} create stream {stream_id} false` "
+                f"and `chainmill triggers import-streams {chain_id}`")
+        txid = client.call("create", "stream", stream_id, False)
+        print(f"stream {stream_id} created on chain {chain_id} (closed: only this node and "
+              f"addresses granted {stream_id}.write publish): {txid}")
+    for name in configure.import_streams(engine, client, chain_id):
+        print(f"stream {name} imported from the node")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run one `triggers` subcommand."""
     command = args.triggers_command
     chain = getattr(args, "chain", None)
     if command == "init":
         return _init(args)
+    from triggers import ops_command
+
+    if command in ops_command.COMMANDS:
+        engine, resolved = open_engine(args, chain if isinstance(chain, str) else None)
+        return ops_command.run(args, engine)
     engine, resolved = open_engine(args, chain if isinstance(chain, str) else None)
     catalog = Catalog(engine)
     if command == "add":
-        trigger_id = configure.add_trigger(engine, catalog, **_fields(args))
-        print(trigger_id)
+        _add(args, engine, catalog)
     elif command == "list":
         with engine.connect() as conn:
-            for rule in configure.list_triggers(engine, dt.date.today() if args.active else None):
+            rules = configure.list_triggers(engine, dt.date.today() if args.active else None)
+            for rule in rules:
                 entries = configure.related_entries(conn, rule.trigger_id)
                 _print_rule(rule, configure.format_tree(rule.subsys_dir, rule.table_id, entries))
+            if not rules:
+                print("no triggers" + (" active today" if args.active else ""))
     elif command == "update":
         configure.update_trigger(engine, catalog, args.trigger_id, **_fields(args))
+        print(f"trigger {args.trigger_id} updated")
     elif command == "end":
         configure.end_trigger(engine, args.trigger_id, args.date)
+        print(f"trigger {args.trigger_id} ends {args.date or 'today'}")
     elif command == "relate":
         if args.kind == "all":
-            for node_id in configure.add_relations(engine, catalog, args.trigger_id, args.node_id_snr):
-                print(node_id)
+            added = configure.add_relations(engine, catalog, args.trigger_id, args.node_id_snr)
+            for node_id in added:
+                print(f"related table {node_id} added")
+            if not added:
+                print("no related tables found")
         else:
             if not args.table or not args.kind:
                 raise configure.ConfigurationInvalid("give TABLE and --parent or --child (or --all)")
-            print(
-                configure.add_related(
-                    engine, catalog, args.trigger_id, args.table, args.kind,
-                    node_id_snr=args.node_id_snr, fk_columns=args.fk_columns,
-                )
+            node_id = configure.add_related(
+                engine, catalog, args.trigger_id, args.table, args.kind,
+                node_id_snr=args.node_id_snr, fk_columns=args.fk_columns,
             )
+            print(f"related table {node_id} added: {args.table} ({args.kind})")
     elif command == "import-streams":
-        for name in configure.import_streams(engine, client_for(chain, args.datadir), chain):
-            print(name)
+        names = configure.import_streams(engine, client_for(chain, args.datadir), chain)
+        for name in names:
+            print(f"stream {name} imported")
+        if not names:
+            print(f"no new streams on chain {chain}")
     elif command == "import-nodes":
-        for address in configure.import_nodes(engine, client_for(chain, args.datadir), chain):
-            print(address)
+        addresses = configure.import_nodes(engine, client_for(chain, args.datadir), chain)
+        for address in addresses:
+            print(f"node {address} imported")
+        if not addresses:
+            print(f"no nodes with permissions on chain {chain}")
     elif command == "relay":
-        from triggers.relay import Relay
-
-        clients: dict[str, Any] = {}
-
-        def client_of(chain_id: str) -> Any:  # one client (one kept-alive connection) per chain
-            if chain_id not in clients:
-                clients[chain_id] = client_for(chain_id, args.datadir)
-            return clients[chain_id]
-
-        relay = Relay(engine, client_of, hooks=load_hooks(resolved))
-        if args.once:
-            print(relay.run_once())
-        else:
-            relay.run_forever(_stop_on_signals(), args.interval)
+        _relay(args, engine, resolved)
     elif command == "follow":
-        from triggers.receiver import Gate, Receiver
-
-        receiver = Receiver(
-            engine, client_for(chain, args.datadir), chain, hooks=load_hooks(resolved),
-            catalog=catalog, gate=Gate(args.gate),
-        )
-        from triggers.locks import walk_lock
-
-        receiver.guard = lambda: walk_lock(chain_dir(resolved.datadir, chain))
-        if args.once:
-            print(receiver.follow_once())
-        else:
-            receiver.follow_forever(_stop_on_signals(), args.interval)
+        _follow(args, engine, resolved, catalog)
     return 0
+
+
+def _relay(args: argparse.Namespace, engine: Engine, resolved: settings.Settings) -> None:
+    from triggers.relay import Relay
+
+    clients: dict[str, Any] = {}
+
+    def client_of(chain_id: str) -> Any:  # one client (one kept-alive connection) per chain
+        if chain_id not in clients:
+            clients[chain_id] = client_for(chain_id, args.datadir)
+        return clients[chain_id]
+
+    relay = Relay(engine, client_of, hooks=load_hooks(resolved))
+    if args.once:
+        print(f"{relay.run_once()} outbox row(s) sent or confirmed")
+        return
+    _verbose_service_logs(args)
+    chains = sorted({r.chain_id for r in configure.list_triggers(engine, dt.date.today())})
+    log.info("relay started: database %s, chains %s", engine.url.render_as_string(),
+             ", ".join(chains) or "(no active triggers)")
+    relay.run_forever(_stop_on_signals(), args.interval)
+    log.info("relay stopped after %d row(s)", relay.sent_count)
+
+
+def _follow(args: argparse.Namespace, engine: Engine, resolved: settings.Settings,
+            catalog: Catalog) -> None:
+    from triggers.locks import walk_lock
+    from triggers.receiver import Gate, Receiver
+
+    receiver = Receiver(
+        engine, client_for(args.chain, args.datadir), args.chain, hooks=load_hooks(resolved),
+        catalog=catalog, gate=Gate(args.gate),
+    )
+    receiver.guard = lambda: walk_lock(chain_dir(resolved.datadir, args.chain))
+    if not args.once:
+        _verbose_service_logs(args)
+    streams = receiver.document_streams()
+    log.info("follow started: chain %s, database %s, streams %s, gate %s", args.chain,
+             engine.url.render_as_string(), ", ".join(streams) or "(none)", args.gate)
+    if not streams:
+        log.warning("no document streams are configured for chain %s: nothing will be "
+                    "received; run `chainmill triggers import-streams %s` once the stream "
+                    "exists", args.chain, args.chain)
+    if args.once:
+        print(f"{receiver.follow_once()} document(s) applied")
+    else:
+        receiver.follow_forever(_stop_on_signals(), args.interval)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -299,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in set(subparsers.choices) - before:
             runners[name] = module.run
     args = parser.parse_args(argv)
+    if getattr(args, "verbose", False):
+        logging.basicConfig(level=logging.DEBUG)
     try:
         return runners[args.command](args)
     except ChainmillError as exc:

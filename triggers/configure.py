@@ -44,6 +44,7 @@ __all__ = [
     "add_relations",
     "related_entries",
     "format_tree",
+    "has_stream",
     "import_streams",
     "import_nodes",
 ]
@@ -555,6 +556,15 @@ def format_tree(root_subsys: str, root_table: str, entries: list[RelatedEntry]) 
 
 
 # -- imports from the node --------------------------------------------------------------------
+
+
+def has_stream(engine: Engine, chain_id: str, stream_id: str) -> bool:
+    """Whether the stream is configured for the chain (names compare case-insensitively)."""
+    with engine.connect() as conn:
+        names = conn.execute(
+            select(schema.stream.c.stream_id).where(schema.stream.c.chain_id == chain_id)
+        ).scalars()
+        return any(n.lower() == stream_id.lower() for n in names)
 
 
 def import_streams(engine: Engine, client: Any, chain_id: str) -> list[str]:

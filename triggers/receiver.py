@@ -173,6 +173,7 @@ class Receiver:
         self._retried_at_height: int | None = None
         self._height: int | None = None
         self._subscribed: set[str] = set()
+        self._subscribe_warned: set[str] = set()
         self._block_heights: dict[str, int] = {}
         self._tables_ready = False
         self.applied_count = 0
@@ -219,16 +220,26 @@ class Receiver:
     def follow_forever(self, stop: threading.Event, interval: float = 0.2) -> None:
         """Walk repeatedly until `stop` is set (the spec's periodic poll, made frequent)."""
         errors = rpc_errors() + (DBAPIError,)
+        failing = False
         while not stop.is_set():
             try:
                 busy = self.follow_once()
+                if failing:
+                    failing = False
+                    log.info("chain %s: receiver recovered; node and database reachable again",
+                             self.chain_id)
             except errors as exc:  # outermost loop: node or database busy/down, keep going
+                failing = True
                 log.warning("receiver pass failed: %s", exc)
                 busy = 0
             if not busy:
                 stop.wait(interval)
 
     # -- walking --------------------------------------------------------------------------
+
+    def document_streams(self) -> list[str]:
+        """The streams read as trigger documents now (configured, active, not system ones)."""
+        return self._streams()
 
     def _streams(self) -> list[str]:
         today = dt.date.today()
@@ -290,7 +301,14 @@ class Receiver:
         except rpc_errors() as exc:
             if rpc_error_code(exc) is None:
                 raise
-            log.debug("subscribe %s: %s", stream, exc)
+            # Said loudly: an unsubscribed node lists nothing, and the follower would
+            # otherwise wait for items that never come.
+            if stream not in self._subscribe_warned:
+                self._subscribe_warned.add(stream)
+                log.warning("cannot subscribe chain %s's node to stream %s (%s): nothing will "
+                            "be received from it", self.chain_id, stream, exc)
+            return
+        log.info("subscribed to stream %s", stream)
         self._subscribed.add(stream)
 
     def _follow_stream(self, stream: str) -> None:
@@ -385,10 +403,16 @@ class Receiver:
                 self._save_cursor(stream, position)
             return
         self.batches += 1
+        applied = 0
         for p in planned:
             if p.document is not None:
-                self.applied_count += 1
+                applied += 1
                 log.debug("applied %s (%s) from %s", p.document.root_element, p.message_id, p.txid)
+        self.applied_count += applied
+        if planned:
+            log.info("chain %s stream %s: %d document(s) applied, %d not (see `chainmill "
+                     "triggers inbox`)%s", self.chain_id, stream, applied, len(planned) - applied,
+                     f", cursor {position}" if position is not None else "")
 
     def _decode(self, p: _Planned) -> None:
         """Sender check, data, decryption, parsing: sets p.document, or p.status and error."""
