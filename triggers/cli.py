@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from config.errors import ChainmillError
 from config.paths import chain_dir
 from triggers import configure, crypto, settings
 from triggers.catalog import Catalog
+from triggers.database import open_database
 from triggers.hooks import HookRegistry, load_registry
 from triggers.nodes import client_for
 
@@ -143,10 +144,13 @@ def open_engine(args: argparse.Namespace, chain: str | None = None) -> tuple[Eng
     1.10), as the application's own connections do.
     """
     resolved = settings.resolve(chain, args.datadir, args.db, getattr(args, "hooks", None))
-    engine = create_engine(resolved.db_url, pool_pre_ping=True)
+    engine = open_database(resolved.db_url, prepare=_prepare, pool_pre_ping=True)
+    return engine, resolved
+
+
+def _prepare(engine: Engine) -> None:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_foreign_keys)
-    return engine, resolved
 
 
 def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
