@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine
 
 from config.errors import ChainmillError
@@ -26,6 +26,7 @@ from triggers import configure, crypto, settings
 from triggers.catalog import Catalog
 from triggers.database import open_database
 from triggers.hooks import HookRegistry, load_registry
+from triggers.keys import check_participant_id
 from triggers.nodes import client_for
 
 __all__ = ["add_parser", "run", "main", "common_options", "open_engine", "load_hooks", "keys_dir"]
@@ -345,32 +346,50 @@ def _follow(args: argparse.Namespace, engine: Engine, resolved: settings.Setting
 
 
 def _init(args: argparse.Namespace) -> int:
+    """Everything that can fail is checked before anything is written: the participant id,
+    the key pair and the node's port, so a failed init leaves no half-made configuration."""
     engine, resolved = open_engine(args, None) if args.db else open_engine(args, args.chain)
+    if args.participant_id is not None:
+        check_participant_id(args.participant_id)
+    chain_entry: dict[str, Any] | None = None
+    if args.chain and not _chain_configured(engine, args.chain):
+        keys = keys_dir(resolved.datadir, args.chain)
+        public = Path(args.public_key) if args.public_key else keys / "public_key.pub"
+        private = Path(args.private_key) if args.private_key else keys / "private_key.pem"
+        if not private.exists() or not public.exists():
+            missing = private if not private.exists() else public
+            hint = (f"run `chainmill keys generate {args.chain}` first"
+                    if not (args.public_key or args.private_key) else "check --public-key/--private-key")
+            raise configure.ConfigurationInvalid(
+                f"no key pair for chain {args.chain} ({missing} does not exist): {hint}; "
+                "nothing was changed")
+        crypto.check_keypair(private, public)
+        port = args.rpc_port
+        if port is None:
+            port = getattr(client_for(args.chain, args.datadir), "port", None)
+        chain_entry = dict(chain_desc=args.description or args.chain, rpc_host=args.rpc_host,
+                           rpc_port=int(port or 0), public_key=str(public),
+                           private_key=str(private))
     origin = configure.init(engine, args.participant_id)
     print(f"trigger tables ready; event ids start with {origin}-")
     if not args.chain:
         return 0
-    keys = keys_dir(resolved.datadir, args.chain)
-    public = Path(args.public_key) if args.public_key else keys / "public_key.pub"
-    private = Path(args.private_key) if args.private_key else keys / "private_key.pem"
-    port = args.rpc_port
-    if port is None:
-        port = getattr(client_for(args.chain, args.datadir), "port", None)
-    with engine.connect() as conn:
-        try:
-            configure.get_chain(conn, args.chain)
-            exists = True
-        except configure.ConfigurationInvalid:
-            exists = False
-    if not exists:
-        crypto.check_keypair(private, public)
-        configure.add_chain(
-            engine, args.chain, chain_desc=args.description or args.chain, rpc_host=args.rpc_host,
-            rpc_port=int(port or 0), public_key=str(public), private_key=str(private),
-        )
+    if chain_entry is not None:
+        configure.add_chain(engine, args.chain, **chain_entry)
     path = settings.write(resolved.datadir, args.chain, resolved.db_url, resolved.hooks)
     print(f"chain {args.chain} configured; database recorded in {path}")
     return 0
+
+
+def _chain_configured(engine: Engine, chain: str) -> bool:
+    if not inspect(engine).has_table(configure.schema.chain.name):
+        return False
+    with engine.connect() as conn:
+        try:
+            configure.get_chain(conn, chain)
+            return True
+        except configure.ConfigurationInvalid:
+            return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

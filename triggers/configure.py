@@ -97,9 +97,9 @@ def init(engine: Engine, participant_id: int | None = None) -> str:
     The origin is the first part of every event id: the participant id when one is given
     (it is unique on every chain, spec 1.11), else a random identifier.
     """
-    schema.create_all(engine)
     if participant_id is not None:
-        check_participant_id(participant_id)
+        check_participant_id(participant_id)  # before anything is created
+    schema.create_all(engine)
     with engine.begin() as conn:
         row = conn.execute(select(schema.instance)).mappings().first()
         if row is not None:

@@ -151,3 +151,23 @@ def test_operations_relay_logs_batches_and_recovery(sender, caplog) -> None:
     assert relay.run_once() == 1
     assert "chain c: node reachable again; delivery resumed" in caplog.text
     assert "chain c: 1 outbox row(s) published" in caplog.text
+
+
+def test_operations_init_before_keys_generate_says_what_to_run_and_changes_nothing(
+        tmp_path: Path, capsys) -> None:
+    from sqlalchemy import inspect
+
+    url = f"sqlite:///{tmp_path / 'erp.db'}"
+    datadir = tmp_path / "data"
+    argv = ["triggers", "init", "--db", url, "--datadir", str(datadir), "--chain", "trade",
+            "--participant-id", "4711"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "run `chainmill keys generate trade` first" in err and "nothing was changed" in err
+    engine = create_engine(url)
+    assert inspect(engine).get_table_names() == []
+    assert not (datadir / "trade" / "triggers.conf").exists()
+    assert cli.main(["triggers", "init", "--db", url, "--participant-id", "0"]) == 1
+    assert "participant id" in capsys.readouterr().err
+    assert inspect(engine).get_table_names() == []
+    engine.dispose()
