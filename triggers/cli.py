@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -230,7 +231,17 @@ def _provide_stream(args: argparse.Namespace, engine: Engine, chain_id: str, str
                 f"and `chainmill triggers import-streams {chain_id}`")
         txid = client.call("create", "stream", stream_id, False)
         print(f"stream {stream_id} created on chain {chain_id} (closed: only this node and "
-              f"addresses granted {stream_id}.write publish): {txid}")
+              f"addresses granted {stream_id}.write publish): {txid}", flush=True)
+        # Partners import the stream from their own nodes next: return once it is in a block.
+        deadline = time.monotonic() + 120
+        while not any(s.get("name") == stream_id and s.get("streamref")
+                      for s in client.call("liststreams", stream_id) or []):
+            if time.monotonic() > deadline:
+                raise configure.ConfigurationInvalid(
+                    f"stream {stream_id} was created ({txid}) but is not confirmed after 120 s: "
+                    "is the node mining?")
+            time.sleep(0.2)
+        print(f"stream {stream_id} confirmed")
     for name in configure.import_streams(engine, client, chain_id):
         print(f"stream {name} imported from the node")
 
