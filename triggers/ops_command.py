@@ -126,7 +126,8 @@ def _retry(args: argparse.Namespace, engine: Engine) -> int:
             print(f"{missing} of the given rows were not found or had nothing to retry")
     print(f"{sent} outbox row(s) and {received} inbox row(s) due again; the running relay "
           "and receiver take them on their next pass")
-    return 0 if sent + received else 1
+    # Nothing failed is no error for --all-failed; IDs that match nothing are.
+    return 0 if args.all_failed or sent + received else 1
 
 
 def run(args: argparse.Namespace, engine: Engine) -> int:

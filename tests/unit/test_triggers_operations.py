@@ -73,7 +73,9 @@ def test_operations_private_trigger_without_reader_fails_clearly_and_retries(
     assert "1 outbox row(s) and 0 inbox row(s) due again" in capsys.readouterr().out
     assert relay.run_once() == 1
     assert node.keys_on("rfq") == ["4711-1"]
-    assert cli.main(["triggers", "retry", "--db", url, "--all-failed"]) == 1  # nothing left
+    assert cli.main(["triggers", "retry", "--db", url, "--all-failed"]) == 0
+    assert "0 outbox row(s) and 0 inbox row(s) due again" in capsys.readouterr().out
+    assert cli.main(["triggers", "retry", "--db", url, "999"]) == 1  # no such row
     capsys.readouterr()
     assert cli.main(["triggers", "status", "--db", url, "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
