@@ -130,6 +130,11 @@ def test_readme_triggers_walkthrough(db_kind, harness, daemons, tmp_path: Path) 
         engine_a.dispose()
         engine_b.dispose()
 
+        services = first.read_text(errors="replace")
+        assert "relay started: database" in services and "chains trade" in services
+        assert "follow started: chain trade" in services and "streams rfq" in services
+        assert "chain trade stream rfq: 1 document(s) applied" in services
+
         log.info("the walkthrough's last block: status, inbox, retry, cluster down")
         # The same terminal as the first block: its variable assignments (A, B, DB_A, DB_B)
         # still hold.
