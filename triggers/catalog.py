@@ -124,6 +124,12 @@ class Catalog:
             self._checked[table.key] = now
         return table
 
+    def recheck(self) -> None:
+        """Have `current` compare every table with the database again on its next use (the
+        relay calls this once per round, so each round sees the schema as it is)."""
+        with self._lock:
+            self._checked = {}
+
     def refreshed(self, name: str, conn: Connection | None = None) -> Table:
         """The table read again from the database right now (after a miss, e.g. an unknown
         column in a received document)."""

@@ -143,6 +143,7 @@ class Relay:
         found already on the chain, or confirmed)."""
         now = self.clock()
         out = schema.outbox
+        self.catalog.recheck()  # a column added since the last round goes into this one's documents
         by_chain: dict[str, list[_Work]] = {}
         failed: list[tuple[int, str]] = []
         with self.engine.connect() as conn:
