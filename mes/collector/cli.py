@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -108,7 +109,7 @@ def _collect(args: argparse.Namespace) -> int:
     store = open_store(args.db)
     dispatcher = Dispatcher(plugins, store, max_bytes=args.max_bytes or MAX_MESSAGE_BYTES)
     collector = Collector(settings, dispatcher,
-                          client_id=args.client_id or "chainmill-collector",
+                          client_id=args.client_id or f"chainmill-collector-{socket.gethostname()}",
                           stats_path=Path(args.stats) if args.stats else None)
     _stop_on_signals(collector.stop)
     log.warning("collecting from %s:%d for %d machine(s)", settings.host, settings.port,

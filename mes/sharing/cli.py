@@ -148,13 +148,23 @@ def _list(engine: Any) -> None:
 
 def _forward(args: argparse.Namespace) -> None:
     from mes.sharing.forwarder import Forwarder
+    from mes.sharing.observations import SharingError
+    from triggers.nodes import rpc_errors
 
     forwarder = Forwarder(_engine(args.db), _client(args))
     stop = _stop_event()
     while True:
-        captured, published = forwarder.run_once()
-        if captured or published:
-            log.info("captured %d, published %d", captured, published)
+        try:
+            captured, published = forwarder.run_once()
+        except (SharingError, *rpc_errors()) as exc:
+            # A partner key not yet on pubkeys, a node restarting: retried next round;
+            # the outbox keeps every observation until it is published.
+            if args.once:
+                raise
+            log.warning("forwarding paused: %s", exc)
+        else:
+            if captured or published:
+                log.info("captured %d, published %d", captured, published)
         if args.once or stop.wait(args.interval):
             break
 

@@ -45,7 +45,9 @@ class Broker:
             f"user {getpass.getuser()}\n"
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {directory}/\nautosave_interval 0\n"
-            "max_queued_messages 0\nmax_inflight_messages 100\n")
+            "max_queued_messages 0\nmax_inflight_messages 100\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+            "log_type subscribe\n")
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
@@ -62,6 +64,14 @@ class Broker:
                    msg=f"mosquitto on port {self.port}")
         assert self.process.poll() is None, "mosquitto exited at start"
         log.info("broker up on %d (start %d)", self.port, self.starts)
+
+    def log_text(self) -> str:
+        return "".join(p.read_text(errors="replace")
+                       for p in sorted(self.directory.glob("mosquitto-*.log")))
+
+    def wait_subscribed(self, topic: str = "sensor/CNC/+") -> None:
+        """Until a client has subscribed to `topic` (the broker logs each subscription)."""
+        wait_until(lambda: f" {topic}" in self.log_text(), msg=f"a subscription to {topic}")
 
     def stop(self) -> None:
         """SIGTERM: mosquitto saves its sessions and queued messages before it exits."""
