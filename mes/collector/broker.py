@@ -61,10 +61,11 @@ def parse_broker(text: str) -> tuple[str, int]:
 
 
 def make_client(settings: BrokerSettings, client_id: str, *,
-                persistent: bool = True) -> mqtt.Client:
+                persistent: bool = True, manual_ack: bool = False) -> mqtt.Client:
     """A paho client configured for `settings` (not yet connected)."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         clean_session=not persistent, protocol=mqtt.MQTTv311)
+                         clean_session=not persistent, protocol=mqtt.MQTTv311,
+                         manual_ack=manual_ack)
     client.reconnect_delay_set(min_delay=1, max_delay=10)
     client.max_inflight_messages_set(100)
     client.max_queued_messages_set(0)  # unbounded: a QoS 1 publish is never dropped locally

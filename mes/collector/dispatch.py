@@ -46,6 +46,14 @@ class Stats:
             if rule is not None:
                 self.rejected_by_rule[str(rule)] += 1
 
+    def reclassify_duplicates(self, n: int) -> None:
+        """`n` messages counted as stored turned out, at the batch's commit, to be stored
+        already (redeliveries)."""
+        if n:
+            with self._lock:
+                self.stored -= n
+                self.duplicates += n
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot."""
         with self._lock:

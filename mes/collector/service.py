@@ -1,9 +1,12 @@
-"""The running collector: subscribe, hand each message to the dispatcher, reconnect, report.
+"""The running collector: subscribe, hand messages to the dispatcher in batches, reconnect.
 
-paho calls `on_message` from its network loop and sends the QoS 1 PUBACK only after the
-callback returns, so a message is acknowledged to the broker only once it is stored (or
-rejected): a crash between receipt and storage makes the broker deliver it again, and the
-unique index absorbs the redelivery.
+paho's network thread only queues each message. A writer thread takes what has arrived (up
+to `batch_size`), dispatches it with the store deferred, commits the batch in one
+transaction (retrying while the database is unavailable) and only then sends the QoS 1
+PUBACKs (manual acknowledgement, in arrival order). So a message is acknowledged to the
+broker only once it is stored or rejected: after a crash the broker delivers it again and
+the unique index absorbs the redelivery. Acks of messages received on an earlier connection
+are not sent (their packet ids may name other messages now); the broker redelivers those.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from sqlalchemy.exc import SQLAlchemyError
 
 from mes.collector.broker import QOS, BrokerSettings, make_client
 from mes.collector.dispatch import TOPIC, TOPIC_WILDCARD, Dispatcher
@@ -30,15 +35,17 @@ class Collector:
 
     def __init__(self, settings: BrokerSettings, dispatcher: Dispatcher, *,
                  client_id: str = "chainmill-collector", stats_path: Path | None = None,
-                 stats_interval: float = 1.0) -> None:
+                 stats_interval: float = 1.0, batch_size: int = 500) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
         self.stats_path = stats_path
         self.stats_interval = stats_interval
         self.connected = threading.Event()
         self.connections = 0
+        self.batch_size = batch_size
         self._stop = threading.Event()
-        self.client = make_client(settings, client_id)
+        self._queue: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue()
+        self.client = make_client(settings, client_id, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -62,7 +69,46 @@ class Collector:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.dispatcher.process(msg.payload, msg.topic)
+        self._queue.put((self.connections, msg))
+
+    def _take_batch(self) -> list[tuple[int, mqtt.MQTTMessage]]:
+        try:
+            batch = [self._queue.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        while len(batch) < self.batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_loop(self) -> None:
+        store = self.dispatcher.db
+        while not self._stop.is_set():
+            batch = self._take_batch()
+            if not batch:
+                continue
+            with store.deferred():
+                for _, msg in batch:
+                    try:
+                        topic = msg.topic
+                    except UnicodeDecodeError:
+                        topic = "<topic not UTF-8>"
+                    self.dispatcher.process(msg.payload, topic)
+                while True:
+                    try:
+                        _, duplicates = store.flush()
+                        break
+                    except SQLAlchemyError as exc:
+                        log.error("cannot store a batch of %d messages (retrying): %s",
+                                  len(batch), exc)
+                        if self._stop.wait(1.0):
+                            return  # unacknowledged: the broker delivers them again
+            self.dispatcher.stats.reclassify_duplicates(duplicates)
+            for generation, msg in batch:
+                if msg.qos > 0 and generation == self.connections:
+                    self.client.ack(msg.mid, msg.qos)
 
     def write_stats(self) -> None:
         """Write the counters to the stats file (atomically), when one is configured."""
@@ -83,12 +129,15 @@ class Collector:
         reporter = threading.Thread(target=self._report_loop, name="collector-stats",
                                     daemon=True)
         reporter.start()
+        writer = threading.Thread(target=self._write_loop, name="collector-writer")
+        writer.start()
         self.client.connect_async(self.settings.host, self.settings.port,
                                   keepalive=self.settings.keepalive)
         try:
             self.client.loop_forever(retry_first_connection=True)
         finally:
             self._stop.set()
+            writer.join()
             self.write_stats()
             log.info("collector stopped: %s", self.dispatcher.stats.as_dict())
 

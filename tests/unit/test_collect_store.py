@@ -39,3 +39,18 @@ def test_collect_store_keeps_unicode_payload(db_url: str) -> None:
     row = store.rows()[0]
     assert row["part_program"] == "programa_ç"
     assert json.loads(row["json_data"]) == {"operador": "João", "t": 1.5}
+
+
+def test_collect_store_deferred_batch_counts_duplicates(db_url: str) -> None:
+    store = open_store(db_url)
+    first = CncMessage("CNC001", "p1", 1747379028, {"spin": 1})
+    store.store(first)
+    with store.deferred():
+        for n in range(5):
+            store.store(CncMessage("CNC001", "p1", 1747379029 + n, {"spin": n}))
+        store.store(first)  # stored before
+        store.store(CncMessage("CNC001", "p1", 1747379029, {"spin": 0}))  # twice in the batch
+        assert len(store.rows()) == 1, "nothing written before flush"
+        assert store.flush() == (5, 2)
+        assert store.flush() == (0, 0)
+    assert len(store.rows()) == 6
