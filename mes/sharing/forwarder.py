@@ -41,7 +41,7 @@ from mes.sharing.schema import (
 )
 from triggers import crypto
 from triggers.errors import DecryptionFailed
-from triggers.nodes import ACCESS, NodeClient, item_bytes, public_key_pem
+from triggers.nodes import ACCESS, NodeClient, batch_call, item_bytes, public_key_pem
 
 __all__ = ["Forwarder", "load_shares"]
 
@@ -154,18 +154,20 @@ class Forwarder:
             done += self._publish_rows(rows)
         return done
 
-    def _set(self, row_id: int, **values: Any) -> None:
+    def _set_many(self, changes: Sequence[tuple[int, dict[str, Any]]]) -> None:
+        """Record several rows' progress in one transaction (one commit per step of a batch)."""
+        if not changes:
+            return
         with self.engine.begin() as conn:
-            conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+            for row_id, values in changes:
+                conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
 
     def _prepare(self, row: Any) -> dict[str, Any]:
         readers = json.loads(row.readers)
         password = crypto.new_password()
         envelope = crypto.seal(row.observation.encode("utf-8"), password)
-        wrapped = []
-        for address in readers:
-            entry = crypto.access_entry("", address, self._public_key(address), password)
-            wrapped.append(entry)
+        wrapped = [crypto.access_entry("", address, self._public_key(address), password)
+                   for address in readers]
         return {"status": PREPARED, "envelope": envelope.decode("ascii"),
                 "access": json.dumps(wrapped)}
 
@@ -176,53 +178,81 @@ class Forwarder:
         return None
 
     def _publish_rows(self, rows: Sequence[Any]) -> int:
-        finished = 0
-        for row in rows:
-            owner = self._owner(row.system)
-            values = {c: getattr(row, c) for c in ("status", "envelope", "access", "txid")}
-            recovering = values["status"] in (PREPARED, SENT)
-            if values["status"] == PREPARED and values["txid"] is None:
-                found = self._find(row.system, owner, row.obs_id)
-                if found is not None:
-                    log.info("observation %s was published before a restart: %s",
-                             row.obs_id, found)
-                    values.update(status=SENT, txid=found)
-                    self._set(row.id, status=SENT, txid=found)
-            if values["status"] == PENDING:
-                values.update(self._prepare(row))
-                self._set(row.id, **values)
-            if values["status"] == PREPARED:
-                txid = self.client.call("publishfrom", owner, row.system, row.obs_id,
-                                        values["envelope"].encode("ascii").hex())
-                values.update(status=SENT, txid=str(txid))
-                self._set(row.id, status=SENT, txid=str(txid))
-            if values["status"] == SENT:
-                self._publish_access(owner, values["txid"], json.loads(values["access"]),
-                                     recovering)
-                self._set(row.id, status=PUBLISHED)
-                finished += 1
-        return finished
+        """One batch through PREPARED -> SENT -> PUBLISHED, one commit and one JSON-RPC batch
+        per step. The first refused call ends the batch after what succeeded is recorded."""
+        state = {row.id: {c: getattr(row, c) for c in ("status", "envelope", "access", "txid")}
+                 for row in rows}
+        recovering = {row.id for row in rows if row.status in (PREPARED, SENT)}
 
-    def _publish_access(self, owner: str, txid: str, entries: list[dict[str, Any]],
-                        recovering: bool) -> None:
+        found = []
+        for row in rows:
+            values = state[row.id]
+            if values["status"] == PREPARED and values["txid"] is None:
+                txid = self._find(row.system, self._owner(row.system), row.obs_id)
+                if txid is not None:
+                    log.info("observation %s was published before a restart: %s",
+                             row.obs_id, txid)
+                    values.update(status=SENT, txid=txid)
+                    found.append((row.id, {"status": SENT, "txid": txid}))
+        self._set_many(found)
+
+        prepared = []
+        for row in rows:
+            if state[row.id]["status"] == PENDING:
+                state[row.id].update(self._prepare(row))
+                prepared.append((row.id, dict(state[row.id])))
+        self._set_many(prepared)  # before publishing: a crash from here on is looked up
+
+        to_send = [r for r in rows if state[r.id]["status"] == PREPARED]
+        results = batch_call(self.client, [
+            ("publishfrom", [self._owner(r.system), r.system, r.obs_id,
+                             state[r.id]["envelope"].encode("ascii").hex()]) for r in to_send])
+        sent, error = [], None
+        for row, result in zip(to_send, results, strict=True):
+            if isinstance(result, BaseException):
+                error = error or result
+                break
+            state[row.id].update(status=SENT, txid=str(result))
+            sent.append((row.id, {"status": SENT, "txid": str(result)}))
+        self._set_many(sent)
+
+        ready = [r for r in rows if state[r.id]["status"] == SENT]
+        calls, owners = [], []
+        for row in ready:
+            owner = self._owner(row.system)
+            items = self._access_items(owner, state[row.id]["txid"],
+                                       json.loads(state[row.id]["access"]),
+                                       row.id in recovering)
+            if items:
+                calls.append(("publishmultifrom", [owner, ACCESS, items]))
+                owners.append(row.id)
+        results = batch_call(self.client, calls)
+        failed = set()
+        for row_id, result in zip(owners, results, strict=True):
+            if isinstance(result, BaseException):
+                error = error or result
+                failed.add(row_id)
+        done = [(r.id, {"status": PUBLISHED}) for r in ready if r.id not in failed]
+        self._set_many(done)
+        if error is not None:
+            raise error
+        return len(done)
+
+    def _access_items(self, owner: str, txid: str, entries: list[dict[str, Any]],
+                      recovering: bool) -> list[dict[str, Any]]:
+        """The access items still to publish for `txid` (after a crash some may be there)."""
         present = set()
-        found = self.client.call("liststreamkeyitems", ACCESS, txid, False, 1000) if recovering \
-            else []
+        found = self.client.call("liststreamkeyitems", ACCESS, txid, False, 1000) \
+            if recovering else []
         for item in found or []:
             if owner in (item.get("publishers") or []):
                 try:
                     present.add(crypto.parse_access_entry(item_bytes(self.client, item))["address"])
                 except (ValueError, DecryptionFailed):
                     continue
-        items = []
-        for entry in entries:
-            if entry["address"] in present:
-                continue
-            full = {**entry, "txid": txid}
-            items.append({"key": txid,
-                          "data": json.dumps(full, separators=(",", ":")).encode().hex()})
-        if items:
-            self.client.call("publishmultifrom", owner, ACCESS, items)
+        return [{"key": txid,
+                 "data": json.dumps({**entry, "txid": txid}, separators=(",", ":")).encode().hex()}
+                for entry in entries if entry["address"] not in present]
 
     def run_once(self) -> tuple[int, int]:
         """Capture then publish everything pending; (captured, published)."""
