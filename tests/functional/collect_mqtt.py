@@ -128,6 +128,7 @@ def test_collect_rejects_hostile_traffic_while_storing_valid(harness) -> None:
                    msg="the collector received every message")
         s = read_stats(stats)
         assert s["rejected"] == 500 and s["stored"] == 150, s
+        wait_until(lambda: len(stored(db_url)) >= 150, msg="the last batch committed")
         assert sorted(stored(db_url)) == sorted(key(m) for m in acked)
         with create_engine(db_url).connect() as conn:
             assert conn.execute(select(func.count()).select_from(cnc_data)).scalar() == 150

@@ -32,7 +32,8 @@ def port_open(port: int) -> bool:
 class Broker:
     """A mosquitto process of this test, restartable on the same port with its saved state."""
 
-    def __init__(self, directory: Path, port: int) -> None:
+    def __init__(self, directory: Path, port: int, extra_conf: str = "",
+                 anonymous: bool = True) -> None:
         if shutil.which("mosquitto") is None:
             pytest.fail("mosquitto is not installed (apt-get install mosquitto)", pytrace=False)
         self.directory = directory
@@ -43,11 +44,12 @@ class Broker:
             # user: a root mosquitto would otherwise drop to user "mosquitto", which cannot
             # write its saved state into this test's directory.
             f"user {getpass.getuser()}\n"
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"listener {port} 127.0.0.1\nallow_anonymous {str(anonymous).lower()}\n"
+            "persistence true\n"
             f"persistence_location {directory}/\nautosave_interval 0\n"
             "max_queued_messages 0\nmax_inflight_messages 100\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-            "log_type subscribe\n")
+            "log_type subscribe\n" + extra_conf)
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
@@ -84,9 +86,10 @@ class Broker:
 class Process:
     """A `chainmill ...` child process with its output in a file."""
 
-    def __init__(self, directory: Path, name: str, args: list[str]) -> None:
+    def __init__(self, directory: Path, name: str, args: list[str],
+                 env: dict[str, str] | None = None) -> None:
         self.output = directory / f"{name}.log"
-        self.process = subprocess.Popen([*chainmill_command(), *args], env=child_env(),
+        self.process = subprocess.Popen([*chainmill_command(), *args], env=child_env(env),
                                         stdout=self.output.open("wb"), stderr=subprocess.STDOUT)
 
     def wait(self, timeout: float = 60) -> int:
@@ -107,13 +110,13 @@ def write_map(path: Path, cnc_ids: list[str]) -> Path:
 
 
 def start_collector(directory: Path, broker: Broker, db_url: str, cnc_ids: list[str],
-                    *extra: str) -> tuple[Process, Path]:
+                    *extra: str, env: dict[str, str] | None = None) -> tuple[Process, Path]:
     stats = directory / "collector-stats.json"
     map_path = write_map(directory / "cnc_classes.json", cnc_ids)
     proc = Process(directory, "collector", [
         "collect", "--broker", broker.address, "--db", db_url, "--map", str(map_path),
         "--plugins", str(directory), "--stats", str(stats), "--client-id", "test-collector",
-        *extra])
+        *extra], env=env)
     wait_until(lambda: read_stats(stats).get("connected") or proc.process.poll() is not None,
                msg="the collector connected")
     assert proc.process.poll() is None, proc.text()
