@@ -138,3 +138,46 @@ def test_collect_rejects_hostile_traffic_while_storing_valid(harness) -> None:
         attacker.disconnect()
         assert collector.stop() == 0, collector.text()
         broker.stop()
+
+
+def test_collect_plugins_from_directory_and_a_raising_one(harness) -> None:
+    """CNC002's plug-in raises on every message; CNC001's custom plug-in (loaded from the
+    plug-ins directory at run time) stores through the store it is given; the collector keeps
+    collecting both."""
+    d = harness.base_dir
+    (d / "Broken.py").write_text(
+        "class Broken:\n    def handle(self, message, db):\n"
+        "        raise RuntimeError('driver bug')\n")
+    (d / "Spindle.py").write_text(
+        "from mes.collector.plugins import CncData\n\n"
+        "class Spindle(CncData):\n    def handle(self, message, db):\n"
+        "        if message.payload.get('status') != 'running':\n            return None\n"
+        "        return db.store(message)\n")
+    broker = Broker(d / "broker", harness.port_factory())
+    broker.start()
+    db_url = f"sqlite:///{d / 'mes.db'}"
+    map_path = d / "cnc_classes.json"
+    stats = d / "stats.json"
+    map_path.write_text(json.dumps([{"cnc_id": "CNC001", "class_name": "Spindle"},
+                                    {"cnc_id": "CNC002", "class_name": "Broken"},
+                                    {"cnc_id": "CNC003", "class_name": "CncData"}]))
+    collector = Process(d, "collector", [
+        "collect", "--broker", broker.address, "--db", db_url, "--map", str(map_path),
+        "--plugins", str(d), "--stats", str(stats), "--client-id", "plugin-collector"])
+    try:
+        wait_until(lambda: read_stats(stats).get("connected"), msg="the collector connected")
+        emulator = emulate(d, broker, 90, 0, harness.seed)
+        assert emulator.wait(60) == 0, emulator.text()
+        acked = recorded(d / f"acked-{harness.seed}.jsonl")
+        wait_until(lambda: read_stats(stats).get("received") == 90, msg="90 messages received")
+        wanted = sorted(key(m) for m in acked if m["cnc_id"] == "CNC003" or (
+            m["cnc_id"] == "CNC001" and m["payload"]["status"] == "running"))
+        wait_until(lambda: len(stored(db_url)) >= len(wanted), msg="the stored rows")
+        assert sorted(stored(db_url)) == wanted
+        wait_until(lambda: read_stats(stats).get("plugin_errors") == 30,
+                   msg="30 plug-in errors counted (CNC002's every message)")
+        assert collector.process.poll() is None, "the collector is still running"
+        assert "driver bug" in collector.text()
+    finally:
+        assert collector.stop() == 0, collector.text()
+        broker.stop()
