@@ -19,7 +19,7 @@ from mes.collector.message import MAX_MESSAGE_BYTES, Rejected, validate
 from mes.collector.plugins import PluginSet
 from mes.collector.store import CncStore
 
-__all__ = ["Outcome", "Stats", "Dispatcher", "TOPIC", "TOPIC_WILDCARD", "topic_cnc_id"]
+__all__ = ["Outcome", "Stats", "RejectionLog", "Dispatcher", "TOPIC", "TOPIC_WILDCARD", "topic_cnc_id"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,34 @@ class Stats:
             }
 
 
+class RejectionLog:
+    """Logs rejected messages with their reason, at most `burst` per `window` seconds: a
+    flood of garbage on the broker must not become a flood in the log. What is held back is
+    summarised (count by rule) when the next window opens."""
+
+    def __init__(self, clock: Callable[[], float], burst: int = 20, window: float = 60.0) -> None:
+        self.clock = clock
+        self.burst = burst
+        self.window = window
+        self._start = clock()
+        self._logged = 0
+        self._held: Counter = Counter()
+
+    def __call__(self, rule: int, reason: str, topic: str) -> None:
+        now = self.clock()
+        if now - self._start >= self.window:
+            if self._held:
+                log.warning("%d more rejected messages not logged in the last %.0f s "
+                            "(by rule: %s)", sum(self._held.values()), self.window,
+                            dict(sorted(self._held.items())))
+            self._start, self._logged, self._held = now, 0, Counter()
+        if self._logged < self.burst:
+            self._logged += 1
+            log.warning("rejected message on %s (rule %d): %s", topic, rule, reason)
+        else:
+            self._held[str(rule)] += 1
+
+
 class Outcome:
     """What became of one message."""
 
@@ -93,10 +121,11 @@ class Dispatcher:
         self.max_bytes = max_bytes
         self.known = plugins.known()
         self.stats = Stats()
+        self.rejection_log = RejectionLog(clock)
 
     def _reject(self, rule: int, reason: str, topic: str) -> str:
         self.stats.add("rejected", rule)
-        log.warning("rejected message on %s (rule %d): %s", topic, rule, reason)
+        self.rejection_log(rule, reason, topic)
         return Outcome.REJECTED
 
     def process(self, body: bytes, topic: str = TOPIC) -> str:

@@ -133,3 +133,20 @@ def test_collect_topic_must_match_cnc_id(store) -> None:
     assert dispatcher.process(message("CNC001"), "sensor/CNC/CNC002") == Outcome.REJECTED
     assert dispatcher.process(message("CNC001"), "sensor/CNC/CNC001") == Outcome.STORED
     assert dispatcher.process(message("CNC002", ts=1747379029), "sensor/CNC") == Outcome.STORED
+
+
+def test_collect_rejection_log_is_bounded(store, caplog) -> None:
+    now = [float(NOW)]
+    dispatcher = Dispatcher(load_plugins({"CNC001": "CncData"}, None), store,
+                            clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="mes.collector.dispatch"):
+        for _ in range(100):
+            dispatcher.process(b"\xff garbage")
+        assert len(caplog.records) == 20
+        assert "rule 1" in caplog.records[0].getMessage()
+        now[0] += 61
+        dispatcher.process(message("CNC404"))
+    summary = caplog.records[20].getMessage()
+    assert "80 more rejected messages" in summary and "'1': 80" in summary
+    assert "CNC404" in caplog.records[21].getMessage()
+    assert dispatcher.stats.as_dict()["rejected"] == 101
