@@ -262,7 +262,8 @@ class NodeApp:
             if not runtime.offline:
                 net = Network(ctx, port=port, listen=runtime.listen,
                               addnodes=tuple(runtime.addnode) + tuple(runtime.connect),
-                              max_connections=runtime.maxconnections)
+                              max_connections=runtime.maxconnections,
+                              bind=tuple(runtime.bind))
                 await net.start()
                 ctx.network = net
             if runtime.gen and not runtime.offline:

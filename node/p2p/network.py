@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any
 
+from config.runtime import parse_bind
 from consensus.rules import has_permission
 from ledger.blocks import Block
 from ledger.errors import AlreadyInChain, ChainmillError, DecodeError, InvalidBlock
@@ -75,12 +76,13 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
 class Network:
     def __init__(self, ctx: Any, *, port: int, listen: bool = True,
                  addnodes: tuple[str, ...] = (), max_connections: int = 125,
-                 bind_host: str | None = None) -> None:
+                 bind: tuple[str, ...] = ()) -> None:
         self.ctx = ctx
         self.chain = ctx.chain
         self.port = port
         self.listen = listen
-        self.bind_host = bind_host
+        self.bind = [parse_bind(b, port) for b in bind]
+        """(IP, port) to listen on; none: every interface on `port` (MultiChain's -bind)."""
         self.max_connections = max_connections
         self.magic: bytes = bytes(ctx.params["network-message-start"])
         self.genesis: bytes = bytes(ctx.params["genesis-hash"])
@@ -88,7 +90,7 @@ class Network:
         self.peers: dict[int, Peer] = {}
         self.added: dict[str, asyncio.Task] = {}
         self.bans: dict[bytes, float] = {}
-        self.server: asyncio.base_events.Server | None = None
+        self.servers: list[asyncio.base_events.Server] = []
         self.tasks: set[asyncio.Task] = set()
         self._inv_queue: list[tuple[int, bytes, bytes]] = []
         self._inv_task: asyncio.Task | None = None
@@ -106,16 +108,21 @@ class Network:
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         if self.listen:
-            self.server = await asyncio.start_server(self._accept, self.bind_host, self.port,
-                                                     limit=1 << 16)
-            log.info("P2P listening on port %d", self.port)
+            ports: dict[int, list[str]] = {}
+            for host, port in self.bind:
+                ports.setdefault(port, []).append(host)
+            for port, hosts in (ports or {self.port: []}).items():
+                self.servers.append(await asyncio.start_server(
+                    self._accept, hosts or None, port, limit=1 << 16))
+                log.info("P2P listening on %s port %d", ", ".join(hosts) or "all interfaces",
+                         port)
         for node in self._initial:
             self.addnode(node, "add", quiet=True)
         self._spawn(self._pinger())
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        for server in self.servers:
+            server.close()
         for t in list(self.added.values()) + list(self.tasks):
             t.cancel()
         for p in list(self.peers.values()):

@@ -15,6 +15,8 @@ Builds on framework.py (which stays the one place for a single node). What is he
 - `RawPeer`: a minimal P2P peer speaking node/p2p's key exchange, handshake and sealed
   messages over a blocking socket, with its own key, so a test can send forged blocks and
   transactions or take the handshake apart.
+- `TcpRelay`: a man in the middle on loopback that forwards a link and records every byte,
+  to check what crosses the wire.
 - `Daemons`: ``chainmill start --daemon`` processes a test started, stopped by their pid
   files at the end (the harness only knows its own child processes).
 """
@@ -30,6 +32,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -512,6 +515,50 @@ class RawPeer:
         block.signature = (signer or self.key).sign_recoverable(
             Block.sighash(self.chain_id, block.hash))
         return block
+
+
+class TcpRelay:
+    """Forwards every connection made to `port` on to 127.0.0.1:`target` and keeps the bytes
+    of both directions (`recorded`): what an eavesdropper between two nodes would see."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.server.getsockname()[1]
+        self.recorded = bytearray()
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                return
+            with self._lock:
+                self._socks += [client, upstream]
+                self.connections += 1
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := src.recv(1 << 16):
+                with self._lock:
+                    self.recorded += chunk
+                dst.sendall(chunk)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with self._lock:
+            for s in self._socks:
+                with contextlib.suppress(OSError):
+                    s.close()
 
 
 def new_key_with(node: TestNode, permissions: str | None) -> KeyPair:
