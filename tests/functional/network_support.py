@@ -336,6 +336,9 @@ class RawPeer:
     def send(self, msg_type: int, payload: bytes) -> None:
         """A message: sealed after the key exchange, a clear frame before it."""
         assert self.sock is not None
+        # recv() leaves a short timeout on the socket; a node busy reading a flood must not
+        # make sendall fail with it.
+        self.sock.settimeout(scaled(DEFAULT_TIMEOUT))
         if self.transport is None:
             self.sock.sendall(encode_frame(self.magic, msg_type, payload))
         else:
@@ -343,6 +346,7 @@ class RawPeer:
 
     def send_raw(self, data: bytes) -> None:
         assert self.sock is not None
+        self.sock.settimeout(scaled(DEFAULT_TIMEOUT))
         self.sock.sendall(data)
 
     def _fill(self, deadline: float) -> bool:
