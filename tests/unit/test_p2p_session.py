@@ -212,3 +212,14 @@ def test_p2p_session_truncated_record_and_oversized_message_are_refused():
     i3, r3 = exchange()
     with pytest.raises(TransportError, match="shorter"):
         read(r3.transport(), b"\x00\x05abcde")
+
+
+def test_p2p_session_records_are_standard_noise_transport_messages():
+    """Transport seals with the session keys as noiseprotocol's own CipherState does: each
+    side's records decrypt with the library's NoiseConnection, and the other way round."""
+    i, r = exchange()
+    wire = i.transport().seal(8, b"tx bytes")
+    assert int.from_bytes(wire[:2], "big") == len(wire) - 2
+    assert r._noise.decrypt(wire[2:]) == bytes([8]) + (8).to_bytes(4, "little") + b"tx bytes"
+    body = bytes([5]) + (4).to_bytes(4, "little") + b"pong"
+    assert i.transport().open(r._noise.encrypt(body)) == body
