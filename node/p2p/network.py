@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from config.runtime import parse_bind
@@ -50,6 +51,12 @@ REQUEST_TIMEOUT = 30.0
 """A hash asked for and not answered within this is forgotten (another peer may have it)."""
 MAX_BLOCK_INV = 8
 """Block entries of one INV that are looked up (blocks are announced one at a time)."""
+RELAY_BATCH = 2000
+"""Relayed transactions verified in one call of the verifier (its threads split it)."""
+RELAY_QUEUE = 20_000
+"""Relayed transactions waiting for verification; beyond it peers' reading waits."""
+PREAUTH_LOG_EVERY = 10.0
+"""Seconds between log lines about unauthenticated connections dropped for bad data."""
 BAN_SCORE = 100
 BAN_SECONDS = 3600
 SYNC_BATCH = 500
@@ -73,6 +80,30 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
     return host, int(port)
 
 
+class RateLimitedLog:
+    """At most one warning per `every` seconds; the next one says how many were held back."""
+
+    def __init__(self, logger: logging.Logger, every: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.every = every
+        self.clock = clock
+        self._next = 0.0
+        self.suppressed = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = self.clock()
+        if now < self._next:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            msg += " (%d similar lines suppressed)"
+            args = (*args, self.suppressed)
+        self.suppressed = 0
+        self._next = now + self.every
+        self.logger.warning(msg, *args)
+
+
 class Network:
     def __init__(self, ctx: Any, *, port: int, listen: bool = True,
                  addnodes: tuple[str, ...] = (), max_connections: int = 125,
@@ -94,11 +125,15 @@ class Network:
         self.tasks: set[asyncio.Task] = set()
         self._inv_queue: list[tuple[int, bytes, bytes]] = []
         self._inv_task: asyncio.Task | None = None
+        self._tx_queue: list[tuple[Peer, Transaction]] = []
+        self._tx_task: asyncio.Task | None = None
+        self._tx_drained = asyncio.Event()
         self._sync_peer: Peer | None = None
         self._sync_last = 0.0
         self._branch: list[Block] = []
         self._requested: dict[bytes, int] = {}
         """Hash -> id of the peer it was asked of (each hash asked of one peer at a time)."""
+        self._preauth_log = RateLimitedLog(log, PREAUTH_LOG_EVERY)
         self._noise_static = os.urandom(32)
         """This process's X25519 static key: throw-away, identity is the signed transcript."""
         self._initial = tuple(addnodes)
@@ -293,12 +328,17 @@ class Network:
 
     def misbehave(self, peer: Peer, score: int, reason: str) -> None:
         peer.banscore += score
+        if not peer.address_hash:
+            # Anyone can open connections and send garbage: one line per interval, not one
+            # per connection, and nothing to ban before a key was proven.
+            self._preauth_log.warning("peer %s (no handshake) dropped: %s", peer.addr, reason)
+            peer.close()
+            return
         log.warning("peer %s (%s) misbehaved: %s (ban score %d)", peer.addr,
-                    peer.address or "no handshake", reason, peer.banscore)
+                    peer.address, reason, peer.banscore)
         if peer.banscore >= BAN_SCORE:
-            if peer.address_hash:
-                self.bans[peer.address_hash] = time.time() + BAN_SECONDS
-                log.warning("banning %s for %d s", peer.address, BAN_SECONDS)
+            self.bans[peer.address_hash] = time.time() + BAN_SECONDS
+            log.warning("banning %s for %d s", peer.address, BAN_SECONDS)
             self._drop(peer, reason)
 
     def is_banned(self, address_hash: bytes) -> bool:
@@ -645,9 +685,33 @@ class Network:
         tx = Transaction.decode(payload)
         self._answered(peer, tx.txid)
         peer.remember(tx.txid)
-        if not tx.signature_valid(self.chain.chain_id):
-            self.misbehave(peer, BAN_SCORE, f"transaction {tx.txid.hex()} has a bad signature")
+        if tx.txid in self.ctx.mempool.entries:
             return
+        # Signatures are checked in batches on the verifier's threads, not one by one on
+        # the event loop; a full queue holds this peer's reading back (TCP backpressure).
+        while len(self._tx_queue) >= RELAY_QUEUE and not peer.closed:
+            self._tx_drained.clear()
+            await self._tx_drained.wait()
+        self._tx_queue.append((peer, tx))
+        if self._tx_task is None or self._tx_task.done():
+            self._tx_task = self._spawn(self._admit_relayed())
+
+    async def _admit_relayed(self) -> None:
+        """Verify queued relayed transactions a batch at a time (the queue fills while a
+        batch is checked, so the batch size follows the load), then admit them in order."""
+        while self._tx_queue:
+            batch = self._tx_queue[:RELAY_BATCH]
+            del self._tx_queue[:RELAY_BATCH]
+            self._tx_drained.set()
+            results = await asyncio.to_thread(self.chain.verifier, [t for _, t in batch])
+            for (peer, tx), ok in zip(batch, results, strict=True):
+                if not ok:
+                    self.misbehave(peer, BAN_SCORE,
+                                   f"transaction {tx.txid.hex()} has a bad signature")
+                    continue
+                self._admit_tx(peer, tx)
+
+    def _admit_tx(self, peer: Peer, tx: Transaction) -> None:
         try:
             self.ctx.submit_tx(tx, local=False, verified=True, relay=False)
         except AlreadyInChain:
