@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from config.errors import ConfigError
 from config.runtime import parse_bind
 from consensus.rules import has_permission
 from ledger.blocks import Block
@@ -147,10 +148,14 @@ class Network:
             for host, port in self.bind:
                 ports.setdefault(port, []).append(host)
             for port, hosts in (ports or {self.port: []}).items():
-                self.servers.append(await asyncio.start_server(
-                    self._accept, hosts or None, port, limit=1 << 16))
-                log.info("P2P listening on %s port %d", ", ".join(hosts) or "all interfaces",
-                         port)
+                where = ", ".join(hosts) or "all interfaces"
+                try:
+                    self.servers.append(await asyncio.start_server(
+                        self._accept, hosts or None, port, limit=1 << 16))
+                except OSError as e:
+                    raise ConfigError(f"cannot bind P2P port {port} on {where}: "
+                                      f"{e.strerror or e}") from None
+                log.info("P2P listening on %s port %d", where, port)
         for node in self._initial:
             self.addnode(node, "add", quiet=True)
         self._spawn(self._pinger())

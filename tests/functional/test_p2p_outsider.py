@@ -13,7 +13,8 @@ What:
 - encryption: node1 reaches node0 only through a relay that records every byte; an item
   published on node0 reaches node1 and its text is nowhere in the recorded bytes;
 - `bind`: a node started with bind=127.0.0.1 accepts peers there and does not answer on
-  127.0.0.2 (also loopback), where a node without bind does.
+  127.0.0.2 (also loopback), where a node without bind does; bound to an address the
+  machine does not have, a node exits with "cannot bind P2P port".
 
 How: `start_network` (node0 seeds, node1 joins and is granted), `RawPeer` driven step by
 step, `TcpRelay` as the eavesdropper.
@@ -174,6 +175,15 @@ def test_bind_limits_the_p2p_listener(harness):
     socket.create_connection(("127.0.0.2", free.port), timeout=5).close()
     line = wait_for_log(bound, "P2P listening on")
     assert "127.0.0.1" in line and "all interfaces" not in line
+
+    log.info("an address this machine does not have: the node refuses to start, saying why")
+    nowhere = harness.add_node(chain="nowhere")
+    nowhere.start(["-o", "bind=192.0.2.1"], wait=False)
+    assert nowhere.process is not None
+    wait_until(lambda: nowhere.process.poll() is not None, msg="the unbindable node to exit")
+    assert nowhere.process.returncode == 1
+    assert "error: cannot bind P2P port" in nowhere.output(this_start=True)
+    assert "on 192.0.2.1" in nowhere.output(this_start=True)
 
 
 def test_outsider_cannot_pose_as_a_permitted_key_without_it(harness):
