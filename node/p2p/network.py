@@ -579,6 +579,12 @@ class Network:
     def announce_block(self, block: Block, source: Peer | None = None) -> None:
         h = block.hash
         for p in self.ready_peers():
+            # A block may revoke a peer's connect permission: from then on it gets nothing
+            # (as MultiChain, which disconnects such peers).
+            why = self._refusal(p.address_hash)
+            if why:
+                self._drop(p, f"no longer permitted: {why}")
+                continue
             if h not in p.known and p is not source:
                 p.remember(h)
                 p.send(Msg.INV, m.encode_inv([(Inv.BLOCK, h)]))

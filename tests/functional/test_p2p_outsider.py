@@ -203,3 +203,25 @@ def test_outsider_cannot_pose_as_a_permitted_key_without_it(harness):
     peer.close()
     assert received_types(peer) <= HANDSHAKE_ONLY
     assert node.getpeerinfo() == []
+
+
+def test_peer_whose_connect_is_revoked_gets_nothing_more(harness):
+    """Connect permission is checked at the handshake and again at every new block: the
+    block that revokes it is not announced to the peer, which is dropped."""
+    node = harness.start_node(chain="revoked")
+    key = new_key_with(node, "connect")
+    peer = RawPeer(node, key)
+    peer.connect()
+    txid = node.revoke(peer.address, "connect")
+    peer.wait_closed()
+    peer.close()
+    node.wait_for_confirmation(txid)
+    line = wait_for_log(node, "no longer permitted")
+    assert peer.address in line and "no connect permission" in line
+    revoking_block = bytes.fromhex(node.getrawtransaction(txid, 1)["blockhash"])
+    announced = {h for t, p in peer.received if t == Msg.INV for _, h in m.decode_inv(p)}
+    assert revoking_block not in announced
+    again = RawPeer(node, key)
+    with pytest.raises(PeerRefused, match="no connect permission"):
+        again.connect()
+    again.close()
