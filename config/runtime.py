@@ -61,6 +61,33 @@ class RuntimeSpec:
         return self.name.replace("-", "_")
 
 
+def parse_bind(entry: str, default_port: int) -> tuple[str, int]:
+    """A ``bind`` entry as (IP, port): ``IP``, ``IP:port`` or ``[IPv6]:port``, as MultiChain's
+    ``-bind`` (an IP literal, no host names); raises ConfigError."""
+    text = entry.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"bind: {entry!r} is not IP, IP:port or [IPv6]:port")
+        if rest:
+            port = _bind_port(entry, rest[1:])
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = _bind_port(entry, port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"bind: {entry!r} is not IP, IP:port or [IPv6]:port") from None
+    return host, port
+
+
+def _bind_port(entry: str, text: str) -> int:
+    if not _INT_TEXT.fullmatch(text) or not 1 <= int(text) <= 65535:
+        raise ConfigError(f"bind: {entry!r} has no valid port (1 - 65535)")
+    return int(text)
+
+
 _r = RuntimeSpec  # the table reads better with a short name
 
 _TABLE: tuple[RuntimeSpec, ...] = (
@@ -89,6 +116,8 @@ _TABLE: tuple[RuntimeSpec, ...] = (
     # peer-to-peer
     _r("port", "int", None, "P2P listen port; default: the chain's default-network-port.", 1, 65535),
     _r("listen", "bool", True, "Accept incoming P2P connections."),
+    _r("bind", "list", (), "Addresses (IP or IP:port, [IPv6]:port) the P2P listener binds to; "
+       "default: all interfaces."),
     _r("addnode", "list", (), "Peer host:port to connect to, besides discovered ones."),
     _r("connect", "list", (), "Connect only to these peers (host:port)."),
     _r("externalip", "list", (), "Own public address to advertise to peers."),
@@ -160,6 +189,7 @@ class RuntimeConfig:
     rpcsslprivatekeyfile: str | None = "server.pem"
     port: int | None = None
     listen: bool = True
+    bind: tuple[str, ...] = ()
     addnode: tuple[str, ...] = ()
     connect: tuple[str, ...] = ()
     externalip: tuple[str, ...] = ()
@@ -205,6 +235,8 @@ class RuntimeConfig:
             value = getattr(self, name)
             if value is not None and not 1 <= value <= 65535:
                 raise ConfigError(f"{name}: {value} is out of range (1 - 65535)")
+        for entry in self.bind:
+            parse_bind(entry, 1)
 
     def __repr__(self) -> str:
         shown = ", ".join(

@@ -348,7 +348,7 @@ class NodeApp:
             if not runtime.offline:
                 net = Network(ctx, port=port, listen=runtime.listen,
                               addnodes=tuple(runtime.addnode) + tuple(runtime.connect),
-                              max_connections=p2p_cap)
+                              max_connections=p2p_cap, bind=tuple(runtime.bind))
                 await net.start()
                 ctx.network = net
             if runtime.gen and not runtime.offline:
