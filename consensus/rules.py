@@ -22,6 +22,7 @@ from ledger.transactions import (
     Permission,
     Publish,
     Transaction,
+    check_structure,
 )
 
 # Who may change what (spec §4.2): low-risk global permissions need activate (admin implies
@@ -111,7 +112,9 @@ def has_permission(state: ChainState, rules: Rules, address: bytes, perm: str, h
 
 
 def check_tx_limits(tx: Transaction, rules: Rules) -> None:
-    """Context-free size and count limits."""
+    """Context-free limits: the encoding's structural limits (the same function the decoder
+    applies, so whatever passes here decodes again), then the chain's size and count limits."""
+    check_structure(tx)
     if tx.size > rules.max_tx_size:
         raise InvalidTransaction(f"transaction of {tx.size} bytes exceeds max-std-tx-size")
     items = 0

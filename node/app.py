@@ -165,7 +165,7 @@ class NodeApp:
         chain = Chain(store, params, codec)
         if runtime.reindex or chain.reindex_pending():
             log.info("reindexing the chain store from its blocks")
-            chain.reindex()
+            chain.reindex(quarantine=cdir)
         if chain.height < 0 and not (runtime.addnode or runtime.connect):
             raise StoreError("the chain store has no genesis block and no peer to fetch it "
                              "from (start with CHAIN@HOST:PORT to join)")
