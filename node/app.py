@@ -244,6 +244,7 @@ class NodeApp:
         register_all(table, ctx)
         dispatcher = Dispatcher(table, chain_name=self.chain_name,
                                 allow_methods=set(runtime.rpcallowmethod) or None)
+        dispatcher.read_barrier = ctx.consistent
         settings = RpcSettings(
             chain_name=self.chain_name, user=runtime.rpcuser, password=runtime.rpcpassword,
             allow_ips=list(runtime.rpcallowip), bind=list(runtime.rpcbind) or None,

@@ -196,7 +196,7 @@ class Chain:
         stops at the first invalid block: with `quarantine` (a directory), that block and
         those above it are written to a file there and removed from the store, the chain
         ends at the last valid block and peers supply the rest; without it, StoreError says
-        which block failed and what to do. Either way the next start does not fail again."""
+        which block failed and what to run, and the next start reindexes again."""
         tip = self.store.tip()
         if tip is None:
             return -1
@@ -221,7 +221,8 @@ class Chain:
     def _reindex_failed(self, h: int, top: int, err: Exception, quarantine: Path | None) -> int:
         what = f"stored block {h} cannot be replayed ({type(err).__name__}: {err})"
         if h == 0 or quarantine is None:
-            self.store.set_meta(self.REINDEX_MARK, "done")  # a retry would fail the same way
+            # The mark stays: the derived rows end below the stored tip, so the next start
+            # must reindex again (and the node's own start passes a quarantine directory).
             if h == 0:
                 fix = ("the store does not hold this chain's valid genesis: move the chain "
                        "store aside and start again to fetch the chain from a peer")

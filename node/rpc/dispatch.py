@@ -9,6 +9,7 @@ ledger/errors.py for the mapped code (node/rpc/errors.py), anything else becomes
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Iterable
@@ -179,6 +180,9 @@ class Dispatcher:
         self.table = table
         self.chain_name = chain_name
         self.warmup_status: str | None = None
+        self.read_barrier: asyncio.Event | None = None
+        """When set by the node: methods run only while this event is set (the node clears it
+        while a block is being committed, so no method sees a half-applied block)."""
         # `help` is always allowed (spec §1.7 step 9).
         self._allowed = None if allow_methods is None else frozenset(allow_methods) | {"help"}
         self._methods = table._methods  # the live dict: one lookup per request
@@ -212,6 +216,9 @@ class Dispatcher:
             return _error(rid, RPC_NOT_ALLOWED, _ALLOW_MESSAGE), 500
         if not method.min_params <= len(params) <= method.max_params:
             return _error(rid, RPC_MISC_ERROR, method.help), 500
+        barrier = self.read_barrier
+        while barrier is not None and not barrier.is_set():
+            await barrier.wait()  # loop: another block may start before this task resumes
         try:
             if method.is_async:
                 result = await method.handler(params)
