@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, seed, settings
 
-from bench.fuzz.targets import TARGETS, Target
+from bench.fuzz.targets import Target, all_targets
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "fuzz.json"
 
@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)  # the targets log refused input; crashes are reported here
     names = [n for n in args.targets.split(",") if n]
-    chosen = [t for t in TARGETS if not names or t.name in names]
-    unknown = set(names) - {t.name for t in TARGETS}
+    targets = all_targets()
+    chosen = [t for t in targets if not names or t.name in names]
+    unknown = set(names) - {t.name for t in targets}
     if unknown:
         print(f"unknown targets: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 1

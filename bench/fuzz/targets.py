@@ -240,3 +240,10 @@ TARGETS = [
     Target("xml", st.tuples(hostile(corpus.XML_SEEDS), st.booleans()), check_xml,
            "triggers/xmlsafe.parse"),
 ]
+
+
+def all_targets() -> list[Target]:
+    """Every target; the live handshake one starts a node only when it runs."""
+    from bench.fuzz.live import TARGET
+
+    return [*TARGETS, TARGET]
