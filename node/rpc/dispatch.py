@@ -216,7 +216,7 @@ class Dispatcher:
             return _error(rid, RPC_NOT_ALLOWED, _ALLOW_MESSAGE), 500
         if not method.min_params <= len(params) <= method.max_params:
             return _error(rid, RPC_MISC_ERROR, method.help), 500
-        barrier = self.read_barrier
+        barrier = self.read_barrier if name not in WARMUP_METHODS else None  # stop, help
         while barrier is not None and not barrier.is_set():
             await barrier.wait()  # loop: another block may start before this task resumes
         try:
