@@ -254,7 +254,9 @@ def check_op(op: object) -> None:
         if len(op.keys) > MAX_KEYS:
             raise _limit(f"an item has {len(op.keys)} keys; at most {MAX_KEYS} are allowed")
         for k in op.keys:
-            _utf8_len(k, "item key", MAX_KEY_BYTES)
+            # Fast path: short ASCII text (no surrogates, one byte per character).
+            if not (type(k) is str and len(k) <= MAX_KEY_BYTES and k.isascii()):
+                _utf8_len(k, "item key", MAX_KEY_BYTES)
         _check_int(op.fmt, "data format", 0, 2)
         _check_flag(op.offchain, "offchain flag")
         _check_bytes(op.data, "item data", limit=MAX_DATA_BYTES)
@@ -295,11 +297,17 @@ def check_unsigned(tx: Transaction) -> None:
 
 
 def check_structure(tx: Transaction) -> None:
-    """A signed transaction within every limit the decoder applies; raises TxLimitExceeded."""
+    """A signed transaction within every limit the decoder applies; raises TxLimitExceeded.
+
+    The result is remembered on the transaction, so the checks that follow one another
+    (decode or build, mempool admission, the miner, connect_block) cost it once."""
+    if tx._checked:
+        return
     check_unsigned(tx)
     _check_bytes(tx.signature, "signature")
     if not MIN_DER_SIGNATURE <= len(tx.signature) <= MAX_DER_SIGNATURE:
         raise _limit("bad signature length")
+    tx._checked = True
 
 
 @dataclass(slots=True)
@@ -316,6 +324,8 @@ class Transaction:
     _txid: bytes | None = field(default=None, repr=False, compare=False)
     _raw: bytes | None = field(default=None, repr=False, compare=False)
     _sender_hash: bytes | None = field(default=None, repr=False, compare=False)
+    _checked: bool = field(default=False, repr=False, compare=False)
+    """check_structure passed (fields are not changed after building, as _body assumes)."""
 
     def body(self) -> bytes:
         if self._body is None:
@@ -369,6 +379,9 @@ class Transaction:
         )
         check_unsigned(tx)
         tx.signature = key.sign(tx.sighash(chain_id))
+        if not MIN_DER_SIGNATURE <= len(tx.signature) <= MAX_DER_SIGNATURE:
+            raise _limit("bad signature length")
+        tx._checked = True  # the body was checked above and the signature just now
         tx._sender_hash = key.pubkey_hash
         return tx
 
