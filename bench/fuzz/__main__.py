@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 import traceback
@@ -15,7 +16,21 @@ from hypothesis import HealthCheck, given, seed, settings
 
 from bench.fuzz.targets import Target, all_targets
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "fuzz.json"
+ROOT = Path(__file__).resolve().parent.parent.parent
+RESULTS = ROOT / "bench" / "results" / "fuzz.json"
+_FILE = re.compile(r'File "([^"]+)"')
+
+
+def portable(trace: str) -> str:
+    """A traceback without this machine's paths: repository files relative, others by name."""
+    def short(match: re.Match) -> str:
+        path = Path(match.group(1))
+        try:
+            return f'File "{path.relative_to(ROOT)}"'
+        except ValueError:
+            return f'File "{path.name}"'
+
+    return _FILE.sub(short, trace)
 
 
 def _body(target: Target, last: dict[str, Any], deadline: float,
@@ -31,7 +46,7 @@ def _body(target: Target, last: dict[str, Any], deadline: float,
         except Exception as e:  # noqa: BLE001 - a fuzz harness records every crash
             last["input"] = value
             last["error"] = f"{type(e).__name__}: {e}"
-            last["trace"] = traceback.format_exc(limit=-4)
+            last["trace"] = portable(traceback.format_exc(limit=-4))
             raise
 
     return body
