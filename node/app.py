@@ -194,7 +194,7 @@ class NodeApp:
         chain = Chain(store, params, codec)
         if reindex:
             log.info("reindexing the chain store from its blocks")
-            chain.reindex()
+            chain.reindex(quarantine=cdir)
             self._check_store(store, codec, chain_id, runtime.checkblocks)
         self._check_tip(cdir, chain, runtime)
         if len(wallet) == 0:
@@ -330,6 +330,7 @@ class NodeApp:
         rpc_cap = limits.rpc_connection_budget(descriptors, runtime.rpcmaxconnections, p2p_cap)
         log.info("file descriptors: %d; P2P at most %d connections, RPC at most %d",
                  descriptors, p2p_cap, min(rpc_cap, runtime.rpcmaxconnections))
+        dispatcher.read_barrier = ctx.consistent
         loop = asyncio.get_running_loop()
         limits.install_accept_error_filter(loop)
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -175,7 +175,10 @@ def encode_params(text: str, may_connect: bool) -> bytes:
 
 def decode_params(raw: bytes) -> tuple[str, bool]:
     r = Reader(raw)
-    text = r.var_bytes(1 << 20).decode()
+    try:
+        text = r.var_bytes(1 << 20).decode()
+    except UnicodeDecodeError:  # found by bench/fuzz: it escaped the DecodeError handlers
+        raise DecodeError("chain parameters are not UTF-8 text") from None
     flag = r.u8()
     r.end()
     return text, flag == 1

@@ -143,3 +143,10 @@ def test_p2p_messages_text_round_trip_truncated_to_1000_bytes():
     w.var_bytes(b"y" * 1001)
     with pytest.raises(DecodeError, match="exceeds"):
         m.decode_text(w.getvalue())
+
+
+def test_messages_params_that_are_not_utf8_are_a_decode_error():
+    # Found by bench/fuzz (handshake target): a UnicodeDecodeError escaped the handlers that
+    # turn DecodeError into "malformed message" and a ban.
+    with pytest.raises(DecodeError, match="UTF-8"):
+        m.decode_params(b"\x02\xa5\xa5\x01")
