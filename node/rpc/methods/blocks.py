@@ -17,7 +17,7 @@ from node.rpc.errors import (
     RpcError,
 )
 from node.rpc.methods import register
-from node.rpc.params import as_bool, as_int
+from node.rpc.params import as_bool, as_int, given
 from node.views import full_data, op_view
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -148,7 +148,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
 
     def getblock(p: list) -> Any:
         h = _height_of(ctx, p[0])
-        verbose = p[1] if len(p) > 1 else 1
+        verbose = p[1] if given(p, 1) else 1
         if isinstance(verbose, bool):
             level = int(verbose)
         elif isinstance(verbose, int) and 0 <= verbose <= 4:
@@ -180,7 +180,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         return out
 
     def getlastblockinfo(p: list) -> dict:
-        skip = as_int(p[0], "skip") if p else 0
+        skip = as_int(p[0], "skip") if given(p, 0) else 0
         h = ctx.chain.height - skip
         if skip < 0 or h < 0:
             raise BlockNotFound("Block height out of range")
@@ -190,7 +190,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
 
     def listblocks(p: list) -> list:
         heights = parse_block_set(ctx, p[0])
-        verbose = as_bool(p[1], "verbose") if len(p) > 1 else False
+        verbose = as_bool(p[1], "verbose") if given(p, 1) else False
         rows = ctx.store.block_rows(heights)
         out = []
         for r in rows:
@@ -205,7 +205,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         txid = p[0]
         if not isinstance(txid, str) or not _HEX64.match(txid):
             raise RpcError(RPC_INVALID_PARAMETER, "txid must be a 64-character hex string")
-        verbose = p[1] if len(p) > 1 else 0
+        verbose = p[1] if given(p, 1) else 0
         if not isinstance(verbose, (bool, int)):
             raise RpcError(RPC_INVALID_PARAMETER, "verbose must be a boolean or a number")
         tx, height, _ = _tx_location(ctx, txid.lower())
@@ -224,11 +224,11 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         op = tx.ops[vout]
         if not isinstance(op, Publish):
             raise RpcError(RPC_OUTPUT_NOT_DATA, "Output without metadata")
-        start = as_int(p[3], "start-byte") if len(p) > 3 else 0
-        count = as_int(p[2], "count-bytes") if len(p) > 2 else len(op.data)
+        start = as_int(p[3], "start-byte") if given(p, 3) else 0
+        count = as_int(p[2], "count-bytes") if given(p, 2) else len(op.data)
         if start < 0 or count < 0 or start > len(op.data):
             raise RpcError(RPC_INVALID_PARAMETER, "Invalid start-byte or count-bytes")
-        if op.fmt == 0 or len(p) > 2:
+        if op.fmt == 0 or given(p, 2):
             return op.data[start:start + count].hex()
         return full_data(int(op.fmt), op.data)
 
@@ -236,7 +236,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         return {"size": len(ctx.mempool), "bytes": ctx.mempool.bytes}
 
     def getrawmempool(p: list) -> Any:
-        verbose = as_bool(p[0], "verbose") if p else False
+        verbose = as_bool(p[0], "verbose") if given(p, 0) else False
         if not verbose:
             return [t.hex() for t in ctx.mempool.entries]
         h = ctx.chain.height

@@ -9,7 +9,7 @@ from node.rpc import help as rpc_help
 from node.rpc.dispatch import MethodTable
 from node.rpc.errors import RPC_GENERAL_FILE_ERROR, RPC_INVALID_PARAMETER, RpcError
 from node.rpc.methods import register
-from node.rpc.params import as_bool, as_bool_lenient
+from node.rpc.params import as_bool, as_bool_lenient, given
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         }
 
     def getblockchainparams(p: list) -> dict:
-        display = as_bool(p[0], "display-names") if p else True
-        if len(p) > 1:
+        display = as_bool(p[0], "display-names") if given(p, 0) else True
+        if given(p, 1):
             as_bool(p[1], "with-upgrades")
         return ctx.params.as_display() if display else ctx.params.as_compact()
 

@@ -17,6 +17,7 @@ from node.rpc.errors import (
 )
 from node.rpc.methods import register
 from node.rpc.methods.control import PROTOCOL_VERSION
+from node.rpc.params import given
 
 
 def register_methods(table: MethodTable, ctx: Any) -> None:
@@ -41,10 +42,10 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
             raise RpcError(RPC_CLIENT_NODE_NOT_CONNECTED, "Node not found in connected nodes")
 
     def getaddednodeinfo(p: list) -> list:
-        if len(p) > 1 and not isinstance(p[1], str):
+        if given(p, 1) and not isinstance(p[1], str):
             raise RpcError(RPC_INVALID_PARAMETER, "node should be a string")
         infos = ctx.network.added_node_info() if ctx.network is not None else []
-        if len(p) > 1:
+        if given(p, 1):
             infos = [i for i in infos if i["addednode"] == p[1]]
         return infos
 

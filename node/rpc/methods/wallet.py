@@ -11,7 +11,7 @@ from ledger.keys import KeyPair, is_valid_pubkey
 from node.rpc.dispatch import MethodTable
 from node.rpc.errors import RPC_INVALID_PARAMETER, RpcError
 from node.rpc.methods import register
-from node.rpc.params import as_bool, as_count
+from node.rpc.params import as_bool, as_count, given
 
 _PUBKEY = re.compile(r"^0[23][0-9a-fA-F]{64}$")
 
@@ -32,7 +32,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         return ctx.codec.encode(ctx.wallet.new_key().pubkey_hash)
 
     def getaddresses(p: list) -> list:
-        verbose = as_bool(p[0], "verbose") if p else False
+        verbose = as_bool(p[0], "verbose") if given(p, 0) else False
         if not verbose:
             return [ctx.codec.encode(h) for h in ctx.wallet.hashes()]
         return [address_view(ctx, h) for h in ctx.wallet.hashes()]
@@ -63,7 +63,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
                 "keypoolsize": len(ctx.wallet)}
 
     def createkeypairs(p: list) -> list:
-        n = as_count(p[0]) if p else 1
+        n = as_count(p[0]) if given(p, 0) else 1
         if n < 1 or n > 1000:
             raise RpcError(RPC_INVALID_PARAMETER, "count should be between 1 and 1000")
         out = []
