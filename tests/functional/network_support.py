@@ -63,7 +63,7 @@ from node.p2p.network import handshake_digest
 log = logging.getLogger("functional.network")
 
 GRANTS = "connect,send,receive,mine"
-RPC_TX_UNKNOWN = -5
+RPC_TX_UNKNOWN = -710
 """getrawtransaction of a transaction this node has not seen."""
 ITEMS_PER_TX = 32
 """max-std-op-returns-count of a default chain: items per publishmulti transaction."""

@@ -76,3 +76,33 @@ def test_duplicated_address_is_refused_and_changes_nothing(harness):
         err = assert_raises_rpc_error(-8, None, node.rpc.call, method, *params)
         assert "duplicated address" in err.message
     assert (node.getrawmempool(), node.listpermissions()) == before
+
+
+def test_error_codes_of_multichain(harness):
+    node = harness.start_node()
+    node.wait_for_confirmation(node.create("stream", "pair", True))
+    unknown = "ab" * 32
+
+    log.info("unknown txid: -710 from getrawtransaction, gettxoutdata and getstreamitem")
+    for fn, args in [(node.getrawtransaction, (unknown,)), (node.getrawtransaction, (unknown, 1)),
+                     (node.gettxoutdata, (unknown, 0)), (node.getstreamitem, ("pair", unknown))]:
+        assert_raises_rpc_error(-710, None, fn, *args)
+
+    log.info("negative or non-numeric block: -711; a string height for getblockhash: -1")
+    for ident in (-1, "-1", "abc", "12x", True):
+        assert_raises_rpc_error(-711, None, node.getblock, ident)
+    assert node.getblock("0")["height"] == 0
+    assert_raises_rpc_error(-1, None, node.getblockhash, "0")
+    assert_raises_rpc_error(-711, None, node.getblockhash, -1)
+
+    log.info("getstreamitem of a transaction with two items in the stream: -701")
+    two = node.publishmulti("pair", [{"key": "a", "data": "00"}, {"key": "b", "data": "01"}])
+    one = node.publish("pair", "c", "02")
+    node.subscribe("pair")
+    assert_raises_rpc_error(-701, None, node.getstreamitem, "pair", two)
+    assert node.getstreamitem("pair", one)["keys"] == ["c"]
+    assert len(node.liststreamtxitems("pair", two)) == 2
+
+    log.info("getaddednodeinfo of a node never added: -24")
+    assert_raises_rpc_error(-24, None, node.getaddednodeinfo, True, "127.0.0.1:1")
+    assert node.getaddednodeinfo(True) == []

@@ -10,10 +10,11 @@ from ledger.errors import BlockNotFound
 from ledger.transactions import Publish, Transaction
 from node.rpc.dispatch import MethodTable
 from node.rpc.errors import (
-    RPC_INVALID_ADDRESS_OR_KEY,
     RPC_INVALID_PARAMETER,
+    RPC_MISC_ERROR,
     RPC_OUTPUT_NOT_DATA,
     RPC_OUTPUT_NOT_FOUND,
+    RPC_TX_NOT_FOUND,
     RpcError,
 )
 from node.rpc.methods import register
@@ -27,8 +28,10 @@ MAX_LISTED_BLOCKS = 100_000
 def _height_of(ctx: Any, ident: Any) -> int:
     """A block given as a height (number or short numeric string) or a 64-hex hash."""
     tip = ctx.chain.height
+    # MultiChain 2.3 (getblock in rpcblockchain.cpp): anything that is neither a known hash
+    # nor a height 0..tip, including a negative or non-numeric one, is RPC_BLOCK_NOT_FOUND.
     if isinstance(ident, bool):
-        raise RpcError(RPC_INVALID_PARAMETER, "Invalid block hash or height")
+        raise BlockNotFound("Block not found")
     if isinstance(ident, int):
         h = ident
     elif isinstance(ident, str) and _HEX64.match(ident):
@@ -36,12 +39,10 @@ def _height_of(ctx: Any, ident: Any) -> int:
         if row is None:
             raise BlockNotFound("Block not found")
         return row.height
-    elif isinstance(ident, str) and re.fullmatch(r"-?\d{1,63}", ident):
+    elif isinstance(ident, str) and re.fullmatch(r"\d{1,63}", ident):
         h = int(ident)
     else:
-        raise RpcError(RPC_INVALID_PARAMETER, "Invalid block hash or height")
-    if h < 0:
-        h = tip + 1 + h
+        raise BlockNotFound("Block not found")
     if not 0 <= h <= tip:
         raise BlockNotFound("Block height out of range")
     return h
@@ -77,6 +78,8 @@ def parse_block_set(ctx: Any, spec: Any) -> list[int]:
             out.extend(h for h in range(a, b + 1) if h <= tip)
         elif isinstance(p, str) and re.fullmatch(r"-\d+", p):
             out.extend(range(max(0, tip + 1 + int(p)), tip + 1))
+        elif type(p) is int and p < 0:
+            out.extend(range(max(0, tip + 1 + p), tip + 1))
         else:
             out.append(_height_of(ctx, p))
     return sorted(set(out))
@@ -95,8 +98,7 @@ def _tx_location(ctx: Any, txid: str) -> tuple[Transaction, int | None, int | No
     entry = ctx.mempool.entries.get(bytes.fromhex(txid))
     if entry is not None:
         return entry.tx, None, None
-    raise RpcError(RPC_INVALID_ADDRESS_OR_KEY,
-                   "No information available about transaction")
+    raise RpcError(RPC_TX_NOT_FOUND, "No information available about transaction")
 
 
 def tx_view(ctx: Any, tx: Transaction, height: int | None = None,
@@ -141,7 +143,10 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         return ctx.hash_at(ctx.chain.height)
 
     def getblockhash(p: list) -> str:
-        h = as_int(p[0], "height")
+        if type(p[0]) is not int:
+            # MultiChain's params[0].get_int(): a JSON type error, RPC_MISC_ERROR.
+            raise RpcError(RPC_MISC_ERROR, "JSON value is not an integer as expected")
+        h = p[0]
         if not 0 <= h <= ctx.chain.height:
             raise BlockNotFound("Block height out of range")
         return ctx.hash_at(h)

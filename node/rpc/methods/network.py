@@ -10,6 +10,7 @@ from typing import Any
 
 from node.rpc.dispatch import MethodTable
 from node.rpc.errors import (
+    RPC_CLIENT_NODE_NOT_ADDED,
     RPC_CLIENT_NODE_NOT_CONNECTED,
     RPC_INVALID_PARAMETER,
     RPC_NOT_SUPPORTED,
@@ -47,6 +48,8 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         infos = ctx.network.added_node_info() if ctx.network is not None else []
         if given(p, 1):
             infos = [i for i in infos if i["addednode"] == p[1]]
+            if not infos:
+                raise RpcError(RPC_CLIENT_NODE_NOT_ADDED, "Error: Node has not been added.")
         return infos
 
     def getnetworkinfo(p: list) -> dict:

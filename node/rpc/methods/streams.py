@@ -24,6 +24,7 @@ from node.rpc.dispatch import MethodTable
 from node.rpc.errors import (
     RPC_INSUFFICIENT_PERMISSIONS,
     RPC_INVALID_PARAMETER,
+    RPC_NOT_ALLOWED,
     RPC_NOT_SUPPORTED,
     RPC_TX_NOT_FOUND,
     RPC_WALLET_ADDRESS_NOT_FOUND,
@@ -426,7 +427,10 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         rows = _items_of(info, [txid])
         if not rows:
             raise RpcError(RPC_TX_NOT_FOUND, "Item with this txid not found in this stream")
-        return views(rows[:1], verbose_at(p, 2))[0]
+        if len(rows) > 1:
+            raise RpcError(RPC_NOT_ALLOWED, "This transaction has more than one item in this "
+                           "stream; use liststreamtxitems")
+        return views(rows, verbose_at(p, 2))[0]
 
     def liststreamtxitems(p: list) -> list:
         info = ctx.readable_stream(p[0])
