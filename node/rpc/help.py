@@ -128,10 +128,11 @@ _METHODS: dict[str, _Method] = {
         "Sets a runtime parameter of this node while it runs.",
         (
             _req('"parameter-name"', "string",
-                 "One of: miningrequirespeers, mineemptyrounds, miningturnover, "
-                 "lockadminminerounds, maxshowndata, maxqueryscanitems, bantx, lockblock, "
-                 "autosubscribe, handshakelocal, hideknownopdrops, acceptfiltertimeout, "
-                 "sendfiltertimeout, lockinlinemetadata."),
+                 "One of: miningrequirespeers, mineemptyblocks, mineblocksondemand, "
+                 "mineemptyrounds, miningturnover, lockadminminerounds, maxshowndata, "
+                 "maxqueryscanitems, bantx, lockblock, autosubscribe, handshakelocal, "
+                 "hideknownopdrops, acceptfiltertimeout, sendfiltertimeout, "
+                 "lockinlinemetadata."),
             _req("parameter-value", "any",
                  'The new value; booleans also accept "true", "false", 1 and 0.'),
         ),

@@ -15,6 +15,7 @@ import logging
 
 import pytest
 from framework import assert_raises_rpc_error
+from network_support import cut_link, heal_link, start_network
 
 pytestmark = pytest.mark.functional
 log = logging.getLogger("functional.rpc_compat")
@@ -106,3 +107,47 @@ def test_error_codes_of_multichain(harness):
     log.info("getaddednodeinfo of a node never added: -24")
     assert_raises_rpc_error(-24, None, node.getaddednodeinfo, True, "127.0.0.1:1")
     assert node.getaddednodeinfo(True) == []
+
+
+# getruntimeparams in rpcmisc.cpp (MultiChain 2.3), in its order.
+MULTICHAIN_RUNTIME_KEYS = [
+    "port", "reindex", "rescan", "txindex", "autocombineminconf", "autocombinemininputs",
+    "autocombinemaxinputs", "autocombinedelay", "autocombinesuspend", "autosubscribe",
+    "handshakelocal", "bantx", "lockblock", "hideknownopdrops", "maxshowndata",
+    "maxqueryscanitems", "v1apicompatible", "miningrequirespeers", "mineemptyrounds",
+    "miningturnover", "lockadminminerounds", "gen", "genproclimit", "lockinlinemetadata",
+    "acceptfiltertimeout", "sendfiltertimeout",
+]
+
+
+def test_setruntimeparam_validates_and_changes_nothing_on_error(harness):
+    seed, joiner = start_network(harness, 2)
+    params = joiner.getruntimeparams()
+    assert list(params) == MULTICHAIN_RUNTIME_KEYS
+    assert params["handshakelocal"] == joiner.getaddresses()[0]
+    assert isinstance(params["autosubscribe"], str) and isinstance(params["bantx"], str)
+
+    log.info("bad values: MultiChain's codes, and every parameter keeps its value")
+    for name, value, code in [("handshakelocal", "bad", -5), ("handshakelocal", 1, -8),
+                              ("autosubscribe", "bogus", -8), ("maxshowndata", -1, -8),
+                              ("maxshowndata", "lots", -8), ("miningturnover", 2, -8),
+                              ("miningrequirespeers", "maybe", -8), ("bantx", "x", -8),
+                              ("lockblock", "00", -8), ("rpcpassword", "x", -8),
+                              ("nosuchparam", 1, -8)]:
+        assert_raises_rpc_error(code, None, joiner.setruntimeparam, name, value)
+    assert joiner.getruntimeparams() == params
+
+    log.info("incoming handshakes still succeed after the refused handshakelocal")
+    cut_link(seed, joiner)
+    heal_link(seed, joiner)
+
+    log.info("good values take effect, including the settable names MultiChain added")
+    own = joiner.getnewaddress()
+    for name, value in [("handshakelocal", own), ("autosubscribe", "streams"),
+                        ("maxshowndata", "10"), ("lockinlinemetadata", False),
+                        ("acceptfiltertimeout", 50), ("bantx", ""), ("mineemptyrounds", 5)]:
+        joiner.setruntimeparam(name, value)
+    now = joiner.getruntimeparams()
+    assert (now["handshakelocal"], now["autosubscribe"], now["maxshowndata"],
+            now["lockinlinemetadata"], now["acceptfiltertimeout"], now["mineemptyrounds"]) == (
+        own, "streams", 10, False, 50, 5.0)
