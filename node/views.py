@@ -76,6 +76,7 @@ def item_view(it: ItemRow, facts: ChainFacts, verbose: bool) -> dict[str, Any]:
     if verbose:
         if confirmed:
             out["blockhash"] = facts.hash_at(it.height)
+            out["blockheight"] = it.height
             out["blockindex"] = it.blockindex
             out["blocktime"] = it.time_s
         out["txid"] = it.txid
@@ -85,6 +86,7 @@ def item_view(it: ItemRow, facts: ChainFacts, verbose: bool) -> dict[str, Any]:
         out["timereceived"] = it.time_s
     else:
         if confirmed:
+            out["blockheight"] = it.height
             out["blocktime"] = it.time_s
         out["txid"] = it.txid
     out["final"] = confirmed and conf >= facts.final_depth

@@ -551,7 +551,7 @@ _METHODS: dict[str, _Method] = {
         "Wallet",
         "Returns the state of the wallet.",
         (),
-        "(object) walletversion, balance, txcount, walletdbversion, keypoololdest, "
+        "(object) walletversion, balance, walletdbversion, txcount, utxocount, keypoololdest, "
         "keypoolsize, unlocked_until (only when encrypted).",
     ),
     "createkeypairs": _Method(
@@ -614,7 +614,7 @@ _METHODS: dict[str, _Method] = {
         "Returns the state of block production.",
         (),
         "(object) blocks, currentblocksize, currentblocktx, difficulty, errors, generate, "
-        "genproclimit, hashespersec, pooledtx, testnet, chain.",
+        "genproclimit, networkhashps, hashespersec, pooledtx, testnet, chain.",
     ),
 }
 

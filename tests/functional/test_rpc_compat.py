@@ -151,3 +151,59 @@ def test_setruntimeparam_validates_and_changes_nothing_on_error(harness):
     assert (now["handshakelocal"], now["autosubscribe"], now["maxshowndata"],
             now["lockinlinemetadata"], now["acceptfiltertimeout"], now["mineemptyrounds"]) == (
         own, "streams", 10, False, 50, 5.0)
+
+
+def test_fields_typed_clients_require(harness):
+    seed, joiner = start_network(harness, 2)
+    me = seed.getaddresses()[0]
+    txid = seed.create("stream", "typed", {"restrict": "write", "salted": True})
+    seed.wait_for_confirmation(txid)
+    item = seed.publish("typed", "k", "00")
+    seed.wait_for_confirmation(item)
+    height = seed.getblockcount()
+
+    log.info("mining, wallet and peer fields")
+    assert seed.getmininginfo()["networkhashps"] == 0
+    assert seed.getwalletinfo()["utxocount"] == 0
+    peers = seed.getpeerinfo()
+    assert peers and all(p["encrypted"] in (True, False) and p["whitelisted"] is False
+                         for p in peers)
+    params = seed.getblockchainparams()
+    names = list(params)
+    assert names[names.index("mining-turnover") + 1] == "minimum-block-txs"
+    assert params["minimum-block-txs"] == 0
+    assert seed.getblockchainparams(False)["minimumblocktxs"] == 0
+
+    log.info("blocks: chainwork everywhere, verbose-3 version/locktime, listblocks verbose")
+    block = seed.getblock(height)
+    assert block["chainwork"] == seed.getblockchaininfo()["chainwork"]
+    tx3 = seed.getblock(height, 3)["tx"][0]
+    assert list(tx3) == ["txid", "version", "locktime", "hex"]
+    listed = seed.listblocks(f"{height - 1}-{height}", True)
+    assert list(listed[0]) == ["hash", "miner", "confirmations", "height", "time", "txcount",
+                               "size", "version", "merkleroot", "nonce", "bits", "difficulty",
+                               "chainwork", "previousblockhash", "nextblockhash"]
+    assert "nextblockhash" not in listed[1]
+    assert {k: listed[1][k] for k in ("size", "version", "merkleroot", "chainwork")} == {
+        k: block[k] for k in ("size", "version", "merkleroot", "chainwork")}
+
+    log.info("stream fields and item blockheight")
+    info = seed.getstreaminfo("typed", True)
+    assert info["salted"] is True and info["filters"] == []
+    assert info["retrieve"] is True and info["canretrieve"] is True
+    assert "items" in info["indexes"] and "keys" in info["indexes"]
+    unsubscribed = joiner.getstreaminfo("typed")
+    assert (unsubscribed["subscribed"], unsubscribed["retrieve"], unsubscribed["indexes"]) == (
+        False, False, [])
+    got = seed.getstreamitem("typed", item, True)
+    assert got["blockheight"] == seed.getblock(got["blockhash"])["height"]
+    assert seed.liststreamitems("typed")[0]["blockheight"] == got["blockheight"]
+
+    log.info("verbose listpermissions names the admins who granted")
+    listed = seed.listpermissions("admin", me, True) + seed.listpermissions("typed.write", me,
+                                                                            True)
+    assert len(listed) == 2
+    for p in listed:
+        assert p["admins"] == [me], p
+    joiner_perm = seed.listpermissions("connect", joiner.getaddresses()[0], True)
+    assert joiner_perm[0]["admins"] == [me]

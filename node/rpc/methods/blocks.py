@@ -85,10 +85,19 @@ def parse_block_set(ctx: Any, spec: Any) -> list[int]:
     return sorted(set(out))
 
 
+BITS = "1d00ffff"
+DIFFICULTY = 6e-08
+
+
+def chainwork(height: int) -> str:
+    """The chain work up to a block, as getblockchaininfo shows it: one unit per block."""
+    return f"{height + 1:064x}"
+
+
 def block_summary(ctx: Any, row: Any) -> dict[str, Any]:
-    return {"hash": row.hash, "height": row.height, "miner": row.miner,
-            "confirmations": ctx.chain.height - row.height + 1, "time": row.time_s,
-            "txcount": row.txcount}
+    return {"hash": row.hash, "miner": row.miner,
+            "confirmations": ctx.chain.height - row.height + 1, "height": row.height,
+            "time": row.time_s, "txcount": row.txcount}
 
 
 def _tx_location(ctx: Any, txid: str) -> tuple[Transaction, int | None, int | None]:
@@ -170,14 +179,18 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
             "confirmations": ctx.chain.height - h + 1, "size": row.size, "height": h,
             "version": block.header.version, "merkleroot": block.header.merkle_root.hex(),
         }
+        # blockToJSON in rpcblockchain.cpp: the tx entries of each verbose level.
         if level == 1:
             out["tx"] = [t.txid.hex() for t in block.txs]
-        elif level in (2, 3):
+        elif level == 2:
             out["tx"] = [{"txid": t.txid.hex(), "hex": t.raw.hex()} for t in block.txs]
+        elif level == 3:
+            out["tx"] = [{"txid": t.txid.hex(), "version": t.version, "locktime": 0,
+                          "hex": t.raw.hex()} for t in block.txs]
         else:
             out["tx"] = [tx_view(ctx, t, h) for t in block.txs]
-        out.update({"time": row.time_s, "nonce": 0, "bits": "1d00ffff",
-                    "difficulty": 6e-08})
+        out.update({"time": row.time_s, "nonce": 0, "bits": BITS,
+                    "difficulty": DIFFICULTY, "chainwork": chainwork(h)})
         if h > 0:
             out["previousblockhash"] = row.prev_hash
         if h < ctx.chain.height:
@@ -198,11 +211,19 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         verbose = as_bool(p[1], "verbose") if given(p, 1) else False
         rows = ctx.store.block_rows(heights)
         out = []
+        tip = ctx.chain.height
         for r in rows:
             s = block_summary(ctx, r)
             if verbose:
-                s["previousblockhash"] = r.prev_hash
-                s["size"] = r.size
+                # blockToJSONForListBlocks in rpcblockchain.cpp, in its order.
+                header = Block.decode(ctx.store.block_raw(r.height)).header
+                s.update({"size": r.size, "version": header.version,
+                          "merkleroot": header.merkle_root.hex(), "nonce": 0, "bits": BITS,
+                          "difficulty": DIFFICULTY, "chainwork": chainwork(r.height)})
+                if r.height > 0:
+                    s["previousblockhash"] = r.prev_hash
+                if r.height < tip:
+                    s["nextblockhash"] = ctx.hash_at(r.height + 1)
             out.append(s)
         return out
 

@@ -98,7 +98,16 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         display = as_bool(p[0], "display-names") if given(p, 0) else True
         if given(p, 1):
             as_bool(p[1], "with-upgrades")
-        return ctx.params.as_display() if display else ctx.params.as_compact()
+        shown = ctx.params.as_display() if display else ctx.params.as_compact()
+        # MultiChain 2.3 lists minimum-block-txs after mining-turnover; chainmill mines
+        # whenever it may, so its value is MultiChain's default, 0.
+        turnover = "mining-turnover" if display else "miningturnover"
+        out: dict[str, Any] = {}
+        for name, value in shown.items():
+            out[name] = value
+            if name == turnover:
+                out["minimum-block-txs" if display else "minimumblocktxs"] = 0
+        return out
 
     def getruntimeparams(p: list) -> dict:
         return {n: runtime_value(ctx, n) for n in RUNTIME_SHOWN}
@@ -166,7 +175,8 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         return {
             "blocks": ctx.chain.height, "currentblocksize": 0, "currentblocktx": 0,
             "difficulty": 6e-08, "errors": "", "generate": bool(ctx.runtime.gen),
-            "genproclimit": 1, "hashespersec": 0, "pooledtx": len(ctx.mempool),
+            "genproclimit": 1, "networkhashps": 0, "hashespersec": 0,
+            "pooledtx": len(ctx.mempool),
             "testnet": bool(ctx.params["chain-is-testnet"]),
             "chain": "test" if ctx.params["chain-is-testnet"] else "main",
         }

@@ -23,7 +23,16 @@ from node.rpc.params import given
 
 def register_methods(table: MethodTable, ctx: Any) -> None:
     def getpeerinfo(p: list) -> list:
-        return ctx.network.peer_info() if ctx.network is not None else []
+        if ctx.network is None:
+            return []
+        peers = {peer.id: peer for peer in ctx.network.ready_peers()}
+        out = ctx.network.peer_info()
+        for info in out:
+            peer = peers.get(info["id"])
+            # MultiChain 2.3's fields; `encrypted` is set by the P2P layer when it encrypts.
+            info.setdefault("encrypted", bool(getattr(peer, "encrypted", False)))
+            info.setdefault("whitelisted", False)
+        return out
 
     def getconnectioncount(p: list) -> int:
         return ctx.network.connection_count() if ctx.network is not None else 0

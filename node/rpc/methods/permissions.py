@@ -121,6 +121,25 @@ def change(ctx: Any, from_param: Any | None, p: list, *, revoke: bool) -> str:
     return tx.txid.hex()
 
 
+def _granting_admins(ctx: Any) -> dict[tuple[str, str, str], list[str]]:
+    """(address, entity hex, permission) -> the admins whose grant put it in force.
+
+    From the permission log: the admin of the last "set" and the admins whose votes for the
+    same block range preceded it (MultiChain's verbose listpermissions `admins`).
+    """
+    votes: dict[tuple[str, str, str], dict[str, tuple[int, int]]] = {}
+    out: dict[tuple[str, str, str], list[str]] = {}
+    for r in ctx.store.perm_log():
+        key = (r.address, r.entity, r.perm)
+        if r.kind == "vote":
+            votes.setdefault(key, {})[r.admin] = (r.start_block, r.end_block)
+            continue
+        earlier = votes.pop(key, {})
+        rng = (r.start_block, r.end_block)
+        out[key] = [a for a, v in earlier.items() if v == rng and a != r.admin] + [r.admin]
+    return out
+
+
 def register_methods(table: MethodTable, ctx: Any) -> None:
     def listpermissions(p: list) -> list:
         perm_text = p[0] if given(p, 0) else "*"
@@ -160,6 +179,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
                 continue
             rows.append((entity, order[perm], ctx.codec.encode(addr), key, rng, pending))
         rows.sort(key=lambda r: (r[0], r[1], r[2]))
+        granted_by = _granting_admins(ctx) if verbose else {}
         out = []
         for entity, _, address, key, rng, pending in rows:
             item: dict[str, Any] = {
@@ -170,7 +190,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
                 "endblock": rng[1] if rng else 0,
             }
             if verbose:
-                item["admins"] = []
+                item["admins"] = granted_by.get((address, entity.hex(), key[2]), [])
                 groups: dict[tuple[int, int], list[str]] = {}
                 for v in (pending or {}).values():
                     groups.setdefault((v.start, v.end), []).append(ctx.codec.encode(v.admin))

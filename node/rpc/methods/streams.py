@@ -40,6 +40,9 @@ _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2})*$")
 _STREAMREF = re.compile(r"^\d+-\d+-\d+$")
 MAX_KEY_BYTES = 256
+STREAM_INDEXES = ("items", "keys", "publishers", "items-local", "keys-local",
+                  "publishers-local")
+"""The indexes MultiChain 2.3 lists for a stream subscribed with all of them."""
 _RESTRICT_WORDS = {"write": RESTRICT_WRITE, "read": RESTRICT_READ,
                    "onchain": RESTRICT_ONCHAIN, "offchain": RESTRICT_OFFCHAIN}
 
@@ -234,11 +237,18 @@ def stream_view(ctx: Any, info: StreamInfo, verbose: bool) -> dict[str, Any]:
     out["createtxid"] = txid
     out["streamref"] = info.streamref or None
     out["restrict"] = restrict_view(info.restrict)
+    out["salted"] = bool(info.salted)
     out["details"] = details_view(info.details)
     if verbose:
         out["creators"] = [ctx.codec.encode(info.creator)]
+    out["filters"] = []  # chainmill has no stream filters
     sub = txid in ctx.subscriptions
     out["subscribed"] = sub
+    # MultiChain 2.3 subscription fields: what this node retrieves and indexes. chainmill
+    # keeps every item on-chain and indexes all of a subscribed stream.
+    out["retrieve"] = sub
+    out["canretrieve"] = True
+    out["indexes"] = list(STREAM_INDEXES) if sub else []
     if sub:
         pending = ctx.mempool.stream_items(txid)
         confirmed = ctx.store.count_items(txid)

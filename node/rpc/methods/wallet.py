@@ -58,9 +58,10 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
             return {"isvalid": False}
 
     def getwalletinfo(p: list) -> dict:
-        return {"walletversion": 60000, "balance": 0.0, "txcount": ctx.store.tx_count(),
-                "walletdbversion": 3, "keypoololdest": int(ctx.started),
-                "keypoolsize": len(ctx.wallet)}
+        # getwalletinfo in rpcwallet.cpp; no native currency, so no unspent outputs.
+        return {"walletversion": 60000, "balance": 0.0, "walletdbversion": 3,
+                "txcount": ctx.store.tx_count(), "utxocount": 0,
+                "keypoololdest": int(ctx.started), "keypoolsize": len(ctx.wallet)}
 
     def createkeypairs(p: list) -> list:
         n = as_count(p[0]) if given(p, 0) else 1
