@@ -207,3 +207,92 @@ def test_fields_typed_clients_require(harness):
         assert p["admins"] == [me], p
     joiner_perm = seed.listpermissions("connect", joiner.getaddresses()[0], True)
     assert joiner_perm[0]["admins"] == [me]
+
+
+def test_wallet_transactions_keys_messages_and_balances(harness):
+    node = harness.start_node()
+    me = node.getaddresses()[0]
+    other = node.createkeypairs()[0]
+
+    log.info("a grant to an outside address, then watch it with importaddress")
+    grant = node.grant(other["address"], "send")
+    node.wait_for_confirmation(grant)
+    assert_raises_rpc_error(-5, None, node.listaddresstransactions, other["address"])
+    node.importaddress(other["address"], "", True)
+    assert {"address": other["address"], "ismine": False} in node.listaddresses()
+    txs = node.listaddresstransactions(other["address"])
+    assert [t["txid"] for t in txs] == [grant]
+    assert txs[0]["myaddresses"] == [other["address"]] and txs[0]["addresses"] == [me]
+    assert txs[0]["permissions"][0]["send"] is True
+    assert txs[0]["permissions"][0]["addresses"] == [other["address"]]
+
+    log.info("wallet transactions of this wallet: grant and publish, confirmations grow")
+    node.wait_for_confirmation(node.create("stream", "w", True))
+    pub = node.publish("w", "k", {"text": "hi"})
+    listed = node.listwallettransactions(100)
+    assert listed[-1]["txid"] == pub and listed[-1]["confirmations"] == 0
+    node.wait_for_confirmation(pub)
+    wtx = node.getwallettransaction(pub, False, True)
+    assert list(wtx)[:6] == ["balance", "myaddresses", "addresses", "permissions", "items",
+                             "data"]
+    assert wtx["balance"] == {"amount": 0.0, "assets": []}
+    assert wtx["items"][0]["keys"] == ["k"] and wtx["data"] == [{"text": "hi"}]
+    assert wtx["confirmations"] >= 1 and wtx["valid"] is True
+    assert wtx["vin"][0]["sender"] == me and wtx["vout"][0]["items"][0]["name"] == "w"
+    assert node.getaddresstransaction(me, pub)["txid"] == pub
+    assert_raises_rpc_error(-710, None, node.getwallettransaction, "ab" * 32)
+    assert_raises_rpc_error(-710, None, node.getaddresstransaction, other["address"], pub)
+    assert [t["txid"] for t in node.listwallettransactions(1, 1)] == [listed[-2]["txid"]]
+
+    log.info("keys: importprivkey, dumpprivkey; messages: signmessage, verifymessage")
+    node.importprivkey(other["privkey"])
+    assert node.dumpprivkey(other["address"]) == other["privkey"]
+    assert {"address": other["address"], "ismine": True} in node.listaddresses()
+    assert_raises_rpc_error(-4, None, node.dumpprivkey, node.createkeypairs()[0]["address"])
+    assert_raises_rpc_error(-5, None, node.importprivkey, "notakey")
+    sig = node.signmessage(me, "hello chainmill")
+    assert node.verifymessage(me, sig, "hello chainmill") is True
+    assert node.verifymessage(me, sig, "hello chainmill!") is False
+    assert node.verifymessage(other["address"], sig, "hello chainmill") is False
+    assert node.signmessage(other["privkey"], "m") == node.signmessage(other["address"], "m")
+    assert_raises_rpc_error(-5, None, node.verifymessage, me, "%%%", "x")
+
+    log.info("raw transactions: decode, and submit one made elsewhere")
+    raw = node.getrawtransaction(pub)
+    decoded = node.decoderawtransaction(raw)
+    assert decoded["txid"] == pub and "confirmations" not in decoded
+    assert_raises_rpc_error(-22, None, node.decoderawtransaction, "00ff")
+    assert_raises_rpc_error(-27, None, node.sendrawtransaction, raw)
+    assert_raises_rpc_error(-22, None, node.sendrawtransaction, "zz")
+
+    log.info("the rest: MultiChain's shapes, empty on a chain without a currency")
+    assert node.getbalance() == 0.0 and node.listunspent() == []
+    assert node.gettotalbalances() == [] and node.getaddressbalances(me) == []
+    assert node.getmultibalances() == {"total": []}
+    assert node.ping() is None
+    tips = node.getchaintips()
+    assert tips == [{"height": node.getblockcount(), "hash": node.getbestblockhash(),
+                     "branchlen": 0, "status": "active"}]
+    assert set(node.getnettotals()) == {"totalbytesrecv", "totalbytessent", "timemillis"}
+    assert node.gettxoutsetinfo()["height"] == node.getblockcount()
+    assert set(node.getchunkqueueinfo()) == {"chunks", "bytes"}
+    assert set(node.getchunkqueuetotals()) == {"chunks", "bytes"}
+    for name in ("getwallettransaction", "importaddress", "verifymessage", "ping",
+                 "sendrawtransaction", "getmultibalances"):
+        assert node.help(name).startswith(name)
+
+
+def test_sendrawtransaction_of_a_transaction_signed_elsewhere(harness):
+    seed, joiner = start_network(harness, 2)
+    log.info("a transaction signed by another node of the chain is accepted")
+    cut_link(seed, joiner)
+    txid = seed.publish("root", "raw", "0102")
+    raw = seed.getrawtransaction(txid)
+    assert joiner.sendrawtransaction(raw, None) == txid
+    assert txid in joiner.getrawmempool()
+
+    log.info("a transaction of another chain does not verify here: -26, nothing pooled")
+    other = harness.start_node()
+    other.pause("mining")
+    assert_raises_rpc_error(-26, None, other.sendrawtransaction, raw)
+    assert other.getrawmempool() == []
