@@ -11,10 +11,14 @@ client, with nulls sent explicitly as a JSON client library sends them.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 
 import pytest
 from framework import assert_raises_rpc_error
+from golden_support import ordered_keys, shape, unsafe_integers
 from network_support import cut_link, heal_link, start_network
 
 pytestmark = pytest.mark.functional
@@ -296,3 +300,68 @@ def test_sendrawtransaction_of_a_transaction_signed_elsewhere(harness):
     other.pause("mining")
     assert_raises_rpc_error(-26, None, other.sendrawtransaction, raw)
     assert other.getrawmempool() == []
+
+
+# -- golden shapes of MultiChain 2.3's transaction JSON ----------------------------------------
+# Where each shape comes from in MultiChain 2.3's source:
+# - getrawtransaction verbose: getrawtransaction -> TxToJSON (rpcrawtransaction.cpp): hex,
+#   txid, version, locktime, vin[{txid, vout, scriptSig{asm, hex}, sequence}], vout[{value,
+#   n, scriptPubKey (ScriptPubKeyToJSON: asm, hex, reqSigs, type, addresses), assets,
+#   permissions (PermissionEntries, rpcutils.cpp: for, flags, custom, startblock, endblock,
+#   timestamp), items (the stream item entries of rpcutils.cpp)}], create, data, then
+#   blockhash, confirmations, time, blocktime. chainmill adds vin sender/pubkey/nonce and
+#   the trailing `final`.
+# - getblock verbose 4: blockToJSON (rpcblockchain.cpp): hash, miner, confirmations, size,
+#   height, version, merkleroot, tx[TxToJSON(tx, 0) + hex], time, nonce, bits, difficulty,
+#   chainwork, previousblockhash (nextblockhash when not the tip).
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def check_golden(name: str, value: object) -> None:
+    """`value` has the golden shape `name` (field names, order, nesting, types) and no integer
+    a JavaScript client would round. CHAINMILL_WRITE_GOLDEN=1 rewrites the file instead."""
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("CHAINMILL_WRITE_GOLDEN") == "1":
+        path.write_text(json.dumps(shape(value), indent=1) + "\n")
+    assert unsafe_integers(value) == [], name
+    expected = json.loads(path.read_text())
+    assert ordered_keys(shape(value)) == ordered_keys(expected), name
+    assert shape(value) == expected, name
+
+
+def test_transaction_json_matches_multichain_shapes(harness):
+    node = harness.start_node()
+    user = node.getnewaddress()
+    kinds = {
+        "create_stream": node.create("stream", "golden", {"restrict": "write",
+                                                          "salted": False}),
+        "grant_global": node.grant(user, "send,low1"),
+    }
+    node.wait_for_confirmation(*kinds.values())
+    kinds["grant_stream"] = node.grant(user, "golden.write")
+    kinds["publish"] = node.publish("golden", ["k1", "k2"], {"json": {"a": 1}})
+    node.wait_for_confirmation(kinds["grant_stream"], kinds["publish"])
+    # One more block, so that no block of interest is the tip (nextblockhash is present).
+    node.wait_for_confirmation(node.publish("golden", "later", "00"))
+
+    for kind, txid in kinds.items():
+        log.info("%s: getrawtransaction verbose and getblock verbose 4", kind)
+        tx = node.getrawtransaction(txid, 1)
+        check_golden(f"getrawtransaction_{kind}", tx)
+        block = node.getblock(tx["blockhash"], 4)
+        mine = [t for t in block["tx"] if t["txid"] == txid]
+        assert len(mine) == 1
+        check_golden(f"getblock4_tx_{kind}", mine[0])
+        check_golden("getblock4_header",
+                     {k: v for k, v in block.items() if k != "tx"})
+        assert mine[0]["hex"] == tx["hex"]
+        assert tx["vin"][0]["scriptSig"]["hex"] and all(
+            v["scriptPubKey"]["asm"] and v["scriptPubKey"]["hex"] for v in tx["vout"])
+
+    log.info("field values, beyond shapes")
+    grant = node.getrawtransaction(kinds["grant_global"], 1)["vout"][0]["permissions"][0]
+    assert (grant["send"], grant["connect"], grant["custom"]) == (True, False, ["low1"])
+    create = node.getrawtransaction(kinds["create_stream"], 1)["create"]
+    assert (create["name"], create["salted"], create["restrict"]["write"]) == (
+        "golden", False, True)
+    assert create["streamref"] == node.getstreaminfo("golden")["streamref"]
