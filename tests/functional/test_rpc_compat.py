@@ -224,6 +224,7 @@ def test_wallet_transactions_keys_messages_and_balances(harness):
     assert_raises_rpc_error(-5, None, node.listaddresstransactions, other["address"])
     node.importaddress(other["address"], "", True)
     assert {"address": other["address"], "ismine": False} in node.listaddresses()
+    assert node.validateaddress(other["address"])["iswatchonly"] is True
     txs = node.listaddresstransactions(other["address"])
     assert [t["txid"] for t in txs] == [grant]
     assert txs[0]["myaddresses"] == [other["address"]] and txs[0]["addresses"] == [me]

@@ -22,8 +22,12 @@ def address_view(ctx: Any, pkh: bytes, pubkey: bytes | None = None) -> dict[str,
     if key is not None:
         out.update({"iswatchonly": False, "isscript": False, "pubkey": key.pubkey.hex(),
                     "iscompressed": True, "account": "", "synchronized": True})
-    elif pubkey is not None:
-        out.update({"pubkey": pubkey.hex(), "iscompressed": True})
+    else:
+        if pkh in ctx.wallet.watch_only():
+            out.update({"iswatchonly": True, "isscript": False, "account": "",
+                        "synchronized": True})
+        if pubkey is not None:
+            out.update({"pubkey": pubkey.hex(), "iscompressed": True})
     return out
 
 

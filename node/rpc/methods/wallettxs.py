@@ -241,10 +241,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         out = []
         for h in hashes[off:off + n]:
             if verbose:
-                view = address_view(ctx, h)
-                if h not in ctx.wallet:
-                    view["iswatchonly"] = True
-                out.append(view)
+                out.append(address_view(ctx, h))
             else:
                 out.append({"address": ctx.codec.encode(h), "ismine": h in ctx.wallet})
         return out
