@@ -485,3 +485,45 @@ def summarize_stacks(path: Path) -> dict[str, Any]:
 
     return {"samples": total, "file": path.name,
             "main_thread_pct": pct(main), "other_threads_pct": pct(other)}
+
+
+def measure_fsync(directory: Path, calls: int = 200) -> dict[str, Any]:
+    """The cost of one append + fsync in `directory` (what the node's own-transaction journal
+    pays per group commit): mean and p50/p99 microseconds, and fsyncs per second."""
+    path = Path(directory) / ".bench-fsync"
+    times: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        record = b"%08x " % 0 + b"ab" * 150 + b"\n"
+        for _ in range(calls):
+            t = time.perf_counter()
+            os.write(fd, record)
+            os.fsync(fd)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        path.unlink()
+    times.sort()
+    mean = sum(times) / len(times)
+    return {"calls": calls, "mean_us": round(mean * 1e6, 1),
+            "p50_us": round(percentile(times, 0.5) * 1e6, 1),
+            "p99_us": round(percentile(times, 0.99) * 1e6, 1),
+            "per_s": round(1 / mean, 1)}
+
+
+def journal_stats(chain_dir: Path) -> dict[str, int] | None:
+    """Records and fsyncs of the node's journal, summed over the runs in its debug.log."""
+    import re
+
+    try:
+        text = (Path(chain_dir) / "debug.log").read_text(errors="replace")
+    except OSError:
+        return None
+    runs = re.findall(r"own-transaction journal closed: (\d+) records written, (\d+) fsyncs",
+                      text)
+    if not runs:
+        return None
+    records = sum(int(r) for r, _ in runs)
+    fsyncs = sum(int(f) for _, f in runs)
+    return {"records": records, "fsyncs": fsyncs,
+            "records_per_fsync": round(records / fsyncs, 1) if fsyncs else None}

@@ -11,6 +11,9 @@ from C concurrent asyncio/aiohttp clients, waits until the node shows all of the
 
 plus the send rate, per-call latency (p50/p99), node and load-generator CPU, and every
 throughput as a ratio to the raw coincurve verify rate measured at the start of the run.
+Each publish is fsynced to the node's own-transaction journal before its reply; `journal`
+in the results holds the raw append+fsync cost in the data directory and how many records
+the node's group commit put behind each fsync.
 
 Paths:
     single       one `publish` per HTTP request, keep-alive connections (rpckeepalive=1)
@@ -40,8 +43,10 @@ from bench.common import (
     BenchNode,
     CpuMeter,
     PySpy,
+    journal_stats,
     latency_summary,
     machine_info,
+    measure_fsync,
     measure_verify,
 )
 
@@ -440,8 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     node = BenchNode(block_time=args.block_time, datadir=args.datadir, keep=args.keep)
     results: list[dict[str, Any]] = []
     status = "ok"
+    fsync: dict[str, Any] = {}
     try:
         node.create()
+        fsync = measure_fsync(node.chain_dir)
+        print(f"  append+fsync in the data directory: {fsync['mean_us']:,.0f} us "
+              f"({fsync['per_s']:,.0f}/s)", flush=True)
         if "multi" in args.paths and args.batch > node.max_items_per_tx:
             raise SystemExit(f"--batch {args.batch} exceeds max-std-op-returns-count "
                              f"({node.max_items_per_tx}) for publishmulti")
@@ -477,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         print(status, file=sys.stderr)
         raise
     finally:
+        node.stop()
+        journal = journal_stats(node.chain_dir)
         node.close()
         if results:
             # Again at the end: on a shared machine one sample can land in someone else's
@@ -498,7 +509,17 @@ def main(argv: list[str] | None = None) -> int:
                 "verify": verify,
                 "targets_items_per_s": TARGETS,
                 "paths": results,
+                # The node's own-transaction journal: every publish waits for an fsync it
+                # shares with concurrent calls (group commit); the raw cost of one fsync
+                # here, and how many records each fsync covered over the run.
+                "journal": {"fsync": fsync, "node": journal,
+                            "fsync_ratio_to_verify": round(
+                                fsync["per_s"] / verify["reference_per_s"], 4)
+                            if fsync else None},
             }
+            if journal:
+                print(f"journal: {journal['records']:,} records in {journal['fsyncs']:,} "
+                      f"fsyncs ({journal['records_per_fsync']} per fsync)")
             if args.out:
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

@@ -23,6 +23,12 @@ PARAMS_FILE = "params.dat"
 CONF_FILE = "chainmill.conf"
 """Runtime config: ``<datadir>/chainmill.conf`` (global) and ``<datadir>/<chain>/chainmill.conf``."""
 
+LOCK_FILE = ".lock"
+"""Start-up lock in each chain directory, held (``flock``) by the running node (node.lockfile)."""
+
+PID_FILE = "chainmill.pid"
+"""The running node's process id, for information (the lock file decides who runs)."""
+
 CLI_HISTORY_DIR = ".cli_history"
 """Directory under the data directory holding one interactive-CLI history file per chain."""
 

@@ -71,10 +71,21 @@ _TABLE: tuple[RuntimeSpec, ...] = (
     _r("rpcallowip", "networks", (), "Client IP, IP/netmask or IP/CIDR allowed besides loopback."),
     _r("rpcbind", "list", (), "Addresses to bind the JSON-RPC server to (with rpcallowip)."),
     _r("rpcallowmethod", "methods", (), "Permitted JSON-RPC methods; empty: all."),
-    _r("rpckeepalive", "bool", False, "Keep HTTP connections open between requests."),
+    _r("rpckeepalive", "bool", True, "Keep HTTP connections open between requests (0 turns it off)."),
     _r("rpcthreads", "int", 4, "JSON-RPC worker threads.", 1, 1024),
     _r("rpcmaxbody", "int", 32 * 1024 * 1024, "Largest accepted JSON-RPC request body in bytes.",
        1024, 2**31 - 1),
+    _r("rpcmaxconnections", "int", 256, "Most open JSON-RPC connections at once (also capped by "
+       "the RPC share of the file descriptors).", 1, 100_000),
+    _r("rpcmaxconnectionsperip", "int", 64, "Most open JSON-RPC connections from one client "
+       "address.", 1, 100_000),
+    _r("rpcservertimeout", "int", 30, "Seconds a JSON-RPC connection may stay idle or take to "
+       "send its request before it is closed.", 1, 86400),
+    _r("rpcssl", "bool", False, "Serve JSON-RPC over TLS (https)."),
+    _r("rpcsslcertificatechainfile", "str", "server.cert", "TLS certificate chain (PEM) for "
+       "rpcssl; relative to the chain directory."),
+    _r("rpcsslprivatekeyfile", "str", "server.pem", "TLS private key (PEM) for rpcssl; relative "
+       "to the chain directory."),
     # peer-to-peer
     _r("port", "int", None, "P2P listen port; default: the chain's default-network-port.", 1, 65535),
     _r("listen", "bool", True, "Accept incoming P2P connections."),
@@ -106,6 +117,8 @@ _TABLE: tuple[RuntimeSpec, ...] = (
     _r("db-url", "str", None, "SQLAlchemy URL of the chain store; default: SQLite in the chain directory."),
     _r("txindex", "bool", True, "Keep a full transaction index."),
     _r("reindex", "bool", False, "Rebuild the indexes at start."),
+    _r("checkblocks", "int", 6, "Blocks checked against the store at start; 0: all.", 0, 2**31 - 1),
+    _r("newwallet", "bool", False, "Create a new wallet when a used chain's wallet is missing."),
     _r("rescan", "bool", False, "Rescan the chain for wallet transactions at start."),
     _r("offline", "bool", False, "Start without the network."),
     _r("storeruntimeparams", "bool", False, "Persist setruntimeparam changes."),
@@ -136,9 +149,15 @@ class RuntimeConfig:
     rpcallowip: tuple[IPNetwork, ...] = ()
     rpcbind: tuple[str, ...] = ()
     rpcallowmethod: tuple[str, ...] = ()
-    rpckeepalive: bool = False
+    rpckeepalive: bool = True
     rpcthreads: int = 4
     rpcmaxbody: int = 32 * 1024 * 1024
+    rpcmaxconnections: int = 256
+    rpcmaxconnectionsperip: int = 64
+    rpcservertimeout: int = 30
+    rpcssl: bool = False
+    rpcsslcertificatechainfile: str | None = "server.cert"
+    rpcsslprivatekeyfile: str | None = "server.pem"
     port: int | None = None
     listen: bool = True
     addnode: tuple[str, ...] = ()
@@ -163,6 +182,8 @@ class RuntimeConfig:
     db_url: str | None = None
     txindex: bool = True
     reindex: bool = False
+    checkblocks: int = 6
+    newwallet: bool = False
     rescan: bool = False
     offline: bool = False
     storeruntimeparams: bool = False
@@ -442,6 +463,26 @@ def render_conf(mapping: Mapping[str, str | Sequence[str]]) -> str:
 def write_conf_file(path: str | os.PathLike[str], mapping: Mapping[str, str | Sequence[str]]) -> None:
     """Write a chainmill.conf, mode 0600, atomically (it may hold the RPC password)."""
     write_private_file(path, render_conf(mapping))
+
+
+def remember_settings(chain_dir: str | os.PathLike[str], values: Mapping[str, object]) -> bool:
+    """Write ``values`` (e.g. the ports and db-url a node was started with) into the chain's
+    chainmill.conf, replacing earlier values of the same names, so that a later plain
+    ``chainmill start CHAIN`` and ``chainmill cli CHAIN`` use them. Returns whether it wrote."""
+    conf = Path(chain_dir) / CONF_FILE
+    current = read_conf_file(conf) if conf.exists() else {}
+    changed = False
+    for name, value in values.items():
+        spec = _lookup(name)
+        texts = _as_texts(value)
+        if texts is None or current.get(spec.name) == texts:
+            continue
+        parse_runtime_value(spec, texts)
+        current[spec.name] = texts
+        changed = True
+    if changed:
+        write_conf_file(conf, current)
+    return changed
 
 
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"

@@ -189,6 +189,20 @@ class BlockWrite:
     perms: list[PermRow]
 
 
+@dataclass(slots=True)
+class StoredRange:
+    """The stored rows of a range of heights (ChainStore.stored_range)."""
+
+    blocks: list[tuple[BlockRow, bytes]]
+    txs: list[TxRow]
+    items: list[ItemRow]
+    item_keys: list[tuple]
+    streams: list[StreamRow]
+    perms: list[PermRow]
+    rows_above: int
+    block_count: int
+
+
 def _item(r: sa.Row) -> ItemRow:
     return ItemRow(r.id, r.stream, r.txid, r.vout, r.height, r.blockindex, r.publisher,
                    tuple(orjson.loads(r.keys_json)), r.format, r.data, bool(r.offchain),
@@ -225,10 +239,16 @@ class ChainStore:
         self._lock = threading.Lock()
         self._insert_plans: dict[str, tuple[str, list[int] | str | None]] = {}
         self._select_plans: dict[str, tuple[str, bool]] = {}
-        with self.engine.connect() as c:
-            self._next_item_id = (c.scalar(sa.select(sa.func.max(items_t.c.id))) or 0) + 1
-            self._next_perm_id = (c.scalar(sa.select(sa.func.max(perm_log_t.c.id))) or 0) + 1
-            ver = c.scalar(sa.select(meta_t.c.value).where(meta_t.c.name == "schema"))
+        try:
+            with self.engine.connect() as c:
+                self._next_item_id = (c.scalar(sa.select(sa.func.max(items_t.c.id))) or 0) + 1
+                self._next_perm_id = (c.scalar(sa.select(sa.func.max(perm_log_t.c.id)))
+                                      or 0) + 1
+                ver = c.scalar(sa.select(meta_t.c.value).where(meta_t.c.name == "schema"))
+        except sa.exc.DatabaseError as e:
+            raise StoreError(f"the chain store file is damaged ({str(e.orig or e).strip()}); "
+                             "restore it from a backup, or remove it and start again to "
+                             "fetch the chain from peers") from None
         if ver is None:
             self.set_meta("schema", SCHEMA_VERSION)
         elif ver != SCHEMA_VERSION:
@@ -583,6 +603,49 @@ class ChainStore:
     def subscriptions(self) -> set[str]:
         with self.engine.connect() as c:
             return set(c.scalars(sa.select(subscriptions_t.c.stream)))
+
+    # -- start-up checks ---------------------------------------------------------------
+    def quick_check(self) -> list[str] | None:
+        """SQLite's `PRAGMA quick_check`: [] when the file is sound, else its complaints;
+        None for other databases (their servers keep their own files consistent)."""
+        if self.engine.dialect.name != "sqlite":
+            return None
+        try:
+            with self.engine.connect() as c:
+                rows = [r[0] for r in c.exec_driver_sql("PRAGMA quick_check").fetchall()]
+        except sa.exc.DatabaseError as e:
+            return [str(e.orig or e).splitlines()[0]]
+        return [] if rows == ["ok"] else rows
+
+    def stored_range(self, lo: int, hi: int) -> StoredRange:
+        """Every stored row of the blocks lo..hi (raw blocks and derived rows), for checking
+        them against each other; rows of heights above `hi` are counted too (there should
+        be none when `hi` is the tip)."""
+        def between(t: sa.Table) -> sa.ColumnElement[bool]:
+            return t.c.height.between(lo, hi)
+        with self.engine.connect() as c:
+            blocks = [(BlockRow(*r[:-1]), r[-1]) for r in c.execute(
+                sa.select(*_BLOCK_COLS, blocks_t.c.raw).where(between(blocks_t))
+                .order_by(blocks_t.c.height))]
+            txs = [TxRow(*r) for r in c.execute(
+                sa.select(*[txs_t.c[n] for n in _TX_INSERT]).where(between(txs_t))
+                .order_by(txs_t.c.height, txs_t.c.blockindex))]
+            items = [_item(r) for r in c.execute(
+                sa.select(*_ITEM_COLS).where(between(items_t)).order_by(items_t.c.id))]
+            keys = [tuple(r) for r in c.execute(
+                sa.select(item_keys_t.c.item_id, item_keys_t.c.stream, item_keys_t.c.item_key,
+                          item_keys_t.c.height).where(between(item_keys_t)))]
+            streams = [StreamRow(r.createtxid, r.name, r.streamref, r.restrictions,
+                                 bool(r.salted), r.details, r.creator, r.height)
+                       for r in c.execute(sa.select(streams_t).where(between(streams_t)))]
+            perms = [PermRow(r.kind, r.address, r.entity, r.perm, r.start_block, r.end_block,
+                             r.admin, r.time_s, r.txid, r.height)
+                     for r in c.execute(sa.select(perm_log_t).where(between(perm_log_t)))]
+            above = sum(c.scalar(sa.select(sa.func.count()).select_from(t)
+                                 .where(t.c.height > hi)) or 0
+                        for t in (blocks_t, txs_t, items_t, item_keys_t, streams_t, perm_log_t))
+            block_count = c.scalar(sa.select(sa.func.count()).select_from(blocks_t)) or 0
+        return StoredRange(blocks, txs, items, keys, streams, perms, above, block_count)
 
     def set_subscribed(self, stream: str, on: bool) -> None:
         with self.engine.begin() as c:

@@ -16,7 +16,12 @@ from typing import Any
 from config import paths
 from config.errors import ConfigError
 from config.params import ChainParams, params_hash, read_params_file, write_params_file
-from config.runtime import ensure_chain_conf, load_runtime_config, runtime_defaults
+from config.runtime import (
+    ensure_chain_conf,
+    load_runtime_config,
+    remember_settings,
+    runtime_defaults,
+)
 from ledger.addresses import AddressCodec
 from ledger.blocks import Block
 from ledger.errors import ChainmillError, StoreError
@@ -26,18 +31,23 @@ from ledger.types import ZERO_HASH
 from node.chain import Chain, now_ms
 from node.context import NodeContext
 from node.hooks import HookRunner
+from node.integrity import TipMarker, check_store
+from node.journal import JOURNAL_FILE, OwnTxJournal
+from node.journal import restore as restore_own_txs
+from node.lockfile import ChainLock
 from node.mempool import Mempool
 from node.miner import Miner
 from node.p2p.network import Network
+from node.rpc import limits
 from node.rpc.dispatch import Dispatcher, MethodTable
 from node.rpc.methods import register_all
-from node.rpc.server import RpcSettings, start_rpc_server
-from node.wallet import WALLET_FILE, Wallet
+from node.rpc.server import check_rpc_tls_files, settings_from_runtime, start_rpc_server
+from node.wallet import WALLET_FILE, Wallet, WalletDamaged
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
-PID_FILE = "chainmill.pid"
+PID_FILE = paths.PID_FILE
 STORE_FILE = "chain.db"
 PENDING_PARAMS = "params.dat.new"
 MEMPOOL_FILE = "mempool.dat"
@@ -82,37 +92,53 @@ def store_url(chain_dir: Path, db_url: str | None) -> str:
 
 
 class PidFile:
-    """`chainmill.pid` in the chain directory while the node runs; a stale one (its process
-    is gone, e.g. after SIGKILL) is replaced without manual repair."""
+    """`chainmill.pid` in the chain directory while the node runs, for information: whether
+    a node runs is decided by the chain directory's lock (node.lockfile), not by this file."""
 
     def __init__(self, chain_dir: Path) -> None:
         self.path = chain_dir / PID_FILE
 
-    def running_pid(self) -> int | None:
-        try:
-            pid = int(self.path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if pid == os.getpid():
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
-
-    def acquire(self) -> None:
-        other = self.running_pid()
-        if other is not None:
-            raise ConfigError(f"the node of this chain is already running (pid {other})")
+    def write(self) -> None:
         paths.write_private_file(self.path, f"{os.getpid()}\n")
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
             if self.path.read_text().strip() == str(os.getpid()):
                 self.path.unlink()
+
+
+WALLET_META = "wallet-address"
+"""Store meta: the wallet's default address, to name it when the wallet file is lost."""
+
+
+def open_wallet(path: Path, codec: AddressCodec, *, replace: bool = False) -> Wallet:
+    """The wallet; a damaged file is refused, or with `replace` (--new-wallet) moved aside
+    so that a new one can be made."""
+    try:
+        return Wallet(path, codec)
+    except WalletDamaged:
+        if not replace:
+            raise
+        aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+        os.replace(path, aside)
+        log.warning("damaged wallet file moved to %s", aside.name)
+        return Wallet(path, codec)
+
+
+def _first_key(wallet: Wallet, runtime: Any) -> None:
+    if runtime.initprivkey:
+        wallet.import_key(wallet.codec.decode_wif(runtime.initprivkey))
+    else:
+        wallet.new_key()
+
+
+def missing_wallet_message(chain: str, store: ChainStore) -> str:
+    address = store.get_meta(WALLET_META)
+    was = f" (its address was {address})" if address else ""
+    return (f"the wallet file {WALLET_FILE} is missing or empty, but this node has used the "
+            f"chain{was}: restore {WALLET_FILE} from a backup, or start with `chainmill start "
+            f"{chain} --new-wallet` to make a new address (the old address and its "
+            "permissions are lost to this node)")
 
 
 def load_chain_files(datadir: Path, chain: str) -> tuple[Path, ChainParams]:
@@ -134,6 +160,7 @@ class NodeApp:
         self.environ = environ
         self.announce = announce
         self.ctx: NodeContext | None = None
+        self.tip_marker: TipMarker | None = None
 
     # -- start-up -----------------------------------------------------------------------------
     def _open(self) -> tuple[NodeContext, Any]:
@@ -141,13 +168,11 @@ class NodeApp:
         ensure_chain_conf(cdir)
         runtime = load_runtime_config(self.datadir, self.chain_name, cli=self.cli,
                                       environ=self.environ, defaults=runtime_defaults(params))
+        check_rpc_tls_files(runtime, cdir)  # before anything is written (e.g. the genesis)
         codec = codec_for(params)
-        wallet = Wallet(cdir / WALLET_FILE, codec)
-        if len(wallet) == 0:
-            if runtime.initprivkey:
-                wallet.import_key(codec.decode_wif(runtime.initprivkey))
-            else:
-                wallet.new_key()
+        wallet = open_wallet(cdir / WALLET_FILE, codec, replace=runtime.newwallet)
+        if len(wallet) == 0 and not params.locked:  # a new chain's first start
+            _first_key(wallet, runtime)
         pending = cdir / PENDING_PARAMS
         if not params.locked:
             params = self._genesis(cdir, params, codec, wallet, runtime)
@@ -162,10 +187,21 @@ class NodeApp:
             store.set_meta("genesis-hash", params["genesis-hash"].hex())
         elif known != params["genesis-hash"].hex():
             raise StoreError("the chain store belongs to another chain (genesis differs)")
+        chain_id = bytes(params["chain-params-hash"])
+        reindex = runtime.reindex or store.get_meta(Chain.REINDEX_MARK) == "in progress"
+        if not reindex:  # before anything reads the store; after a reindex, of its result
+            self._check_store(store, codec, chain_id, runtime.checkblocks)
         chain = Chain(store, params, codec)
-        if runtime.reindex or chain.reindex_pending():
+        if reindex:
             log.info("reindexing the chain store from its blocks")
             chain.reindex()
+            self._check_store(store, codec, chain_id, runtime.checkblocks)
+        self._check_tip(cdir, chain, runtime)
+        if len(wallet) == 0:
+            if chain.height >= 0 and not runtime.newwallet:
+                raise StoreError(missing_wallet_message(self.chain_name, store))
+            _first_key(wallet, runtime)
+        store.set_meta(WALLET_META, codec.encode(wallet.default.pubkey_hash))
         if chain.height < 0 and not (runtime.addnode or runtime.connect):
             raise StoreError("the chain store has no genesis block and no peer to fetch it "
                              "from (start with CHAIN@HOST:PORT to join)")
@@ -175,7 +211,32 @@ class NodeApp:
         ctx = NodeContext(chain_name=self.chain_name, chain_dir=cdir, params=params,
                           runtime=runtime, chain=chain, mempool=Mempool(chain), wallet=wallet,
                           hooks=hooks, codec=codec, version=VERSION)
+        ctx.tip_marker = self.tip_marker
         return ctx, runtime
+
+    def _check_store(self, store: ChainStore, codec: AddressCodec, chain_id: bytes,
+                     checkblocks: int) -> None:
+        n = check_store(store, codec, chain_id, self.chain_name, checkblocks)
+        log.info("chain store check: the last %d block(s) and their rows agree%s", n,
+                 " (full check)" if checkblocks <= 0 else "")
+
+    def _check_tip(self, cdir: Path, chain: Chain, runtime: Any) -> None:
+        """Say so when the store is lower than the node had reached (e.g. its -wal file was
+        lost after a crash): the missing blocks are fetched again from peers."""
+        marker = TipMarker(cdir)
+        before = marker.read()
+        if before is not None and before[0] > chain.height:
+            peers = runtime.addnode or runtime.connect
+            line = (f"warning: the chain store ends at block {chain.height} but this node had "
+                    f"reached block {before[0]}: {before[0] - chain.height} block(s) lost "
+                    "(a deleted or damaged -wal file of the store loses the latest blocks); "
+                    + ("they are fetched again from peers" if peers else
+                       "no peer is configured to fetch them from (addnode)"))
+            log.warning("%s", line)
+            self.announce(line)
+        if chain.height >= 0:
+            marker.write(chain.height, chain.state.tip_hash.hex())
+        self.tip_marker = marker
 
     def _genesis(self, cdir: Path, params: ChainParams, codec: AddressCodec, wallet: Wallet,
                  runtime: Any) -> ChainParams:
@@ -225,31 +286,52 @@ class NodeApp:
                       f"{codec.encode(key.pubkey_hash)}")
         return fixed
 
+    def _remember_start_settings(self, cdir: Path) -> None:
+        """Keep the ports and store URL given on the command line in the chain's
+        chainmill.conf, so a later plain `chainmill start CHAIN` and `chainmill cli CHAIN`
+        find the same node (as a join start remembers them)."""
+        given = {n: self.cli[n] for n in ("port", "rpcport", "db_url")
+                 if self.cli.get(n) is not None}
+        if given and remember_settings(cdir, given):
+            log.info("remembered %s in %s", ", ".join(sorted(given)), paths.CONF_FILE)
+
     # -- running ------------------------------------------------------------------------------
     async def run(self) -> int:
         cdir, _ = load_chain_files(self.datadir, self.chain_name)
+        lock = ChainLock(cdir)
+        lock.acquire()
         pid = PidFile(cdir)
-        pid.acquire()
         try:
+            pid.write()
             ctx, runtime = self._open()
         except BaseException:
             pid.release()
+            lock.release()
             raise
         self.ctx = ctx
         restored, refused = load_mempool(ctx)
         if restored or refused:
             log.info("mempool: %d saved transactions re-admitted, %d no longer valid",
                      restored, refused)
+        ctx.journal = OwnTxJournal(cdir / JOURNAL_FILE)
+        kept, mined, invalid = restore_own_txs(ctx.journal, ctx.mempool)
+        if kept or mined or invalid:
+            log.info("own-transaction journal: %d pending (in the mempool, rebroadcast to "
+                     "peers), %d mined, %d no longer valid", kept, mined, invalid)
         table = MethodTable()
         register_all(table, ctx)
         dispatcher = Dispatcher(table, chain_name=self.chain_name,
-                                allow_methods=set(runtime.rpcallowmethod) or None)
-        settings = RpcSettings(
-            chain_name=self.chain_name, user=runtime.rpcuser, password=runtime.rpcpassword,
-            allow_ips=list(runtime.rpcallowip), bind=list(runtime.rpcbind) or None,
-            port=runtime.rpcport if runtime.rpcport is not None else ctx.params.rpc_port,
-            keepalive=runtime.rpckeepalive, max_body=runtime.rpcmaxbody)
+                                allow_methods=set(runtime.rpcallowmethod) or None,
+                                before_reply=ctx.own_txs_durable)
+        # Descriptor budgets (issue 15.2): P2P and RPC each get their own cap, so a flood of
+        # one cannot exhaust the descriptors the other needs.
+        descriptors = limits.raise_descriptor_limit()
+        p2p_cap = limits.p2p_connection_budget(descriptors, runtime.maxconnections)
+        rpc_cap = limits.rpc_connection_budget(descriptors, runtime.rpcmaxconnections, p2p_cap)
+        log.info("file descriptors: %d; P2P at most %d connections, RPC at most %d",
+                 descriptors, p2p_cap, min(rpc_cap, runtime.rpcmaxconnections))
         loop = asyncio.get_running_loop()
+        limits.install_accept_error_filter(loop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, ctx.stopping.set)
@@ -257,12 +339,16 @@ class NodeApp:
         net = None
         tasks: list[asyncio.Task] = []
         try:
+            self._remember_start_settings(cdir)  # before the first RPC answer
+            settings = settings_from_runtime(
+                runtime, self.chain_name, ctx.chain_dir,
+                runtime.rpcport if runtime.rpcport is not None else ctx.params.rpc_port, rpc_cap)
             server = await start_rpc_server(dispatcher, settings)
             port = ctx.params.network_port if runtime.port is None else runtime.port
             if not runtime.offline:
                 net = Network(ctx, port=port, listen=runtime.listen,
                               addnodes=tuple(runtime.addnode) + tuple(runtime.connect),
-                              max_connections=runtime.maxconnections)
+                              max_connections=p2p_cap)
                 await net.start()
                 ctx.network = net
             if runtime.gen and not runtime.offline:
@@ -310,7 +396,10 @@ class NodeApp:
                 await server.close()
             await ctx.hooks.close()
             log.info("mempool: %d unconfirmed transactions saved", save_mempool(ctx))
+            if ctx.journal is not None:
+                ctx.journal.close()
             ctx.chain.close()
             ctx.store.close()
             pid.release()
+            lock.release()
             log.info("stopped after %.1f s", time.time() - ctx.started)

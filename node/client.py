@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import ssl
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -84,12 +85,25 @@ class RpcClient:
         password: str,
         chain_name: str | None = None,
         timeout: float = 60,
+        *,
+        tls: bool = False,
+        cafile: str | os.PathLike[str] | None = None,
+        verify: bool = True,
     ) -> None:
+        """With ``tls`` the node is reached over https (a node with ``rpcssl=1``): its
+        certificate is checked against ``cafile`` (for a self-signed certificate, the
+        certificate file itself), else against the system's CAs; ``verify=False`` turns the
+        check off, and must be asked for explicitly."""
         self.host = host
         self.port = int(port)
         self.user = user
         self.chain_name = chain_name
         self.timeout = timeout
+        self._ssl: ssl.SSLContext | None = None
+        if tls:
+            self._ssl = _client_ssl_context(cafile, verify)
+        elif cafile is not None or not verify:
+            raise ConfigError("cafile and verify apply to TLS connections only (tls=True)")
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         self._headers = {
             "Authorization": f"Basic {token}",
@@ -104,7 +118,7 @@ class RpcClient:
 
     def __repr__(self) -> str:
         return (f"RpcClient(host={self.host!r}, port={self.port}, user={self.user!r}, "
-                f"chain_name={self.chain_name!r})")
+                f"chain_name={self.chain_name!r}, tls={self._ssl is not None})")
 
     def __enter__(self) -> RpcClient:
         return self
@@ -178,7 +192,12 @@ class RpcClient:
     def _connection(self) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            if self._ssl is not None:
+                connection = http.client.HTTPSConnection(self.host, self.port,
+                                                         timeout=self.timeout, context=self._ssl)
+            else:
+                connection = http.client.HTTPConnection(self.host, self.port,
+                                                        timeout=self.timeout)
             self._local.connection = connection
             with self._lock:
                 self._connections.add(connection)
@@ -201,6 +220,11 @@ class RpcClient:
                     continue
                 raise RpcConnectionError(
                     f"connection to {where} closed before a reply: {exc}", self.host, self.port
+                ) from exc
+            except ssl.SSLError as exc:
+                connection.close()
+                raise RpcConnectionError(
+                    f"TLS connection to {where} failed: {exc.reason or exc}", self.host, self.port
                 ) from exc
             except TimeoutError as exc:
                 connection.close()
@@ -229,13 +253,17 @@ class RpcClient:
         port: int | None = None,
         timeout: float = 60,
         environ: Mapping[str, str] = os.environ,
+        cafile: str | os.PathLike[str] | None = None,
+        verify: bool = True,
     ) -> RpcClient:
         """A client for the local node of ``chain``, with credentials from its data directory.
 
         Each of user, password and port comes from, in order: the argument, the environment
         (``CHAINMILL_RPCUSER``, ``CHAINMILL_RPCPASSWORD``, ``CHAINMILL_RPCPORT``), the chain's
         chainmill.conf, the global chainmill.conf; the port finally from ``default-rpc-port``
-        in the chain's params.dat. Raises ConfigError when no password or port is found.
+        in the chain's params.dat. With ``rpcssl=1`` in those files the client uses TLS and,
+        without a ``cafile``, trusts the node's own certificate (rpcsslcertificatechainfile).
+        Raises ConfigError when no password or port is found.
         """
         from config.params import read_params_file  # the port fallback only
         from config.runtime import DEFAULT_RPCUSER, read_conf_file
@@ -246,7 +274,7 @@ class RpcClient:
         password = password if password is not None else environ.get("CHAINMILL_RPCPASSWORD") or None
         if port is None and environ.get("CHAINMILL_RPCPORT"):
             port = _port(environ["CHAINMILL_RPCPORT"], "CHAINMILL_RPCPORT")
-        if user is not None and password is not None and port is not None:
+        if user is not None and password is not None and port is not None and not directory.is_dir():
             return cls(host, port, user, password, chain_name=chain, timeout=timeout)
 
         if not directory.is_dir():
@@ -275,7 +303,26 @@ class RpcClient:
                     f"and no {PARAMS_FILE}"
                 )
             port = read_params_file(params_file).rpc_port
-        return cls(host, port, user, password, chain_name=chain, timeout=timeout)
+        tls = (conf.get("rpcssl") or ["0"])[-1].strip().lower() in ("1", "true", "yes", "on", "")
+        if tls and cafile is None and verify:
+            cafile = directory / (conf.get("rpcsslcertificatechainfile") or ["server.cert"])[-1]
+        return cls(host, port, user, password, chain_name=chain, timeout=timeout, tls=tls,
+                   cafile=cafile if tls else None, verify=verify if tls else True)
+
+
+def _client_ssl_context(cafile: str | os.PathLike[str] | None, verify: bool) -> ssl.SSLContext:
+    if not verify:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        log.warning("TLS certificate verification is off for this RPC client")
+    else:
+        try:
+            context = ssl.create_default_context(cafile=None if cafile is None else str(cafile))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot use {cafile} as the RPC CA file: {exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _port(text: str, name: str) -> int:

@@ -20,6 +20,7 @@ from ledger.errors import ChainmillError, EntityNotFound
 from ledger.transactions import CreateStream, Permission, Publish, Transaction
 from node.chain import Chain, Connected
 from node.hooks import HookRunner
+from node.journal import OwnTxJournal
 from node.mempool import Mempool, PoolEntry
 from node.rpc.errors import RPC_INVALID_PARAMETER, RPC_NOT_SUBSCRIBED, RpcError
 from node.views import ChainFacts
@@ -50,6 +51,11 @@ class NodeContext:
         self.subscriptions: set[str] = chain.store.subscriptions()
         self.miner: Any = None
         self.network: Any = None
+        self.journal: OwnTxJournal | None = None
+        """The own-transaction journal (set by the composition root; None in unit tests)."""
+        self.tip_marker: Any = None
+        """node.integrity.TipMarker: the best height reached, kept beside the store."""
+        """The own-transaction journal (set by the composition root; None in unit tests)."""
         self.stopping = asyncio.Event()
         self.paused: set[str] = set()
         self.started = time.time()
@@ -128,6 +134,8 @@ class NodeContext:
         entry = self.mempool.add(tx, verified=local if verified is None else verified,
                                  local=local)
         if local:
+            if self.journal is not None:
+                self.journal.append(tx.txid, tx.raw)
             self._auto_subscribe_created(tx)
         if self.miner is not None:
             self.miner.notify_tx()
@@ -136,6 +144,13 @@ class NodeContext:
         if self.wants_wallet_events:
             self._wallet_event(tx, first_seen=True, height=-1, blockhash=ZERO_HASH_HEX)
         return entry
+
+    async def own_txs_durable(self) -> None:
+        """Wait until every transaction this node has made so far is fsynced to its journal.
+        The RPC dispatcher awaits this before each reply, so a txid is returned only once
+        its transaction is on disk (group commit across concurrent calls and batches)."""
+        if self.journal is not None:
+            await self.journal.sync()
 
     def _auto_subscribe_created(self, tx: Transaction) -> None:
         for op in tx.ops:
@@ -181,11 +196,18 @@ class NodeContext:
             kept = {t.txid for b in branch for t in b.txs}
             returned = [t for b in removed for t in b.txs if t.txid not in kept]
             dropped = self.mempool.readmit(returned)
+            if self.journal is not None:  # own txs unconfirmed again: journal them again
+                gone_ids = {t.txid for t in dropped}
+                for tx in returned:
+                    if tx.sender_hash in self.wallet and tx.txid not in gone_ids:
+                        self.journal.append(tx.txid, tx.raw)
             if self.network is not None:
                 gone = {t.txid for t in dropped}
                 for tx in returned:
                     if tx.txid not in gone:
                         self.network.announce_tx(tx)
+            if self.tip_marker is not None:
+                self.tip_marker.write(self.chain.height, self.chain.state.tip_hash.hex())
             log.info("reorganisation done: tip %d, %d transactions returned to the mempool, "
                      "%d no longer valid", self.chain.height, len(returned) - len(dropped),
                      len(dropped))
@@ -194,8 +216,12 @@ class NodeContext:
     def after_connect(self, connected: Connected) -> None:
         block = connected.block
         self._hash_cache[block.height] = block.hash.hex()
+        if self.tip_marker is not None:
+            self.tip_marker.write(block.height, block.hash.hex())
         seen_before = {t.txid for t in block.txs if t.txid in self.mempool.seen}
         self.mempool.on_connected(connected)
+        if self.journal is not None:
+            self.journal.confirmed(t.txid for t in block.txs)
         autosub = "streams" in str(self.setting("autosubscribe") or "")
         for s in connected.effects.streams:
             # Every node follows the root stream, as in MultiChain; others by choice.

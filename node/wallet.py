@@ -8,11 +8,16 @@ import os
 from pathlib import Path
 
 from ledger.addresses import AddressCodec
+from ledger.errors import StoreError
 from ledger.keys import KeyPair
 
 log = logging.getLogger(__name__)
 
 WALLET_FILE = "wallet.keys"
+
+
+class WalletDamaged(StoreError):
+    """The wallet file exists but cannot be read as a wallet."""
 
 
 class Wallet:
@@ -27,11 +32,19 @@ class Wallet:
         """Watch-only addresses (importaddress): their transactions are listed, never signed."""
         if path.exists():
             _check_mode(path)
-            stored = json.loads(path.read_text())
-            for secret_hex in stored["keys"]:
-                self._add(KeyPair(bytes.fromhex(secret_hex)))
-            self._watch = [bytes.fromhex(h) for h in stored.get("watch", [])
-                           if bytes.fromhex(h) not in self._keys]
+            text = path.read_text(errors="replace")
+            if text.strip():  # an empty file is an empty wallet (the caller decides)
+                try:
+                    stored = json.loads(text)
+                    for secret_hex in stored["keys"]:
+                        self._add(KeyPair(bytes.fromhex(secret_hex)))
+                    self._watch = [bytes.fromhex(h) for h in stored.get("watch", [])
+                                   if bytes.fromhex(h) not in self._keys]
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
+                    raise WalletDamaged(
+                        f"the wallet file {path.name} is damaged ({e}); restore it from a "
+                        "backup, or start with --new-wallet to move it aside and make a new "
+                        "address") from None
 
     def _add(self, key: KeyPair) -> None:
         if key.pubkey_hash not in self._keys:

@@ -10,6 +10,8 @@ nothing the second time. Every name is looked up in the reflected catalog first.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -104,10 +106,17 @@ class Applier:
         """Apply the document on `conn` (the caller owns the transaction and blockchain mode)."""
         if document.operation == "delete":
             table = self._table(conn, document.root.table)
-            key = self._key(table, self._values(table, document.root))
+            key = self._key(table, self._values(table, document.root, conn))
             conn.execute(delete(table).where(*[table.c[k] == v for k, v in key.items()]))
             return
         self._apply_row(conn, document.root, UPSERT)
+
+    def row_identity(self, conn: Connection, document: Document) -> tuple[str, str]:
+        """(table, digest of the root row's key text): which local row a document changes."""
+        table = self._table(conn, document.root.table)
+        key = {c.name: document.root.values.get(c.name) for c in table.primary_key.columns}
+        text = json.dumps(key, sort_keys=True, separators=(",", ":"))
+        return table.name, hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     # -- rows -----------------------------------------------------------------------------
 
@@ -121,8 +130,12 @@ class Applier:
         except ConfigurationInvalid:
             raise ApplyFailed(f"unknown table {name!r}") from None
 
-    def _values(self, table: Table, row: Row) -> dict[str, Any]:
+    def _values(self, table: Table, row: Row, conn: Connection | None = None) -> dict[str, Any]:
         values: dict[str, Any] = {}
+        if any(name not in table.c for name in row.values):
+            # A column this database may have gained since the table was read: read it again
+            # (a long-running receiver notices the administrator's ALTER TABLE).
+            table = self.catalog.refreshed(table.name, conn)
         for name, text in row.values.items():
             if name not in table.c:
                 raise ApplyFailed(f"unknown column {name!r} in table {table.name}")
@@ -144,7 +157,9 @@ class Applier:
         for parent in row.parents:
             policy_for_parent = UPSERT if parent.table in self.parent_upsert else INSERT_IF_MISSING
             self._apply_row(conn, parent, policy_for_parent)
-        values = self._values(table, row)
+        values = self._values(table, row, conn)
+        if any(name not in table.c for name in values):
+            table = self._table(conn, row.table)  # read again by _values
         values = self.hooks.after_receive(table.name, values)
         values = {k: v for k, v in values.items() if k in table.c}
         self._key(table, values)

@@ -316,7 +316,9 @@ class Capture:
         alias: str | None,
         contacts: list[str] | None = None,
     ) -> None:
-        pkey = {name: to_text(value, table.c[name], conn.dialect.name) for name, value in key.items()}
+        # The key exactly as the application gave it (no padding added or removed): the relay
+        # reads the row back by this text, so both sides must agree on it.
+        pkey = {name: to_text(value, table.c[name]) for name, value in key.items()}
         with _guarded(conn):
             conn.execute(
                 schema.outbox.insert().values(

@@ -7,10 +7,13 @@ received document is only ever used to *look up* a reflected object, never splic
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import MetaData, Table, inspect
+from sqlalchemy import MetaData, Table, inspect, literal_column, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 
@@ -18,6 +21,8 @@ from triggers import xmlsafe
 from triggers.errors import ConfigurationInvalid, DocumentRejected
 
 __all__ = ["Relation", "Catalog"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +43,24 @@ class Relation:
 class Catalog:
     """Reflected tables of one database (one schema), cached; thread-safe."""
 
-    def __init__(self, engine: Engine, schema: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        schema: str | None = None,
+        check_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.engine = engine
         self.schema = schema
         self.dialect_name = engine.dialect.name
+        self.check_interval = check_interval
+        self._clock = clock
         self._metadata = MetaData(schema=schema)
         self._lock = threading.Lock()
         self._names: frozenset[str] | None = None
+        self._checked: dict[str, float] = {}
+        self.reflections = 0
+        """How many times the schema was found changed and read again (for tests, logs)."""
 
     def table_names(self, refresh: bool = False) -> frozenset[str]:
         """Names of the tables that exist in the database."""
@@ -80,6 +96,55 @@ class Catalog:
         with self._lock:
             self._metadata = MetaData(schema=self.schema)
             self._names = None
+            self._checked = {}
+
+    def current(self, name: str, conn: Connection | None = None) -> Table:
+        """The table as the database has it *now*: the cached reflection, checked against the
+        live column list at most every `check_interval` seconds and read again when a column
+        was added, dropped or renamed. Long-running relays and receivers use this, so a
+        schema change is noticed without a restart and no column is left out silently."""
+        table = self.table(name, conn)
+        now = self._clock()
+        key = table.key
+        with self._lock:
+            last = self._checked.get(key)
+            if last is not None and now - last < self.check_interval:
+                return table
+        live = self._live_columns(table, conn)
+        if live == [c.name for c in table.columns]:
+            with self._lock:
+                self._checked[key] = now
+            return table
+        log.info("table %s changed (columns now %s); reading its definition again",
+                 name, ", ".join(live))
+        self.forget()
+        self.reflections += 1
+        table = self.table(name, conn)
+        with self._lock:
+            self._checked[table.key] = now
+        return table
+
+    def recheck(self) -> None:
+        """Have `current` compare every table with the database again on its next use (the
+        relay calls this once per round, so each round sees the schema as it is)."""
+        with self._lock:
+            self._checked = {}
+
+    def refreshed(self, name: str, conn: Connection | None = None) -> Table:
+        """The table read again from the database right now (after a miss, e.g. an unknown
+        column in a received document)."""
+        self.forget()
+        self.reflections += 1
+        return self.table(name, conn)
+
+    def _live_columns(self, table: Table, conn: Connection | None) -> list[str]:
+        # SELECT * over the reflected table object (its name is quoted by the dialect, never
+        # spliced from text): the result's keys are the columns the database has now.
+        query = select(literal_column("*")).select_from(table).limit(0)
+        if conn is not None:
+            return list(conn.execute(query).keys())
+        with self.engine.connect() as own:
+            return list(own.execute(query).keys())
 
     def column_names(self, name: str) -> list[str]:
         """Column names of a table in column order."""

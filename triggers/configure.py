@@ -44,6 +44,7 @@ __all__ = [
     "add_relations",
     "related_entries",
     "format_tree",
+    "has_stream",
     "import_streams",
     "import_nodes",
 ]
@@ -96,9 +97,9 @@ def init(engine: Engine, participant_id: int | None = None) -> str:
     The origin is the first part of every event id: the participant id when one is given
     (it is unique on every chain, spec 1.11), else a random identifier.
     """
-    schema.create_all(engine)
     if participant_id is not None:
-        check_participant_id(participant_id)
+        check_participant_id(participant_id)  # before anything is created
+    schema.create_all(engine)
     with engine.begin() as conn:
         row = conn.execute(select(schema.instance)).mappings().first()
         if row is not None:
@@ -555,6 +556,15 @@ def format_tree(root_subsys: str, root_table: str, entries: list[RelatedEntry]) 
 
 
 # -- imports from the node --------------------------------------------------------------------
+
+
+def has_stream(engine: Engine, chain_id: str, stream_id: str) -> bool:
+    """Whether the stream is configured for the chain (names compare case-insensitively)."""
+    with engine.connect() as conn:
+        names = conn.execute(
+            select(schema.stream.c.stream_id).where(schema.stream.c.chain_id == chain_id)
+        ).scalars()
+        return any(n.lower() == stream_id.lower() for n in names)
 
 
 def import_streams(engine: Engine, client: Any, chain_id: str) -> list[str]:

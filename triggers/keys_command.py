@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
 
 from config.paths import resolve_datadir
 from triggers import crypto
+from triggers.errors import ConfigurationInvalid
 from triggers.nodes import ACCESS, PUBKEYS, NodeClient, client_for, rpc_error_code, rpc_errors
 
 __all__ = ["add_parser", "run", "ensure_system_streams", "publish_public_key"]
@@ -44,7 +46,7 @@ def _exists(client: NodeClient, stream: str) -> bool:
         return False
 
 
-def ensure_system_streams(client: NodeClient) -> None:
+def ensure_system_streams(client: NodeClient, wait: float = 30.0) -> None:
     """Create `pubkeys` and `access` when missing (open streams), and subscribe to both.
 
     Only a missing stream is created: a partner's node usually lacks create permission, and
@@ -56,9 +58,26 @@ def ensure_system_streams(client: NodeClient) -> None:
                 client.call("create", "stream", stream, True)
                 log.info("created stream %s", stream)
             except rpc_errors() as exc:
-                if rpc_error_code(exc) != _DUPLICATE_NAME:
+                if rpc_error_code(exc) is None:
                     raise
+                # Refused (a partner's node may not create streams) or already taken: the
+                # admin's node may have created it a moment ago and it is still on its way.
+                if not _wait_for(client, stream, wait):
+                    raise ConfigurationInvalid(
+                        f"stream {stream} does not exist on this node and it may not create "
+                        f"it ({exc}): run `chainmill keys generate` on the chain admin's node "
+                        "first") from None
         client.call("subscribe", stream)
+
+
+def _wait_for(client: NodeClient, stream: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        if _exists(client, stream):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def publish_public_key(client: NodeClient, address: str, public_pem: str) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import (
     DBAPIError,
@@ -41,12 +41,19 @@ from triggers import configure, crypto, documents, schema, xmlsafe
 from triggers.applier import Applier
 from triggers.capture import blockchain_mode
 from triggers.catalog import Catalog
-from triggers.errors import DecryptionFailed, NotARecipient, TriggerError
+from triggers.errors import (
+    DecryptionFailed,
+    DocumentInvalid,
+    DocumentRejected,
+    NotARecipient,
+    TriggerError,
+)
 from triggers.hooks import HookRegistry
 from triggers.nodes import (
     ACCESS,
     NOT_IN_STREAM,
     NodeClient,
+    batch_call,
     is_final,
     item_bytes,
     rpc_error_code,
@@ -59,7 +66,13 @@ __all__ = ["Receiver", "Gate"]
 log = logging.getLogger(__name__)
 security_log = logging.getLogger("triggers.security")
 
-_TERMINAL = ("APPLIED", "NOT_FOR_ME", "IGNORED")
+_TERMINAL = ("APPLIED", "NOT_FOR_ME", "IGNORED", "SUPERSEDED", "REJECTED")
+ROOT_STREAM = "root"
+"""MultiChain's default stream: plain items of every kind, read as documents only when a
+trigger of this database publishes there."""
+_HEIGHT_CACHE = 10_000
+Position = tuple[int, int, int]
+"""An item's place in chain order: block height, transaction index in the block, item index."""
 _MISSING = object()
 
 
@@ -87,8 +100,17 @@ class _Planned:
     message_id: str
     existing: Any  # its inbox row, None, or _MISSING (not looked up)
     document: documents.Document | None = None
-    status: str | None = None  # APPLIED (already), FAILED, DEFERRED, NOT_FOR_ME
+    status: str | None = None  # APPLIED (already), FAILED, DEFERRED, NOT_FOR_ME, SUPERSEDED
     error: str | None = None
+    height: int | None = None
+    identity: tuple[str, str] | None = None  # (table, key digest) of the root row
+
+    @property
+    def position(self) -> Position | None:
+        """Chain position, when the item is in a block (its height is known)."""
+        if self.height is None:
+            return None
+        return (self.height, int(self.item.get("blockindex") or 0), self.index)
 
 
 def _utcnow() -> dt.datetime:
@@ -151,6 +173,9 @@ class Receiver:
         self._retried_at_height: int | None = None
         self._height: int | None = None
         self._subscribed: set[str] = set()
+        self._subscribe_warned: set[str] = set()
+        self._block_heights: dict[str, int] = {}
+        self._tables_ready = False
         self.applied_count = 0
         self.batches = 0
         self.fallbacks = 0
@@ -195,16 +220,26 @@ class Receiver:
     def follow_forever(self, stop: threading.Event, interval: float = 0.2) -> None:
         """Walk repeatedly until `stop` is set (the spec's periodic poll, made frequent)."""
         errors = rpc_errors() + (DBAPIError,)
+        failing = False
         while not stop.is_set():
             try:
                 busy = self.follow_once()
+                if failing:
+                    failing = False
+                    log.info("chain %s: receiver recovered; node and database reachable again",
+                             self.chain_id)
             except errors as exc:  # outermost loop: node or database busy/down, keep going
+                failing = True
                 log.warning("receiver pass failed: %s", exc)
                 busy = 0
             if not busy:
                 stop.wait(interval)
 
     # -- walking --------------------------------------------------------------------------
+
+    def document_streams(self) -> list[str]:
+        """The streams read as trigger documents now (configured, active, not system ones)."""
+        return self._streams()
 
     def _streams(self) -> list[str]:
         today = dt.date.today()
@@ -214,13 +249,17 @@ class Receiver:
                 return []
             rows = conn.execute(
                 select(schema.stream).where(schema.stream.c.chain_id == self.chain_id)
-            ).mappings()
-            return [
-                r["stream_id"]
-                for r in rows
-                if r["stream_id"].lower() not in schema.SYSTEM_STREAMS
-                and is_active(r["start_date"], r["end_date"], today)
-            ]
+            ).mappings().all()
+            published = set(conn.execute(
+                select(schema.trigger.c.stream_id).where(schema.trigger.c.chain_id == self.chain_id)
+            ).scalars())
+        return [
+            r["stream_id"]
+            for r in rows
+            if r["stream_id"].lower() not in schema.SYSTEM_STREAMS
+            and (r["stream_id"].lower() != ROOT_STREAM or r["stream_id"] in published)
+            and is_active(r["start_date"], r["end_date"], today)
+        ]
 
     def _cursor(self, conn: Connection, stream: str) -> int:
         position = conn.execute(
@@ -262,7 +301,14 @@ class Receiver:
         except rpc_errors() as exc:
             if rpc_error_code(exc) is None:
                 raise
-            log.debug("subscribe %s: %s", stream, exc)
+            # Said loudly: an unsubscribed node lists nothing, and the follower would
+            # otherwise wait for items that never come.
+            if stream not in self._subscribe_warned:
+                self._subscribe_warned.add(stream)
+                log.warning("cannot subscribe chain %s's node to stream %s (%s): nothing will "
+                            "be received from it", self.chain_id, stream, exc)
+            return
+        log.info("subscribed to stream %s", stream)
         self._subscribed.add(stream)
 
     def _follow_stream(self, stream: str) -> None:
@@ -294,6 +340,7 @@ class Receiver:
     def handle_page(self, stream: str, items: list[dict[str, Any]], position: int | None) -> None:
         """Process consecutive items of a data stream and move its cursor to `position`
         (None: leave the cursor alone), all in one transaction when possible."""
+        self._ensure_tables()
         own = self.own_addresses()
         planned: list[_Planned] = []
         for item in items:
@@ -304,6 +351,7 @@ class Receiver:
             index = int(item.get("vout") or 0)
             message_id = keys[0] if keys else f"{self.chain_id}:{txid}:{index}"
             planned.append(_Planned(stream, item, txid, index, message_id, _MISSING))
+        self._resolve_heights(planned)
         if planned:
             with self.engine.connect() as conn:
                 inbox = self._inbox_rows(conn, {p.txid for p in planned})
@@ -325,9 +373,13 @@ class Receiver:
             return
         try:
             with self.engine.begin() as conn, blockchain_mode(conn):
+                versions = self._versions(conn, planned)
+                changed: set[tuple[str, str]] = set()
                 for p in planned:
-                    if p.document is not None:
+                    if p.document is not None and not self._supersede(p, versions):
                         self.applier.apply(conn, p.document)
+                        self._advance(p, versions, changed)
+                self._write_versions(conn, versions, changed)
                 applied_rows = [p for p in planned if p.document is not None]
                 if applied_rows:
                     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -351,10 +403,16 @@ class Receiver:
                 self._save_cursor(stream, position)
             return
         self.batches += 1
+        applied = 0
         for p in planned:
             if p.document is not None:
-                self.applied_count += 1
+                applied += 1
                 log.debug("applied %s (%s) from %s", p.document.root_element, p.message_id, p.txid)
+        self.applied_count += applied
+        if planned:
+            log.info("chain %s stream %s: %d document(s) applied, %d not (see `chainmill "
+                     "triggers inbox`)%s", self.chain_id, stream, applied, len(planned) - applied,
+                     f", cursor {position}" if position is not None else "")
 
     def _decode(self, p: _Planned) -> None:
         """Sender check, data, decryption, parsing: sets p.document, or p.status and error."""
@@ -375,6 +433,12 @@ class Receiver:
         except DecryptionFailed as exc:
             security_log.warning("security: item %s failed its check: %s", p.txid, exc)
             p.status, p.error = "FAILED", str(exc)
+        except (DocumentRejected, DocumentInvalid) as exc:
+            # Chain data never changes: an item that is not a document stays one. It is kept
+            # once, terminal, and never retried.
+            log.warning("item %s/%s on %s is not a trigger document, rejected: %s",
+                        p.txid, p.index, p.stream, exc)
+            p.status, p.error = "REJECTED", str(exc)
         except (TriggerError, ValueError) as exc:
             p.status, p.error = "FAILED", str(exc)
 
@@ -386,13 +450,21 @@ class Receiver:
         document = p.document
         try:
             with self.engine.begin() as conn, blockchain_mode(conn):
+                status = "APPLIED"
                 if self.applier.is_applied(conn, p.message_id):
                     new = False
                 else:
-                    self.applier.apply(conn, document)
-                    self.applier.record(conn, p.message_id, self.chain_id, p.txid)
-                    new = True
-                self._write_inbox(conn, p, "APPLIED", document.root_element, None)
+                    versions = self._versions(conn, [p])
+                    if self._supersede(p, versions):
+                        new, status = False, "SUPERSEDED"
+                    else:
+                        changed: set[tuple[str, str]] = set()
+                        self.applier.apply(conn, document)
+                        self._advance(p, versions, changed)
+                        self._write_versions(conn, versions, changed)
+                        self.applier.record(conn, p.message_id, self.chain_id, p.txid)
+                        new = True
+                self._write_inbox(conn, p, status, document.root_element, p.error)
         except (TriggerError, SQLAlchemyError, ValueError, TypeError) as exc:
             if transient(exc):
                 raise
@@ -406,7 +478,106 @@ class Receiver:
         if new:
             self.applied_count += 1
             log.info("applied %s (%s) from %s", document.root_element, p.message_id, p.txid)
-        return "APPLIED"
+        elif status == "SUPERSEDED":
+            log.warning("%s (%s) not applied: %s", document.root_element, p.message_id, p.error)
+        return status
+
+    # -- chain order of root rows ---------------------------------------------------------
+
+    def _ensure_tables(self) -> None:
+        """Databases set up before the row-version table existed get it on first use."""
+        if not self._tables_ready:
+            if not inspect(self.engine).has_table(schema.row_version.name):
+                schema.row_version.create(self.engine, checkfirst=True)
+            self._tables_ready = True
+
+    def _resolve_heights(self, planned: list[_Planned]) -> None:
+        """Block height of every planned item in a block (one getblock per new block hash)."""
+        wanted = sorted({str(p.item["blockhash"]) for p in planned if p.item.get("blockhash")
+                         and p.item["blockhash"] not in self._block_heights})
+        if wanted:
+            if len(self._block_heights) > _HEIGHT_CACHE:
+                self._block_heights.clear()
+            replies = batch_call(self.client, [("getblock", [h, 1]) for h in wanted])
+            for blockhash, reply in zip(wanted, replies, strict=True):
+                height = reply.get("height") if isinstance(reply, dict) else None
+                if isinstance(height, int) and not isinstance(height, bool):
+                    self._block_heights[blockhash] = height
+        for p in planned:
+            blockhash = p.item.get("blockhash")
+            p.height = self._block_heights.get(str(blockhash)) if blockhash else None
+
+    def _versions(
+        self, conn: Connection, planned: list[_Planned]
+    ) -> dict[tuple[str, str], tuple[Position, str | None, bool]]:
+        """The stored newest position per root row of the planned documents:
+        identity -> (position, message id, stored)."""
+        ids: set[tuple[str, str]] = set()
+        for p in planned:
+            if p.document is not None and p.position is not None:
+                p.identity = self.applier.row_identity(conn, p.document)
+                ids.add(p.identity)
+        found: dict[tuple[str, str], tuple[Position, str | None, bool]] = {}
+        rv = schema.row_version
+        keys = sorted({key for _, key in ids})
+        for first in range(0, len(keys), 500):
+            rows = conn.execute(select(rv).where(
+                rv.c.chain_id == self.chain_id, rv.c.row_key.in_(keys[first:first + 500])))
+            for row in rows:
+                ident = (row.table_id, row.row_key)
+                if ident in ids:
+                    position = (int(row.block_height), int(row.block_index), int(row.item_index))
+                    found[ident] = (position, row.message_id, True)
+        return found
+
+    def _supersede(
+        self, p: _Planned, versions: dict[tuple[str, str], tuple[Position, str | None, bool]]
+    ) -> bool:
+        """Whether a newer item already changed p's root row (p is an older item retried
+        late): then p must not overwrite it; it ends SUPERSEDED, never applied."""
+        if p.identity is None or p.position is None or p.identity not in versions:
+            return False
+        position, message_id, _ = versions[p.identity]
+        if position <= p.position:
+            return False
+        p.status = "SUPERSEDED"
+        p.error = (f"superseded: {message_id} (block {position[0]}), later in chain order, "
+                   "was applied to the same row first")
+        p.document = None  # not applied, and no applied-event row: the inbox says why
+        return True
+
+    @staticmethod
+    def _advance(
+        p: _Planned, versions: dict[tuple[str, str], tuple[Position, str | None, bool]],
+        changed: set[tuple[str, str]],
+    ) -> None:
+        if p.identity is None or p.position is None:
+            return
+        stored = versions.get(p.identity, (None, None, False))[2]
+        versions[p.identity] = (p.position, p.message_id, stored)
+        changed.add(p.identity)
+
+    def _write_versions(
+        self, conn: Connection,
+        versions: dict[tuple[str, str], tuple[Position, str | None, bool]],
+        changed: set[tuple[str, str]],
+    ) -> None:
+        rv = schema.row_version
+        now = self.clock()
+        new = []
+        for ident in sorted(changed):
+            (height, block_index, item_index), message_id, stored = versions[ident]
+            values = {"block_height": height, "block_index": block_index,
+                      "item_index": item_index, "message_id": message_id, "updated_at": now}
+            if stored:
+                conn.execute(update(rv).where(
+                    rv.c.chain_id == self.chain_id, rv.c.table_id == ident[0],
+                    rv.c.row_key == ident[1]).values(**values))
+            else:
+                new.append({"chain_id": self.chain_id, "table_id": ident[0],
+                            "row_key": ident[1], **values})
+        if new:
+            conn.execute(insert(rv), new)
 
     # -- one item -------------------------------------------------------------------------
 
@@ -437,7 +608,9 @@ class Receiver:
             if existing is not None and existing["status"] in _TERMINAL:
                 return str(existing["status"])
             already = self.applier.is_applied(conn, message_id)
+        self._ensure_tables()
         p = _Planned(stream, item, txid, index, message_id, existing)
+        self._resolve_heights([p])
         if already:
             p.status = "APPLIED"
         else:
@@ -570,6 +743,7 @@ class Receiver:
             "stream_id": p.stream,
             "publisher": ",".join(p.item.get("publishers") or [])[:64] or None,
             "message_id": p.message_id,
+            "block_height": p.height,
             "block_index": p.item.get("blockindex"),
             "status": status,
             "root_element": root_element,
@@ -617,7 +791,7 @@ class Receiver:
             values = self._inbox_values(p, status, root, error)
             if p.existing is None:
                 new.append({"chain_id": self.chain_id, "txid": p.txid, "item_index": p.index,
-                            "received_at": self.clock(), "block_height": None, **values})
+                            "received_at": self.clock(), **values})
             else:
                 conn.execute(self._inbox_update(p).values(**values))
         if new:

@@ -22,7 +22,7 @@ from triggers.errors import RecipientUnavailable
 from triggers.rules import TriggerRule, is_active
 from triggers.values import to_text
 
-__all__ = ["PUBLIC", "is_private", "contact_ids", "resolve_addresses", "Resolver"]
+__all__ = ["PUBLIC", "CONTACT_COLUMN", "is_private", "contact_ids", "resolve_addresses", "Resolver"]
 
 PUBLIC = "all nodes"
 Resolver = Callable[[Connection, str, str], str | None]

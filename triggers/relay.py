@@ -134,6 +134,7 @@ class Relay:
         self._subscribed: set[tuple[str, str]] = set()
         self._addresses: dict[str, str] = {}
         self._tx_items: dict[str, int] = {}
+        self._unavailable: set[str] = set()  # chains whose node failed last time (or "db")
         self.sent_count = 0
 
     # -- loop -----------------------------------------------------------------------------
@@ -143,6 +144,7 @@ class Relay:
         found already on the chain, or confirmed)."""
         now = self.clock()
         out = schema.outbox
+        self.catalog.recheck()  # a column added since the last round goes into this one's documents
         by_chain: dict[str, list[_Work]] = {}
         failed: list[tuple[int, str]] = []
         with self.engine.connect() as conn:
@@ -193,7 +195,12 @@ class Relay:
             errors = rpc_errors() + (DBAPIError,)
             try:
                 busy = self.run_once()
+                if "db" in self._unavailable:
+                    self._unavailable.discard("db")
+                    log.info("relay: database reachable again; delivery resumed")
             except errors as exc:  # outermost loop: node or database busy/down, keep going
+                if isinstance(exc, DBAPIError):
+                    self._unavailable.add("db")
                 log.warning("relay pass failed: %s", exc)
                 busy = 0
             if not busy:
@@ -260,6 +267,7 @@ class Relay:
             for w in published
         ]
         if stop is not None:
+            self._unavailable.add(chain_id)
             log.warning("chain %s: node unavailable (%s); %d row(s) will retry",
                         chain_id, stop.error, len(works) - stop.index)
             done = {id(w) for w in published} | {id(w) for w in settled}
@@ -271,6 +279,13 @@ class Relay:
                     "last_error": repr(stop.error)[:4000],
                     "next_attempt_at": sent_at + dt.timedelta(seconds=delay),
                 }))
+        elif chain_id in self._unavailable:
+            self._unavailable.discard(chain_id)
+            log.info("chain %s: node reachable again; delivery resumed", chain_id)
+        if published or progressed:
+            log.info("chain %s: %d outbox row(s) published, %d confirmed (last sequence %d)",
+                     chain_id, len(published), progressed,
+                     max(w.sequence for w in (published or works)))
         if records:
             with self.engine.begin() as conn:
                 self._write(conn, records)
@@ -359,7 +374,15 @@ class Relay:
             root = self.catalog.table(row["table_id"], conn)
             contacts = recipients.contact_ids(conn, rule, root, root_row)
         if not contacts:
-            raise RecipientUnavailable(f"no readers found for private trigger {rule.trigger_id}")
+            if rule.distribution_type == "party in record":
+                where = f"column {recipients.CONTACT_COLUMN} of this {row['table_id']} row is empty"
+            else:
+                where = (f"no row of {rule.distribution_table} pointing at this "
+                         f"{row['table_id']} row has a {recipients.CONTACT_COLUMN}")
+            raise RecipientUnavailable(
+                f"no readers for private trigger {rule.trigger_id} ({rule.distribution_type}): "
+                f"{where}; set the recipient address there, then `chainmill triggers retry "
+                f"{row['sequence']}`")
         return recipients.resolve_addresses(conn, rule.chain_id, contacts, self.resolver)
 
     def _wrap(

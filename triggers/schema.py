@@ -36,6 +36,7 @@ __all__ = [
     "inbox",
     "applied_event",
     "receiver_cursor",
+    "row_version",
     "key_sequence",
     "instance",
     "OWN_TABLES",
@@ -217,6 +218,21 @@ receiver_cursor = Table(
     Column("chain_id", String(NAME), primary_key=True),
     Column("stream_id", String(NAME), primary_key=True),
     Column("position", BigInteger, nullable=False, doc="items of the stream done, chain order"),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+row_version = Table(
+    "blockchain_row_version",
+    metadata,
+    # The chain position of the newest item applied to each root row, so that an older item
+    # retried after a newer one was applied (a failure, then back-off) cannot overwrite it.
+    Column("chain_id", String(NAME), primary_key=True),
+    Column("table_id", String(NAME), primary_key=True),
+    Column("row_key", String(64), primary_key=True, doc="sha256 of the key's JSON text"),
+    Column("block_height", BigInteger, nullable=False),
+    Column("block_index", Integer, nullable=False),
+    Column("item_index", Integer, nullable=False),
+    Column("message_id", String(EVENT), nullable=True),
     Column("updated_at", DateTime, nullable=False),
 )
 

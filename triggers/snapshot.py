@@ -18,7 +18,7 @@ from triggers.configure import RelatedEntry
 from triggers.documents import Document, FileBody, Row
 from triggers.errors import ApplyFailed, DocumentInvalid, RowVanished
 from triggers.hooks import HookRegistry
-from triggers.values import from_text, to_text
+from triggers.values import key_lookup_forms, to_text
 
 __all__ = ["Snapshot"]
 
@@ -35,10 +35,25 @@ class Snapshot:
 
     def key_values(self, table: Table, pkey: dict[str, str | None]) -> dict[str, Any]:
         """Convert stored key text (outbox `pkey`) to values of the table's key columns."""
+        return {name: forms[0] for name, forms in self.key_forms(table, pkey).items()}
+
+    def key_forms(self, table: Table, pkey: dict[str, str | None]) -> dict[str, list[Any]]:
+        """Per key column, the stored values the recorded key text may name, most exact first."""
         pk = [c.name for c in table.primary_key.columns]
         if sorted(pk) != sorted(pkey):
             raise DocumentInvalid(f"key {sorted(pkey)} does not match {table.name}'s {pk}")
-        return {name: from_text(pkey[name], table.c[name], self.dialect) for name in pk}
+        return {name: key_lookup_forms(pkey[name], table.c[name], self.dialect) for name in pk}
+
+    def find_root(self, conn: Connection, table: Table, pkey: dict[str, str | None]) -> RowDict | None:
+        """The committed row a recorded key names: the text as recorded first, then (SQLite
+        38-character key columns) its padded storage form; None when neither exists."""
+        forms = self.key_forms(table, pkey)
+        exact = [table.c[k] == v[0] for k, v in forms.items()]
+        row = conn.execute(select(table).where(*exact)).mappings().first()
+        if row is None and any(len(v) > 1 for v in forms.values()):
+            loose = [table.c[k].in_(v) for k, v in forms.items()]
+            row = conn.execute(select(table).where(*loose).limit(1)).mappings().first()
+        return dict(row) if row is not None else None
 
     def build(
         self,
@@ -49,16 +64,18 @@ class Snapshot:
         entries: list[RelatedEntry],
     ) -> tuple[Document, RowDict | None]:
         """The document for one captured operation, and the root row as read (None for delete)."""
-        table = self.catalog.table(table_name, conn)
+        table = self.catalog.current(table_name, conn)
         if operation == "delete":
             pk = [c.name for c in table.primary_key.columns]
-            values = {name: pkey.get(name) for name in pk}
+            values = {
+                name: to_text(pkey.get(name), table.c[name], self.dialect) if name in table.c
+                else pkey.get(name)
+                for name in pk
+            }
             return Document("delete", Row(table.name, values)), None
-        key = self.key_values(table, pkey)
-        row = conn.execute(select(table).where(*[table.c[k] == v for k, v in key.items()])).mappings().first()
-        if row is None:
+        root_row = self.find_root(conn, table, pkey)
+        if root_row is None:
             raise RowVanished(f"row vanished: {table.name} {pkey}")
-        root_row = dict(row)
         return Document(operation, self._row(conn, table, root_row, entries, None)), root_row
 
     def _row(
@@ -81,7 +98,7 @@ class Snapshot:
         for entry in entries:
             if entry.node_id_snr != node_id:
                 continue
-            junior = self.catalog.table(entry.table_id, conn)
+            junior = self.catalog.current(entry.table_id, conn)
             for related in self._related_rows(conn, table, row, junior, entry):
                 target = document_row.parents if entry.parent_or_child == "parent" else document_row.children
                 target.append(self._row(conn, junior, related, entries, entry.node_id))

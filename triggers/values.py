@@ -20,7 +20,13 @@ from sqlalchemy.schema import Column
 
 from triggers.errors import DocumentInvalid
 
-__all__ = ["to_text", "from_text", "is_sqlite_key_column", "KEY_TEXT_LENGTH"]
+__all__ = [
+    "to_text",
+    "from_text",
+    "is_sqlite_key_column",
+    "key_lookup_forms",
+    "KEY_TEXT_LENGTH",
+]
 
 KEY_TEXT_LENGTH = 38
 
@@ -75,10 +81,36 @@ def to_text(value: Any, column: Column | None = None, dialect_name: str = "") ->
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, str):
-        if column is not None and is_sqlite_key_column(column, dialect_name) and value.isdigit():
+        if (
+            column is not None
+            and is_sqlite_key_column(column, dialect_name)
+            and len(value) == KEY_TEXT_LENGTH
+            and value.isdigit()
+        ):
+            # Only the padded storage form loses its padding at the boundary; a shorter key
+            # was stored as the user gave it and travels as it is.
             return value.lstrip("0") or "0"
         return value
     return str(value)
+
+
+def key_lookup_forms(text: str | None, column: Column, dialect_name: str) -> list[Any]:
+    """The stored forms a recorded key may take in `column`, most exact first.
+
+    The outbox records a key as the application gave it. On SQLite a 38-character key column
+    may hold the digits as given or left-padded to 38 (the `GlobalKey` storage form); both
+    name the same key, so a reader looks for the text as recorded first, then padded.
+    Nothing is ever rewritten: this only decides which stored row a recorded key names.
+    """
+    if text is not None and is_sqlite_key_column(column, dialect_name) and text.isdigit():
+        forms = [text]
+        padded = text.rjust(KEY_TEXT_LENGTH, "0")
+        if padded != text:
+            forms.append(padded)
+        return forms
+    if text is not None and isinstance(column.type, sqltypes.String):
+        return [text]
+    return [from_text(text, column, dialect_name)]
 
 
 def _python_type(column: Column) -> type | None:

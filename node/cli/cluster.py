@@ -34,12 +34,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="create (or restart) a cluster of N local nodes")
     up.add_argument("n", type=int, metavar="N", help="number of nodes (1 to 16)")
     up.add_argument("--dir", help="cluster directory (default: DATADIR/cluster)")
-    up.add_argument("--chain", default=DEFAULT_CHAIN, help="chain name (default: chainmill)")
+    up.add_argument("--chain", default=None,
+                    help="chain name (default: chainmill, or the existing cluster's chain)")
     up.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="chain parameter for the new chain, e.g. target-block-time=1")
     st = sub.add_parser("status", help="show the cluster's nodes")
     st.add_argument("--dir", help="cluster directory")
     st.add_argument("--json", action="store_true", help="print a JSON list")
+    st.add_argument("--show-secrets", action="store_true",
+                    help="include the nodes' RPC passwords (hidden by default)")
     dn = sub.add_parser("down", help="stop the cluster's nodes")
     dn.add_argument("--dir", help="cluster directory")
 
@@ -130,10 +133,16 @@ def up(args: argparse.Namespace) -> int:
     if not 1 <= args.n <= 16:
         raise ConfigError("N must be between 1 and 16")
     cdir = _dir(args)
-    chain = paths.validate_chain_name(args.chain)
+    chain = paths.validate_chain_name(args.chain or DEFAULT_CHAIN)
     deadline = time.monotonic() + WAIT
     if (cdir / CLUSTER_FILE).exists():
         nodes = _load(cdir)
+        existing = nodes[0]["chain"] if nodes else chain
+        if args.chain is not None and existing != chain:
+            raise ConfigError(f"the cluster in {cdir} runs chain {existing}, not {chain}; "
+                              f"use `chainmill cluster up {len(nodes)}` for it, another --dir "
+                              "for a new cluster, or `chainmill cluster down` and remove it")
+        chain = existing
         if len(nodes) != args.n:
             raise ConfigError(f"the cluster in {cdir} has {len(nodes)} nodes, not {args.n}; "
                               "use another --dir, or `chainmill cluster down` and remove it")
@@ -195,16 +204,27 @@ def status(args: argparse.Namespace) -> int:
                             "connections": info["connections"]})
             except (RpcConnectionError, RpcError, ConfigError):
                 pass
+        if not getattr(args, "show_secrets", False):
+            row["rpcpassword"] = "***" if row["rpcpassword"] else ""
         rows.append(row)
+    # Not all nodes up and answering is a failure, for scripts and monitoring alike.
+    down = [r["name"] for r in rows if not r["pid"] or r["blocks"] is None]
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return 1 if down else 0
     for r in rows:
-        state = f"pid {r['pid']}, height {r['blocks']}, {r['connections']} connections" \
-            if r["pid"] else "stopped"
+        if not r["pid"]:
+            state = "stopped"
+        elif r["blocks"] is None:
+            state = f"pid {r['pid']}, not answering RPC"
+        else:
+            state = f"pid {r['pid']}, height {r['blocks']}, {r['connections']} connections"
         print(f"{r['name']}: {r['chain']} port {r['port']} rpcport {r['rpcport']} "
               f"{r['address'] or ''} ({state})")
-    return 0
+    if down:
+        print(f"{len(down)} of {len(rows)} node(s) not running: {', '.join(down)} "
+              "(`chainmill cluster up N` starts them)", file=sys.stderr)
+    return 1 if down else 0
 
 
 def down(args: argparse.Namespace) -> int:

@@ -35,6 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--db-url", dest="db_url", help="SQLAlchemy URL of the chain store "
                    "(default: a SQLite file in the chain directory)")
     p.add_argument("--reindex", action="store_true", help="rebuild the store from its blocks")
+    p.add_argument("--checkblocks", type=int, metavar="N",
+                   help="check the last N blocks against the store at start (0: all; "
+                   "default 6)")
+    p.add_argument("--new-wallet", dest="new_wallet", action="store_true",
+                   help="create a new wallet (a new address) when the wallet file of a chain "
+                   "this node has used is missing or empty")
     p.add_argument("--daemon", action="store_true",
                    help="run in the background; return once the JSON-RPC port answers")
     p.add_argument("-o", "--set", action="append", default=[], metavar="NAME=VALUE",
@@ -55,6 +61,10 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
             out[name] = v
     if args.reindex:
         out["reindex"] = True
+    if args.checkblocks is not None:
+        out["checkblocks"] = args.checkblocks
+    if args.new_wallet:
+        out["newwallet"] = True
     return out
 
 
@@ -78,7 +88,7 @@ def _setup_logging(chain_dir: Path, foreground: bool) -> None:
 
 
 def join(datadir: Path, chain: str, seed: str, ports: dict[str, int | None],
-         initprivkey: str | None = None) -> None:
+         initprivkey: str | None = None, new_wallet: bool = False) -> None:
     """Fetch the chain's parameters from a seed (first start only), remember the seed, and
     tell the user how to get connect permission when the address lacks it."""
     from node.app import codec_for
@@ -91,7 +101,8 @@ def join(datadir: Path, chain: str, seed: str, ports: dict[str, int | None],
     except ValueError:
         raise ConfigError(f"expected CHAIN@HOST:PORT, got {chain}@{seed}") from None
     cdir = paths.chain_dir(datadir, chain)
-    if not (cdir / paths.PARAMS_FILE).exists():
+    first = not (cdir / paths.PARAMS_FILE).exists()
+    if first:
         print(f"Retrieving blockchain parameters from the seed node {host}:{port} ...",
               flush=True)
         text, _ = ask_seed(host, port)
@@ -104,6 +115,8 @@ def join(datadir: Path, chain: str, seed: str, ports: dict[str, int | None],
     remember_seed(cdir, host, port, {k: v for k, v in ports.items() if v is not None})
     wallet = Wallet(cdir / WALLET_FILE, codec_for(params))
     if len(wallet) == 0:
+        if not (first or new_wallet):
+            return  # a used chain without its wallet: the node's start-up check decides
         if initprivkey:  # pre-provisioned: an admin may have granted this key already
             wallet.import_key(wallet.codec.decode_wif(initprivkey))
         else:
@@ -129,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = cli_overrides(args)
         initprivkey = overrides.get("initprivkey")
         join(datadir, chain, seed, {"port": args.port, "rpcport": args.rpcport},
-             initprivkey[-1] if isinstance(initprivkey, list) else None)
+             initprivkey[-1] if isinstance(initprivkey, list) else None, args.new_wallet)
     if args.daemon:
         return _daemonize(args, datadir, chain)
     from node.app import NodeApp, load_chain_files
@@ -148,6 +161,7 @@ def _daemonize(args: argparse.Namespace, datadir: Path, chain: str) -> int:
     """Start the node as a detached child and wait until its JSON-RPC port answers."""
     from node.app import load_chain_files
     from node.client import RpcClient, RpcConnectionError, RpcError
+    from node.lockfile import ChainLock
 
     cdir, params = load_chain_files(datadir, chain)
     argv = [sys.executable, "-m", "node.cli.main", "start", chain, "--datadir", str(datadir)]
@@ -158,6 +172,13 @@ def _daemonize(args: argparse.Namespace, datadir: Path, chain: str) -> int:
             argv += [flag, str(v)]
     if args.reindex:
         argv.append("--reindex")
+    if args.checkblocks is not None:
+        argv += ["--checkblocks", str(args.checkblocks)]
+    if args.new_wallet:
+        argv.append("--new-wallet")
+    # A running node keeps its files: refuse before daemon.out is truncated for a child
+    # that would only find the lock taken.
+    ChainLock(cdir).check_free()
     out_path = cdir / DAEMON_LOG
     with open(out_path, "wb") as out:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,

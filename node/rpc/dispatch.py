@@ -9,9 +9,10 @@ ledger/errors.py for the mapped code (node/rpc/errors.py), anything else becomes
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from node.rpc import help as rpc_help
 from node.rpc.errors import (
     RPC_IN_WARMUP,
     RPC_INTERNAL_ERROR,
+    RPC_INVALID_PARAMETER,
     RPC_INVALID_REQUEST,
     RPC_METHOD_NOT_FOUND,
     RPC_MISC_ERROR,
@@ -34,6 +36,10 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Any]], Any]
 """A method implementation: positional params in, JSON-able result out (sync or async)."""
+
+MAX_PARAM_ITEMS = 10_000
+"""Most entries an array parameter may hold (addresses, keys, streams, blocks, items): one
+call's work stays bounded whatever the method (issue 15.3)."""
 
 WARMUP_METHODS = frozenset({"stop", "getinitstatus", "help"})
 """Methods that always work during warm-up, whatever their registration says."""
@@ -167,6 +173,9 @@ class Dispatcher:
 
     `warmup_status` may be set and cleared at any time by the node: while it is a string,
     every method not registered as warm-up-safe fails with -28 and that text.
+
+    `before_reply`, if given, is awaited once per HTTP request before its reply goes out
+    (the node makes its new transactions durable there: one wait covers a whole batch).
     """
 
     def __init__(
@@ -175,9 +184,11 @@ class Dispatcher:
         *,
         chain_name: str,
         allow_methods: Iterable[str] | None = None,
+        before_reply: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.table = table
         self.chain_name = chain_name
+        self.before_reply = before_reply
         self.warmup_status: str | None = None
         # `help` is always allowed (spec §1.7 step 9).
         self._allowed = None if allow_methods is None else frozenset(allow_methods) | {"help"}
@@ -188,6 +199,10 @@ class Dispatcher:
         if not isinstance(obj, dict):
             return _error(None, RPC_INVALID_REQUEST, "Invalid Request object"), 400
         rid = obj.get("id")
+        if isinstance(rid, (list, dict)) and not _encodable(rid):
+            # An id nested deeper than the encoder goes (255 levels) cannot be echoed: a
+            # JSON-RPC error with a null id, not an HTML 500 (issue 15.3).
+            return _error(None, RPC_INVALID_REQUEST, "Invalid id: nested too deeply"), 400
         name = obj.get("method")
         if not isinstance(name, str):
             if name is None:
@@ -212,6 +227,11 @@ class Dispatcher:
             return _error(rid, RPC_NOT_ALLOWED, _ALLOW_MESSAGE), 500
         if not method.min_params <= len(params) <= method.max_params:
             return _error(rid, RPC_MISC_ERROR, method.help), 500
+        for position, param in enumerate(params):
+            if isinstance(param, list) and len(param) > MAX_PARAM_ITEMS:
+                return _error(rid, RPC_INVALID_PARAMETER,
+                              f"Too many entries in parameter {position + 1}: {len(param)} "
+                              f"(at most {MAX_PARAM_ITEMS} in one call)"), 500
         try:
             if method.is_async:
                 result = await method.handler(params)
@@ -224,6 +244,17 @@ class Dispatcher:
 
     async def handle_body(self, body: bytes) -> tuple[bytes, int]:
         """An HTTP request body -> (response body ending in a newline, HTTP status)."""
+        reply = await self._handle_body(body)
+        if self.before_reply is not None:
+            try:
+                await self.before_reply()
+            except OSError as exc:
+                log.error("cannot make the request's transactions durable: %s", exc)
+                return orjson.dumps(_error(None, RPC_INTERNAL_ERROR, "Cannot write to disk: "
+                                           f"{exc}"), option=orjson.OPT_APPEND_NEWLINE), 500
+        return reply
+
+    async def _handle_body(self, body: bytes) -> tuple[bytes, int]:
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -237,7 +268,9 @@ class Dispatcher:
         if isinstance(request, list):
             # Each element independently and in order; a batch is always HTTP 200 (§1.6).
             parts = []
-            for element in request:
+            for position, element in enumerate(request):
+                if position:
+                    await asyncio.sleep(0)  # a long batch must not hold the loop for others
                 envelope, _ = await self.handle_object(element)
                 try:
                     parts.append(orjson.dumps(envelope))
@@ -248,8 +281,18 @@ class Dispatcher:
         return _TOP_LEVEL_ERROR, 500
 
 
+def _encodable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _unencodable(envelope: dict[str, Any], exc: TypeError, method: Any) -> bytes:
-    """The error reply for a handler result that is not JSON-able (a handler bug)."""
+    """The error reply for a result that is not JSON-able (a handler bug, or a result echoing
+    a structure nested too deeply to encode)."""
     log.warning("RPC method %s returned a result that cannot be encoded: %s", method, exc)
-    error = _error(envelope["id"], RPC_INTERNAL_ERROR, f"Result cannot be encoded: {exc}")
+    rid = envelope["id"] if _encodable(envelope["id"]) else None
+    error = _error(rid, RPC_INTERNAL_ERROR, "Result cannot be encoded")
     return orjson.dumps(error, option=orjson.OPT_APPEND_NEWLINE)

@@ -18,6 +18,7 @@ from ledger.errors import (
     StoreError,
     TxNotFound,
 )
+from node.rpc.limits import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +134,56 @@ def code_for_class(cls: type[BaseException]) -> int | None:
     return code
 
 
+_PARAMETER_BUGS = (TypeError, ValueError, KeyError, IndexError, OverflowError, UnicodeError)
+"""Python errors that, escaping a handler, nearly always mean a parameter no check caught."""
+_failure_logs: dict[tuple[str, str], RateLimitedLog] = {}
+_MAX_FAILURE_LOGS = 256
+
+
+def _log_failure(exc: BaseException, method: str) -> None:
+    """The detail of a handler failure, server-side: the first of each kind with its traceback,
+    then at most one line a minute of that kind (a client can repeat a failing call)."""
+    key = (method, type(exc).__name__)
+    note = _failure_logs.get(key)
+    if note is None:
+        if len(_failure_logs) >= _MAX_FAILURE_LOGS:
+            _failure_logs.clear()
+        note = _failure_logs[key] = RateLimitedLog(log)
+        log.warning("RPC method %s raised %s: %s", method, type(exc).__name__, exc, exc_info=exc)
+        note.hold()
+        return
+    note("RPC method %s raised %s: %s", method, type(exc).__name__, str(exc)[:200])
+
+
+def _database_error(exc: BaseException) -> bool:
+    return any(cls.__module__.startswith(("sqlalchemy", "sqlite3", "psycopg", "pymysql",
+                                          "MySQLdb"))
+               for cls in type(exc).__mro__)
+
+
 def to_rpc_error(exc: Exception, method: str = "") -> RpcError:
     """Map any exception raised by a handler to the RpcError the client receives.
 
-    RpcError passes through; domain errors use DOMAIN_ERROR_CODES; anything else becomes -1
-    with the exception text (as MultiChain reports uncaught exceptions) and is logged with its
-    traceback, because it usually means a handler bug.
+    RpcError passes through; domain errors use DOMAIN_ERROR_CODES with their own text (written
+    for users), and unmapped domain errors are -1 with it. Nothing internal reaches the client
+    (issue 15.3): a store failure, a database driver error, or a Python error escaping a
+    handler get MultiChain's code with a fixed message, and their detail is logged here, once.
     """
     if isinstance(exc, RpcError):
         return exc
     code = code_for_class(type(exc))
-    text = str(exc) or type(exc).__name__
-    if code is None:
-        log.warning("RPC method %s raised %s: %s", method, type(exc).__name__, text,
-                    exc_info=exc)
-        return RpcError(RPC_MISC_ERROR, text)
-    return RpcError(code, text)
+    if isinstance(exc, ChainmillError) and not isinstance(exc, StoreError):
+        text = str(exc) or type(exc).__name__
+        return RpcError(RPC_MISC_ERROR if code is None else code, text)
+    _log_failure(exc, method)
+    if isinstance(exc, StoreError):
+        return RpcError(RPC_INTERNAL_ERROR, "Chain store error (details in the node's log)")
+    if _database_error(exc):
+        return RpcError(RPC_DATABASE_ERROR, "Database error (details in the node's log)")
+    if isinstance(exc, MemoryError):
+        return RpcError(RPC_OUT_OF_MEMORY, "Out of memory")
+    if isinstance(exc, RecursionError):
+        return RpcError(RPC_INVALID_PARAMETER, "Invalid parameter: nested too deeply")
+    if isinstance(exc, _PARAMETER_BUGS):
+        return RpcError(RPC_INVALID_PARAMETER, "Invalid parameter")
+    return RpcError(RPC_INTERNAL_ERROR, "Internal error (details in the node's log)")

@@ -10,6 +10,9 @@ from node.rpc.errors import RPC_INVALID_PARAMETER, RpcError
 MAX_COUNT = 2147483647
 """`MAX` in the method table (spec §2.1): the default count of summary lists."""
 
+MAX_IDENTIFIERS = 10_000
+"""Most entries of an identifier list (array or comma-delimited) in one call (issue 15.3)."""
+
 _TRUE_WORDS = frozenset({"true", "yes", "on"})
 _FALSE_WORDS = frozenset({"false", "no", "off", ""})
 
@@ -100,6 +103,8 @@ def identifier_list(value: Any, name: str = "identifiers") -> list[str] | None:
                 raise _invalid(f"{name}: every entry should be a string")
     else:
         raise _invalid(f"{name} should be \"*\", a comma-delimited string or an array")
+    if len(items) > MAX_IDENTIFIERS:
+        raise _invalid(f"{name}: too many entries (at most {MAX_IDENTIFIERS} in one call)")
     if "" in items:
         raise _invalid(f"{name}: empty identifier")
     return list(items)

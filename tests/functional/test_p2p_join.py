@@ -122,8 +122,18 @@ def test_cluster_up_status_down(harness, daemons):
     for i in (1, 2, 3):
         assert f"chainmill cli line --datadir {cdir / f'node{i}'} getinfo" in out
 
-    rows = json.loads(daemons.run("cluster", "status", "--dir", str(cdir), "--json").stdout)
+    shown = daemons.run("cluster", "status", "--dir", str(cdir), "--json")
+    rows = json.loads(daemons.run("cluster", "status", "--dir", str(cdir), "--json",
+                                  "--show-secrets").stdout)
     assert [r["name"] for r in rows] == ["node1", "node2", "node3"]
+    assert all(r["rpcpassword"] not in shown.stdout for r in rows)  # only when asked
+    assert {r["rpcpassword"] for r in json.loads(shown.stdout)} == {"***"}
+    log.info("cluster up with another chain on this cluster fails and changes nothing")
+    other = daemons.run("cluster", "up", "3", "--dir", str(cdir), "--chain", "other",
+                        check=False)
+    assert other.returncode == 1
+    assert "runs chain line, not other" in other.stderr, other.stderr
+    assert "is up" not in other.stdout
     fields = {"name", "address", "datadir", "chain", "port", "rpcport", "rpcuser",
               "rpcpassword", "pid", "blocks", "connections"}
     for r in rows:
@@ -171,5 +181,7 @@ def test_cluster_up_status_down(harness, daemons):
         # The pid file goes last thing before the interpreter exits: allow it a moment.
         wait_until(lambda r=r: not pid_alive(r["pid"]), timeout=10,
                    msg=f"{r['name']}'s process to exit")
-    rows = json.loads(daemons.run("cluster", "status", "--dir", str(cdir), "--json").stdout)
+    stopped = daemons.run("cluster", "status", "--dir", str(cdir), "--json", check=False)
+    assert stopped.returncode == 1  # stopped nodes: a failure for scripts and monitoring
+    rows = json.loads(stopped.stdout)
     assert [r["pid"] for r in rows] == [None, None, None]

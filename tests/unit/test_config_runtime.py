@@ -42,7 +42,8 @@ def test_runtime_table_has_chainmill_defaults() -> None:
     assert config.maxqueryscanitems == 5000
     assert config.hooktimeout == 30.0
     assert config.rpcmaxbody == 32 * 1024 * 1024
-    assert config.rpckeepalive is False
+    assert config.rpckeepalive is True  # on by default, as in MultiChain 2.3 (issue 11 item 7)
+    assert config.rpcssl is False and config.rpcservertimeout == 30
     assert config.db_url is None
     assert config.rpcport is None
     assert "db-url" in RUNTIME_SPECS and RUNTIME_SPECS["db-url"].env_name == "CHAINMILL_DB_URL"

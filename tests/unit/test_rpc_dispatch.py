@@ -176,3 +176,28 @@ def test_rpc_dispatch_non_object_request(dispatcher):
     for obj in (5, "echo", None, []):
         envelope, status = call(dispatcher, obj)
         assert envelope["error"]["code"] == -32600 and envelope["id"] is None and status == 400
+
+
+def test_rpc_dispatch_before_reply_is_awaited_once_per_request_before_the_reply():
+    events = []
+    table = build_table()
+    table.register("mark", lambda params: events.append("handler") or "ok", min_params=0,
+                   max_params=0, help="mark\n\nRecords the call.", category="Control")
+
+    async def barrier() -> None:
+        events.append("barrier")
+
+    d = Dispatcher(table, chain_name=CHAIN, before_reply=barrier)
+    out, status = body(d, b'{"method":"mark","id":1}')
+    assert status == 200 and events == ["handler", "barrier"]
+    events.clear()
+    out, status = body(d, b'[{"method":"mark","id":1},{"method":"mark","id":2}]')
+    assert status == 200 and events == ["handler", "handler", "barrier"]
+
+    async def disk_full() -> None:
+        raise OSError(28, "No space left on device")
+
+    out, status = body(Dispatcher(table, chain_name=CHAIN, before_reply=disk_full),
+                       b'{"method":"mark","id":1}')
+    assert status == 500
+    assert orjson.loads(out)["error"]["message"].startswith("Cannot write to disk")

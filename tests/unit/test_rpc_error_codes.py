@@ -22,7 +22,6 @@ from node.rpc import errors as re_
         (le.InvalidTransaction, -26),
         (le.InvalidBlock, -25),
         (le.DecodeError, -22),
-        (le.StoreError, -32603),
         (ConfigError, -8),
     ],
 )
@@ -47,18 +46,40 @@ def test_rpc_errors_rpc_error_passes_through():
     assert isinstance(original, ChainmillError)
 
 
-def test_rpc_errors_anything_else_is_misc_error_logged_with_traceback(caplog):
+def test_rpc_errors_internal_failures_get_codes_not_internal_text(caplog):
+    # Issue 15.3: Python messages and SQL never reach the client; the detail is logged once.
+    import sqlalchemy.exc
+
     caplog.set_level(logging.WARNING, logger="node.rpc.errors")
-    err = re_.to_rpc_error(TypeError("expected str, got int"), "publish")
-    assert (err.code, err.message) == (re_.RPC_MISC_ERROR, "expected str, got int")
-    assert err.code == -1
-    record = caplog.records[-1]
-    assert record.levelno == logging.WARNING and record.exc_info is not None
-    assert "publish" in record.getMessage()
-    # Unmapped domain errors too, and an empty message falls back to the class name.
+    re_._failure_logs.clear()  # what earlier tests logged must not hold these lines back
+    sql = sqlalchemy.exc.OperationalError("SELECT secret FROM items WHERE x = ?", {}, None)
+    cases = [
+        (TypeError("expected str, got int"), -8, "Invalid parameter"),
+        (KeyError("vout"), -8, "Invalid parameter"),
+        (RecursionError("maximum recursion depth exceeded"), -8,
+         "Invalid parameter: nested too deeply"),
+        (MemoryError(), -7, "Out of memory"),
+        (sql, -20, "Database error (details in the node's log)"),
+        (le.StoreError("cannot prepare the insert into items: DELETE FROM x"), -32603,
+         "Chain store error (details in the node's log)"),
+        (RuntimeError("handler bug at 0x7f"), -32603, "Internal error (details in the node's log)"),
+    ]
+    for exc, code, message in cases:
+        caplog.clear()
+        err = re_.to_rpc_error(exc, "publish")
+        assert (err.code, err.message) == (code, message), exc
+        assert "SELECT" not in err.message and "0x7f" not in err.message
+        (record,) = caplog.records  # once
+        assert record.levelno == logging.WARNING and record.exc_info is not None
+        assert "publish" in record.getMessage()
+    # Repeats of one kind are not a traceback each.
+    caplog.clear()
+    for _ in range(50):
+        re_.to_rpc_error(RuntimeError("handler bug at 0x7f"), "publish")
+    assert len(caplog.records) <= 1 and all(r.exc_info is None for r in caplog.records)
+    # Unmapped domain errors keep their text (written for users); empty -> the class name.
     assert re_.to_rpc_error(le.InvalidSignature()).message == "InvalidSignature"
-
-
+    assert re_.to_rpc_error(le.InvalidSignature()).code == -1
 def test_rpc_errors_code_constants_match_spec_table():
     expected = {
         "RPC_INVALID_REQUEST": -32600, "RPC_METHOD_NOT_FOUND": -32601,

@@ -111,17 +111,22 @@ def run(scenario):
 
 
 async def raw_http(port: int, request: bytes, host: str = "127.0.0.1"):
-    """Send raw bytes, read until the server closes: (status, headers dict, body)."""
+    """Send raw bytes, read one response (its Content-Length, else until the server closes,
+    since keep-alive is on by default): (status, headers dict, body)."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(request)
         await writer.drain()
-        data = await asyncio.wait_for(reader.read(), timeout=10)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        lines = head[:-4].decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        if "content-length" in headers:
+            payload = await asyncio.wait_for(
+                reader.readexactly(int(headers["content-length"])), timeout=10)
+        else:
+            payload = await asyncio.wait_for(reader.read(), timeout=10)
     finally:
         writer.close()
-    head, _, payload = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     return int(lines[0].split()[1]), headers, payload
 
 
@@ -145,7 +150,7 @@ def test_rpc_server_success_envelope_headers_and_member_order():
         assert body == b'{"result":["a",1],"error":null,"id":7}\n'
         assert list(orjson.loads(body)) == ["result", "error", "id"]
         assert headers["Content-Type"] == "application/json"
-        assert headers["Server"] == "bitcoin-json-rpc/chainmill-0.1.0"
+        assert headers["Server"] == "multichain-json-rpc/2.3.3 chainmill/0.1.0"  # issue 11.7
         assert headers["Connection"].lower() == "close"
         assert "Date" in headers
         assert int(headers["Content-Length"]) == len(body)
@@ -243,14 +248,19 @@ def test_rpc_server_wrong_param_count_returns_full_help_text():
     [("InvalidAddress", -5), ("EntityNotFound", -708), ("TxNotFound", -710),
      ("BlockNotFound", -711), ("PermissionDenied", -704), ("DuplicateName", -705),
      ("AlreadyInChain", -27), ("InvalidTransaction", -26), ("InvalidBlock", -25),
-     ("DecodeError", -22), ("StoreError", -32603), ("ConfigError", -8), ("ValueError", -1)],
+     ("DecodeError", -22), ("StoreError", -32603), ("ConfigError", -8), ("ValueError", -8)],
 )
 def test_rpc_server_handler_errors_are_mapped(name, code):
+    # A store failure or a Python error carries internal text: the client gets a fixed message
+    # (issue 15.3); domain errors keep theirs.
+    internal = {"StoreError": "Chain store error (details in the node's log)",
+                "ValueError": "Invalid parameter"}
+
     async def scenario(rpc):
         status, reply = await rpc.call("fail", name, f"{name} happened", rid=3)
         assert status == 500
-        assert reply == {"result": None, "error": {"code": code, "message": f"{name} happened"},
-                         "id": 3}
+        message = internal.get(name, f"{name} happened")
+        assert reply == {"result": None, "error": {"code": code, "message": message}, "id": 3}
 
     run(scenario)
 
@@ -443,6 +453,34 @@ def test_rpc_server_keepalive_only_when_enabled_and_client_agrees():
             closing = (b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + auth_header() +
                        b"Content-Length: %d\r\n\r\n" % len(body) + body)
             status, headers, _ = await raw_http(rpc.server.port, closing)
+            assert status == 200 and headers["connection"].lower() == "close"
+
+    asyncio.run(main())
+
+
+def test_rpc_server_keepalive_on_by_default_and_rpckeepalive_0_turns_it_off():
+    # MultiChain 2.3 keeps connections alive by default (issue 11 item 7).
+    assert RpcSettings(chain_name=CHAIN, user=USER, password=PASSWORD).keepalive is True
+    body = b'{"method":"echo","id":1}'
+    request = (b"POST / HTTP/1.1\r\nHost: x\r\n" + auth_header() +
+               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    async def main():
+        async with running() as rpc:
+            reader, writer = await asyncio.open_connection("127.0.0.1", rpc.server.port)
+            try:
+                for _ in range(2):
+                    writer.write(request)
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                    assert head.startswith(b"HTTP/1.1 200")
+                    assert b"connection: close" not in head.lower()
+                    assert b"server: multichain-json-rpc/" in head.lower()
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    await reader.readexactly(length)
+            finally:
+                writer.close()
+        async with running(keepalive=False) as rpc:
+            status, headers, _ = await raw_http(rpc.server.port, request)
             assert status == 200 and headers["connection"].lower() == "close"
 
     asyncio.run(main())

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from triggers import configure, crypto, documents, schema
 from triggers.documents import Document, Row
+from triggers.hooks import HookRegistry
 from triggers.receiver import Receiver
 from triggers.tools.fakenode import FakeNode
 
@@ -114,7 +115,8 @@ def test_a_bad_document_fails_alone_and_the_rest_apply(setup) -> None:
     assert receiver.fallbacks == 1
     assert [r[0] for r in _readings(engine, table)] == [1, 2, 3, 5, 6, 8, 10]
     inbox = _inbox(engine)
-    assert [k for k, v in inbox.items() if v == "FAILED"] == ["4711-4", "4711-7", "4711-9"]
+    assert [k for k, v in inbox.items() if v == "FAILED"] == ["4711-4", "4711-7"]
+    assert inbox["4711-9"] == "REJECTED"  # not a document: kept once, never retried (issue 10)
     with engine.connect() as conn:
         errors = dict(conn.execute(select(schema.inbox.c.message_id, schema.inbox.c.error)).all())
     assert "colour" in errors["4711-4"] and "refused" in errors["4711-7"]
@@ -214,3 +216,95 @@ class _Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += self._dt.timedelta(seconds=seconds)
+
+
+def _update(reading_id: int, value: str) -> bytes:
+    values = {"reading_id": str(reading_id), "value": value, "n": "1"}
+    return documents.render(Document("update", Row("reading", values)))
+
+
+def test_an_older_item_retried_late_never_overwrites_a_newer_one(setup) -> None:
+    """The race behind "an update committed on A is not applied on B": the insert of a row
+    fails once (here a receive hook that is briefly unavailable), the update of the same row
+    in a later block applies, and the insert's retry then wrote its older state over the
+    update. Chain order must win: the late insert ends SUPERSEDED, the update stays."""
+    engine, table = setup
+    node = FakeNode([ME])
+    hooks = HookRegistry()
+    service = {"up": False}
+
+    def flaky(row: dict[str, Any]) -> dict[str, Any]:
+        if not service["up"]:
+            raise RuntimeError("exchange-rate service unavailable")
+        return row
+
+    hooks.register("reading", after_receive=flaky)
+    clock = _Clock()
+    receiver = Receiver(engine, node, CHAIN, hooks=hooks, clock=clock)
+    _publish(node, [("4711-1", _doc(1, "old"))])
+    node.mine()
+    assert receiver.follow_once() == 0
+    assert _inbox(engine) == {"4711-1": "FAILED"}
+    service["up"] = True
+    _publish(node, [("4711-2", _update(1, "new"))])
+    node.mine()
+    assert receiver.follow_once() == 1
+    assert _readings(engine, table) == [(1, "new")]
+    clock.advance(5)  # the insert's back-off has passed: it is retried
+    receiver.follow_once()
+    assert _readings(engine, table) == [(1, "new")]
+    assert _inbox(engine) == {"4711-1": "SUPERSEDED", "4711-2": "APPLIED"}
+    with engine.connect() as conn:
+        row = conn.execute(select(schema.inbox).where(schema.inbox.c.message_id == "4711-1")).one()
+        assert "4711-2" in row.error
+        heights = dict(conn.execute(select(schema.inbox.c.message_id,
+                                           schema.inbox.c.block_height)).all())
+    assert heights == {"4711-1": 1, "4711-2": 2}
+    receiver.follow_once()
+    assert _inbox(engine)["4711-1"] == "SUPERSEDED"  # terminal: not retried again
+
+
+def test_the_inbox_records_block_height_and_position(setup) -> None:
+    engine, table = setup
+    node = FakeNode([ME])
+    node.mine()
+    _publish(node, [("4711-1", _doc(1)), ("4711-2", _doc(2))], per_tx=1)
+    node.mine()
+    receiver = Receiver(engine, node, CHAIN)
+    assert receiver.follow_once() == 2
+    with engine.connect() as conn:
+        rows = conn.execute(select(schema.inbox.c.message_id, schema.inbox.c.block_height,
+                                   schema.inbox.c.block_index, schema.inbox.c.item_index)
+                            .order_by(schema.inbox.c.message_id)).all()
+    assert [tuple(r) for r in rows] == [("4711-1", 2, 0, 0), ("4711-2", 2, 1, 0)]
+
+
+def test_plain_items_are_not_documents_and_are_never_retried(setup) -> None:
+    """Issue 10, item 4: `root` (imported with the other streams) is not read as documents
+    unless a trigger publishes there; a plain item on another stream is kept once as
+    REJECTED, never FAILED and retried."""
+    engine, table = setup
+    configure.add_stream(engine, CHAIN, "root")
+    configure.add_stream(engine, CHAIN, "notes")
+    node = FakeNode([ME], streams=("rfq", "root", "notes"))
+    node.add_tx(SENDER, [("root", [], b"hello"), ("notes", ["n1"], b'{"json": 1}')])
+    _publish(node, [("4711-1", _doc(1))])
+    node.mine()
+    clock = _Clock()
+    receiver = Receiver(engine, node, CHAIN, clock=clock)
+    assert receiver.follow_once() == 1
+    with engine.connect() as conn:
+        rows = conn.execute(select(schema.inbox.c.stream_id, schema.inbox.c.status,
+                                   schema.inbox.c.error)).all()
+    # root was not read at all: no inbox row for its plain item
+    assert sorted((r.stream_id, r.status) for r in rows) == [("notes", "REJECTED"),
+                                                             ("rfq", "APPLIED")]
+    assert "not well-formed" in next(r.error for r in rows if r.stream_id == "notes")
+    calls_before = list(node.calls)
+    for _ in range(3):
+        clock.advance(3600)
+        assert receiver.follow_once() == 0
+    assert "liststreamtxitems" not in node.calls[len(calls_before):]  # nothing re-run
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.inbox.c.attempts)
+                            .where(schema.inbox.c.stream_id == "notes")).scalar() == 0

@@ -105,15 +105,30 @@ class FakeNode:
 
     def view(self, item: dict[str, Any]) -> dict[str, Any]:
         confirmations = 0 if item["height"] is None else self.height - item["height"] + 1
-        return {"txid": item["txid"], "vout": item["vout"], "keys": list(item["keys"]),
-                "publishers": list(item["publishers"]), "data": item["data"],
-                "confirmations": confirmations, "blockindex": item["blockindex"],
-                "final": confirmations >= self.finaldepth}
+        out = {"txid": item["txid"], "vout": item["vout"], "keys": list(item["keys"]),
+               "publishers": list(item["publishers"]), "data": item["data"],
+               "confirmations": confirmations, "blockindex": item["blockindex"],
+               "final": confirmations >= self.finaldepth}
+        if item["height"] is not None:
+            out["blockhash"] = self.block_hash(item["height"])
+        return out
+
+    @staticmethod
+    def block_hash(height: int) -> str:
+        """The (made-up) hash of the block at `height`."""
+        return hashlib.sha256(f"block{height}".encode()).hexdigest()
 
     # -- methods -------------------------------------------------------------------------------
 
     def rpc_getinfo(self) -> dict[str, Any]:
         return {"blocks": self.height, "finaldepth": self.finaldepth}
+
+    def rpc_getblock(self, block: Any, verbose: Any = 1) -> dict[str, Any]:
+        for height in range(1, self.height + 1):
+            if block in (height, self.block_hash(height)):
+                return {"hash": self.block_hash(height), "height": height,
+                        "confirmations": self.height - height + 1}
+        raise RpcError(-5, "Block not found")
 
     def rpc_getaddresses(self) -> list[str]:
         return list(self.addresses)

@@ -221,3 +221,28 @@ def file_hooks(registry: HookRegistry | None = None) -> HookRegistry:
         after_receive=after_receive,
     )
     return registry
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python3 -m triggers.tools.rfq URL...`: create the example tables in each database."""
+    import sys
+
+    from sqlalchemy import create_engine
+
+    urls = sys.argv[1:] if argv is None else argv
+    if not urls:
+        print("usage: python3 -m triggers.tools.rfq DATABASE_URL...", file=sys.stderr)
+        return 2
+    for url in urls:
+        engine = create_engine(url)
+        try:
+            create(engine)
+        finally:
+            engine.dispose()
+        print(f"example tables {', '.join(make_metadata().tables)} ready in "
+              f"{engine.url.render_as_string()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
-from ledger.blocks import Block
+from ledger.blocks import HEADER_SIZE, Block, BlockHeader
+from ledger.codec import Reader
 from ledger.errors import BlockNotFound, DecodeError
 from ledger.transactions import CreateStream, Publish, Transaction
 from node.rpc.dispatch import MethodTable
@@ -25,6 +27,9 @@ from node.views import create_entry, full_data, op_view, vin_view
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_LISTED_BLOCKS = 100_000
+"""Most blocks one block set may name, all its parts together (issue 15.3)."""
+MAX_BLOCK_SET_PARTS = 1_000
+"""Most heights, hashes and ranges in one block set: 10,000 ranges stalled a node for 20 s."""
 
 
 def _height_of(ctx: Any, ident: Any) -> int:
@@ -71,19 +76,25 @@ def parse_block_set(ctx: Any, spec: Any) -> list[int]:
         parts = [p.strip() for p in spec.split(",") if p.strip()]
     else:
         raise RpcError(RPC_INVALID_PARAMETER, "Invalid block set")
+    if len(parts) > MAX_BLOCK_SET_PARTS:
+        raise RpcError(RPC_INVALID_PARAMETER, f"Too many block ranges or heights: {len(parts)} "
+                       f"(at most {MAX_BLOCK_SET_PARTS} in one call)")
     out: list[int] = []
     for p in parts:
-        if isinstance(p, str) and re.fullmatch(r"\d+-\d+", p):
+        if isinstance(p, str) and re.fullmatch(r"\d{1,18}-\d{1,18}", p):
             a, b = (int(x) for x in p.split("-"))
             if b < a or b - a > MAX_LISTED_BLOCKS:
                 raise RpcError(RPC_INVALID_PARAMETER, f"Invalid block range: {p}")
-            out.extend(h for h in range(a, b + 1) if h <= tip)
-        elif isinstance(p, str) and re.fullmatch(r"-\d+", p):
+            out.extend(range(a, min(b, tip) + 1))
+        elif isinstance(p, str) and re.fullmatch(r"-\d{1,18}", p):
             out.extend(range(max(0, tip + 1 + int(p)), tip + 1))
         elif type(p) is int and p < 0:
             out.extend(range(max(0, tip + 1 + p), tip + 1))
         else:
             out.append(_height_of(ctx, p))
+        if len(out) > MAX_LISTED_BLOCKS:
+            raise RpcError(RPC_INVALID_PARAMETER, "Too many blocks in one call "
+                           f"(at most {MAX_LISTED_BLOCKS}); ask for fewer ranges")
     return sorted(set(out))
 
 
@@ -228,26 +239,34 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         return {"hash": row.hash, "height": h, "time": row.time_s, "txcount": row.txcount,
                 "miner": row.miner}
 
-    def listblocks(p: list) -> list:
+    def list_blocks(p: list) -> list:
         heights = parse_block_set(ctx, p[0])
         verbose = as_bool(p[1], "verbose") if given(p, 1) else False
         rows = ctx.store.block_rows(heights)
         out = []
         tip = ctx.chain.height
+        listed = {r.height: r.hash for r in rows}
         for r in rows:
             s = block_summary(ctx, r)
             if verbose:
                 # blockToJSONForListBlocks in rpcblockchain.cpp, in its order.
-                header = Block.decode(ctx.store.block_raw(r.height)).header
+                # Only the fixed-size header is decoded: up to MAX_LISTED_BLOCKS of them.
+                header = BlockHeader.decode_from(
+                    Reader(ctx.store.block_raw(r.height)[:HEADER_SIZE]))
                 s.update({"size": r.size, "version": header.version,
                           "merkleroot": header.merkle_root.hex(), "nonce": 0, "bits": BITS,
                           "difficulty": DIFFICULTY, "chainwork": chainwork(r.height)})
                 if r.height > 0:
                     s["previousblockhash"] = r.prev_hash
                 if r.height < tip:
-                    s["nextblockhash"] = ctx.hash_at(r.height + 1)
+                    s["nextblockhash"] = listed.get(r.height + 1) or ctx.hash_at(r.height + 1)
             out.append(s)
         return out
+
+    async def listblocks(p: list) -> list:
+        # Up to MAX_LISTED_BLOCKS rows: read and shaped in a worker thread so that other
+        # clients keep their answers meanwhile (the store opens a connection per call).
+        return await asyncio.to_thread(list_blocks, p)
 
     def getrawtransaction(p: list) -> Any:
         txid = p[0]

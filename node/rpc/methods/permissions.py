@@ -21,7 +21,7 @@ from node.rpc.errors import (
     RpcError,
 )
 from node.rpc.methods import register
-from node.rpc.params import as_bool, as_int, given, identifier_list
+from node.rpc.params import MAX_IDENTIFIERS, as_bool, as_int, given, identifier_list
 from node.rpc.params import from_address as parse_from
 from node.views import stream_for
 
@@ -53,6 +53,8 @@ def _addresses(ctx: Any, value: Any) -> list[bytes]:
     """Target addresses: a comma-delimited string; a repeated address is refused (-8)."""
     if not isinstance(value, str) or not value:
         raise _bad("addresses should be a comma-delimited string")
+    if value.count(",") >= MAX_IDENTIFIERS:
+        raise _bad(f"Too many addresses (at most {MAX_IDENTIFIERS} in one call)")
     out: list[bytes] = []
     for text in (a.strip() for a in value.split(",")):
         if not text:

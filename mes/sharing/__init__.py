@@ -1,0 +1,1 @@
+"""Sharing machine observations with partner companies on the chain (issue 9, item 4)."""

@@ -1,0 +1,204 @@
+"""The node's own-transaction journal: every transaction this node creates is on disk before
+its txid is returned, and goes back into the memory pool after any restart.
+
+As the wallet of Bitcoin Core and MultiChain keeps the node's own transactions: a record is
+appended (`append`) when the transaction enters the pool, and the RPC call that made it
+waits (`sync`) until an fsync covers the record. Group commit: one fsync runs at a time in
+a worker thread, and every record appended while it runs is covered by the next one, so
+concurrent calls share fsyncs and the cost per call stays small under load.
+
+The file holds one record per line, `<crc32 hex> <raw tx hex>`; a line torn by a crash
+fails its checksum and is skipped (its call never returned). Confirmed transactions are
+dropped by compaction (an atomic rewrite), and at start-up (`restore`) every record is
+checked again: mined ones are dropped, invalid ones dropped with a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from config.paths import write_private_file
+from ledger.errors import AlreadyInChain, ChainmillError
+from ledger.transactions import Transaction
+from node.mempool import Mempool
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "wallet.txs"
+DATA_SYNC: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+"""Appends need the data and the file size on disk, not the other metadata."""
+COMPACT_MIN_DEAD = 1000
+"""Compaction waits until at least this many records are confirmed (and more than are live)."""
+
+
+def encode_record(raw: bytes) -> bytes:
+    return b"%08x %s\n" % (zlib.crc32(raw), raw.hex().encode())
+
+
+def decode_records(data: bytes) -> tuple[list[bytes], int]:
+    """The raw transactions of a journal file's bytes, and how many lines were unreadable."""
+    out: list[bytes] = []
+    bad = 0
+    for line in data.split(b"\n"):
+        if not line:
+            continue
+        crc, _, body = line.partition(b" ")
+        try:
+            raw = bytes.fromhex(body.decode("ascii"))
+            ok = len(crc) == 8 and int(crc, 16) == zlib.crc32(raw)
+        except ValueError:
+            ok = False
+        if ok:
+            out.append(raw)
+        else:
+            bad += 1
+    return out, bad
+
+
+class OwnTxJournal:
+    """Append-only file of the node's own unconfirmed transactions (mode 0600)."""
+
+    def __init__(self, path: Path, *, fsync: Callable[[int], None] = DATA_SYNC) -> None:
+        self.path = path
+        self._fsync = fsync
+        self.live: dict[bytes, bytes] = {}
+        """txid -> raw of the records not yet known to be confirmed, in append order."""
+        self.dead = 0
+        self.written = 0
+        self.synced = 0
+        self.fsyncs = 0
+        self._fd: int | None = None
+        self._flushing: asyncio.Task | None = None
+        self._retired: list[int] = []
+        """Descriptors replaced by a compaction while an fsync on them may be running."""
+
+    # -- start-up -------------------------------------------------------------------------
+    def read(self) -> list[bytes]:
+        """The raw transactions recorded in the file (torn or damaged lines skipped)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        raws, bad = decode_records(data)
+        if bad:
+            log.warning("own-transaction journal: %d unreadable record(s) skipped (a write "
+                        "cut short by a crash is one)", bad)
+        return raws
+
+    def open(self, keep: Iterable[tuple[bytes, bytes]]) -> None:
+        """Rewrite the file with `keep` (txid, raw) pairs, fsynced, and open it for appends."""
+        self.live = dict(keep)
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        text = b"".join(encode_record(raw) for raw in self.live.values()).decode("ascii")
+        write_private_file(self.path, text)  # tmp file, fsync, rename: atomic
+        self._fsync_dir()
+        if self._fd is not None:
+            if self._flushing is not None and not self._flushing.done():
+                self._retired.append(self._fd)  # closed once that fsync is over
+            else:
+                os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.dead = 0
+        self.synced = self.written  # everything appended so far is in the rewritten file
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename itself must reach the disk
+        finally:
+            os.close(fd)
+
+    # -- running ----------------------------------------------------------------------------
+    def append(self, txid: bytes, raw: bytes) -> None:
+        """Write a record (to the OS, not yet to the disk: `sync` waits for that)."""
+        if self._fd is None:
+            raise RuntimeError("the own-transaction journal is not open")
+        record = encode_record(raw)
+        view = memoryview(record)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self.live[txid] = raw
+        self.written += 1
+
+    async def sync(self) -> None:
+        """Return once every record appended before this call is on disk (group commit)."""
+        target = self.written
+        while self.synced < target:
+            if self._flushing is None or self._flushing.done():
+                self._flushing = asyncio.ensure_future(self._flush())
+            await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        upto, fd = self.written, self._fd
+        if fd is None:  # closed: close() fsynced every record written before it
+            self.synced = max(self.synced, upto)
+            return
+        try:
+            await asyncio.to_thread(self._fsync, fd)
+        finally:
+            retired, self._retired = self._retired, []
+            for old in retired:
+                os.close(old)
+        self.fsyncs += 1
+        self.synced = max(self.synced, upto)
+
+    def confirmed(self, txids: Iterable[bytes]) -> None:
+        """Forget records of confirmed transactions; compact when most records are dead."""
+        for txid in txids:
+            if self.live.pop(txid, None) is not None:
+                self.dead += 1
+        if self.dead >= COMPACT_MIN_DEAD and self.dead > len(self.live):
+            self._rewrite()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                self._fsync(self._fd)
+                self.synced = self.written
+            finally:
+                os.close(self._fd)
+                self._fd = None
+            log.info("own-transaction journal closed: %d records written, %d fsyncs",
+                     self.written, self.fsyncs)
+
+
+def restore(journal: OwnTxJournal, mempool: Mempool) -> tuple[int, int, int]:
+    """Put the journal's transactions back into the pool, re-validated, and reopen the
+    journal with those that are still pending. Returns (re-admitted or already pooled,
+    mined, invalid); each invalid one is logged with its reason."""
+    keep: list[tuple[bytes, bytes]] = []
+    mined = invalid = 0
+    store = mempool.chain.store
+    for raw in journal.read():
+        try:
+            tx = Transaction.decode(raw)
+        except (ChainmillError, ValueError) as e:
+            log.warning("own-transaction journal: undecodable record dropped: %s", e)
+            invalid += 1
+            continue
+        if tx.txid in mempool:
+            keep.append((tx.txid, raw))
+            continue
+        if store.known_txids([tx.txid.hex()]):
+            mined += 1
+            continue
+        try:
+            mempool.add(tx, verified=False)
+        except AlreadyInChain:
+            mined += 1
+            continue
+        except ChainmillError as e:
+            log.warning("own transaction %s dropped from the journal: no longer valid (%s)",
+                        tx.txid.hex(), e)
+            invalid += 1
+            continue
+        keep.append((tx.txid, raw))
+    journal.open(keep)
+    return len(keep), mined, invalid
