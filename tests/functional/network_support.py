@@ -67,7 +67,7 @@ from node.p2p.session import NoiseHandshake, Transport, check_auth, sign_auth
 log = logging.getLogger("functional.network")
 
 GRANTS = "connect,send,receive,mine"
-RPC_TX_UNKNOWN = -5
+RPC_TX_UNKNOWN = -710
 """getrawtransaction of a transaction this node has not seen."""
 ITEMS_PER_TX = 32
 """max-std-op-returns-count of a default chain: items per publishmulti transaction."""
