@@ -43,7 +43,7 @@ __all__ = [
     "is_public_key", "is_request_id",
 ]
 
-MAX_ACTION_BYTES = 256 * 1024
+MAX_ACTION_BYTES = 64 * 1024
 """Largest accepted stream item (JSON text); a larger one is rejected unread."""
 MAX_FUTURE_SECONDS = 300
 MAX_NAME = 128
@@ -51,7 +51,7 @@ MAX_PROPERTY_NAME = 64
 MAX_TEXT = 4096
 MAX_PROPERTIES = 100
 MAX_INT = 2**63 - 1
-MAX_FILE_BYTES = 128 * 1024
+MAX_FILE_BYTES = 40_000
 
 ACTIONS = (
     "CREATE_AGENT", "CREATE_RECORD", "FINALIZE_RECORD", "CREATE_RECORD_TYPE",

@@ -139,7 +139,7 @@ def scenario() -> list[Item]:
         (act("CREATE_PARTNER_REQUEST", A, partner_request_id=RID, receiving_agent=B),
          ADDRESS_OF(A)),
         (act("ANSWER_PARTNER_REQUEST", B, partner_request_id=RID, response=1), ADDRESS_OF(A)),
-        (b"x" * 300_000, ADDRESS_OF(A)),
+        (b"x" * 70_000, ADDRESS_OF(A)),
         (act("ANSWER_PARTNER_REQUEST", B, partner_request_id=RID, response=1), ADDRESS_OF(B)),
         (act("CREATE_RECORD", A, record_id="SN-1", record_type="pallet", properties=[
             {"name": "weight", "data_type": "INT", "value": 7}]), ADDRESS_OF(A)),
