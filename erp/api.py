@@ -207,8 +207,13 @@ class Erp:
         action = self._action("CREATE_RECORD_TYPE", name=name, properties=props)
         return {"name": name, "txid": self.publish(action, name)}
 
+    def current(self, table: str, key: tuple) -> dict[str, Any] | None:
+        """A row as the pre-publish check sees it: projection plus own pending actions."""
+        with self.engine.begin() as conn:
+            return self._overlay(conn).get(table, key)
+
     def _typed(self, record_type: str, values: dict[str, Any]) -> list[dict[str, Any]]:
-        rtype = self.row("record_types", (record_type,))
+        rtype = self.current("record_types", (record_type,))
         if rtype is None:
             raise ActionRefused(f"record type {record_type!r} does not exist")
         types = {p["name"]: p["data_type"] for p in rtype["properties"]}
@@ -223,7 +228,7 @@ class Erp:
         return {"record_id": record_id, "txid": self.publish(action, record_id)}
 
     def _record_type_of(self, record_id: str) -> str:
-        record = self.row("records", (record_id,))
+        record = self.current("records", (record_id,))
         if record is None:
             raise ActionRefused(f"record {record_id!r} does not exist")
         return str(record["record_type"])

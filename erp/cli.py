@@ -68,6 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _common(p, chain_option=False)
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     p.add_argument("--interval", type=float, default=0.2, help="seconds between polls")
+    p.add_argument("--batch", type=int, default=200, help="items per page (one transaction)")
 
     p = sub.add_parser("digest", help="the projection's state digest")
     _common(p)
@@ -155,14 +156,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 # -- running ------------------------------------------------------------------------------
 
 
-def _open(args: argparse.Namespace) -> tuple[Erp, settings.Settings]:
+def _open(args: argparse.Namespace, batch: int) -> tuple[Erp, settings.Settings]:
     chain = getattr(args, "chain", None)
     resolved = settings.resolve(chain, args.datadir, args.db, args.stream, args.address)
     from node.client import RpcClient
 
     client = RpcClient.from_datadir(resolved.chain, resolved.datadir)
     engine = create_engine(resolved.db_url, pool_pre_ping=True)
-    return Erp(engine, client, stream=resolved.stream, address=resolved.address), resolved
+    if not 1 <= batch <= 10_000:
+        raise ErpError("--batch must be between 1 and 10000")
+    erp = Erp(engine, client, stream=resolved.stream, address=resolved.address, batch_size=batch)
+    return erp, resolved
 
 
 def _print(value: Any) -> None:
@@ -185,7 +189,7 @@ def _parse_value(text: str, data_type: str) -> Any:
 
 
 def _values(erp: Erp, record_type: str, pairs: list[str]) -> dict[str, Any]:
-    rtype = erp.row("record_types", (record_type,))
+    rtype = erp.current("record_types", (record_type,))
     if rtype is None:
         raise ActionRefused(f"record type {record_type!r} does not exist")
     types = {p["name"]: p["data_type"] for p in rtype["properties"]}
@@ -227,7 +231,7 @@ def _publish(erp: Erp, args: argparse.Namespace) -> dict[str, Any]:
         return erp.create_record(args.record_id, args.record_type,
                                  _values(erp, args.record_type, args.set))
     if c == "update":
-        record = erp.row("records", (args.record_id,))
+        record = erp.current("records", (args.record_id,))
         if record is None:
             raise ActionRefused(f"record {args.record_id!r} does not exist")
         return erp.update_properties(args.record_id, _values(erp, record["record_type"], args.set))
@@ -259,7 +263,7 @@ def _publish(erp: Erp, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run one `erp` subcommand."""
-    erp, resolved = _open(args)
+    erp, resolved = _open(args, getattr(args, "batch", 200))
     try:
         return _run(erp, resolved, args)
     finally:
