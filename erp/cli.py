@@ -298,6 +298,7 @@ def _run(erp: Erp, resolved: settings.Settings, args: argparse.Namespace) -> int
     elif c == "show":
         _print(erp.show(args.kind, args.id))
     else:
+        erp.follow()  # check against the newest final state, even without a running follower
         result = _publish(erp, args)
         if args.wait:
             verdict = erp.wait(result["txid"], timeout=args.timeout)
