@@ -55,14 +55,15 @@ class Erp:
     """One agent's view of the supply-chain ledger on one chain, through one node."""
 
     def __init__(self, engine: Engine, client: NodeClient, *, stream: str = DEFAULT_STREAM,
-                 address: str | None = None, clock: Callable[[], float] = time.time,
-                 address_of: Callable[[str], str] | None = None, batch_size: int = 200) -> None:
+                 address: str | None = None, public_key: str | None = None,
+                 clock: Callable[[], float] = time.time,
+                 address_of: Callable[[str], str] | None = None, batch_size: int = 500) -> None:
         self.engine = engine
         self.client = client
         self.stream = stream
         self.clock = clock
         self._address = address
-        self._public_key: str | None = None
+        self._public_key = public_key  # known: validateaddress is skipped
         self.address_of = address_of or chain_address_function(client)
         self.projection = Projection(engine, stream, self.address_of)
         self.follower = Follower(self.projection, client, batch_size)

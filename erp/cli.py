@@ -68,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _common(p, chain_option=False)
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     p.add_argument("--interval", type=float, default=0.2, help="seconds between polls")
-    p.add_argument("--batch", type=int, default=200, help="items per page (one transaction)")
+    p.add_argument("--batch", type=int, default=500, help="items per page (one transaction)")
 
     p = sub.add_parser("digest", help="the projection's state digest")
     _common(p)
@@ -263,7 +263,7 @@ def _publish(erp: Erp, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run one `erp` subcommand."""
-    erp, resolved = _open(args, getattr(args, "batch", 200))
+    erp, resolved = _open(args, getattr(args, "batch", 500))
     try:
         return _run(erp, resolved, args)
     finally:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class Follower:
     """Keeps one projection current with its node."""
 
-    def __init__(self, projection: Projection, client: NodeClient, batch_size: int = 200) -> None:
+    def __init__(self, projection: Projection, client: NodeClient, batch_size: int = 500) -> None:
         self.projection = projection
         self.client = client
         self.batch_size = batch_size

@@ -85,6 +85,24 @@ def action_object(action: Any) -> str | None:
     return rules.object_key(name, value)
 
 
+_ROW_QUERIES = {
+    name: select(t.c.body).where(and_(*(t.c[c] == bindparam(c)
+                                        for c, _ in schema.KEY_COLUMNS[name])))
+    for name, t in schema.STATE.items()
+}
+
+_PREFETCH = (
+    ("agents", ("signer", "receiving_agent", "reporter_id")),
+    ("records", ("record_id",)),
+    ("properties", ("record_id",)),
+    ("proposals", ("record_id",)),
+    ("record_types", ("record_type", "name")),
+    ("partner_requests", ("partner_request_id",)),
+    ("action_requests", ("abs_action_id",)),
+)
+"""Per table, the action fields whose values are its first key column."""
+
+
 class SqlState:
     """erp.rules' State over the projection tables of one connection, with a write-back
     cache: a page reads each row once and writes each changed row once (`flush`)."""
@@ -94,25 +112,44 @@ class SqlState:
         self._cache: dict[tuple[str, tuple], Any] = {}
         self._stored: set[tuple[str, tuple]] = set()
         self._dirty: dict[tuple[str, tuple], rules.Row] = {}
+        self._complete: set[tuple[str, Any]] = set()
 
     def get(self, table: str, key: tuple) -> rules.Row | None:
         found = self._cache.get((table, key), _MISSING)
         if found is _MISSING:
-            t = schema.STATE[table]
-            cols = [c for c, _ in schema.KEY_COLUMNS[table]]
-            body = self.conn.execute(
-                select(t.c.body).where(and_(*(t.c[c] == v for c, v in zip(cols, key, strict=True))))
-            ).scalar()
-            found = json.loads(body) if body is not None else None
+            if (table, key[0]) in self._complete:
+                found = None
+            else:
+                body = self.conn.execute(_ROW_QUERIES[table], dict(zip(
+                    (c for c, _ in schema.KEY_COLUMNS[table]), key, strict=True))).scalar()
+                found = json.loads(body) if body is not None else None
             self._cache[(table, key)] = found
             if found is not None:
                 self._stored.add((table, key))
         return found
 
+    def prefetch(self, table: str, firsts: Iterable[Any]) -> None:
+        """Load every row of `table` whose first key column is in `firsts` (a few queries
+        per page instead of one per item); later misses under those values are known."""
+        wanted = sorted({f for f in firsts if (table, f) not in self._complete})
+        t = schema.STATE[table]
+        cols = [c for c, _ in schema.KEY_COLUMNS[table]]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            for m in self.conn.execute(select(*(t.c[c] for c in cols), t.c.body)
+                                       .where(t.c[cols[0]].in_(chunk))).mappings():
+                key = tuple(m[c] for c in cols)
+                if (table, key) not in self._cache:
+                    self._cache[(table, key)] = json.loads(m["body"])
+                    self._stored.add((table, key))
+            self._complete.update((table, f) for f in chunk)
+
     def write(self, outcome: rules.Outcome) -> None:
         for (table, key), row in outcome.changes.items():
-            if (table, key) not in self._cache:
-                self.get(table, key)  # learn whether it is an insert or an update
+            if (table, key) not in self._cache and table != "property_values":
+                # learn whether it is an insert or an update; property values are only
+                # ever appended (their seq comes from the property's count)
+                self.get(table, key)
             self._cache[(table, key)] = row
             self._dirty[(table, key)] = row
 
@@ -151,6 +188,16 @@ def _columns(table: str, key: tuple, row: rules.Row) -> dict[str, Any]:
         values[c] = row[c]
     values["body"] = canonical(row)
     return values
+
+
+def _parse(item: Item) -> tuple[rules.Row | None, str | None]:
+    """(action, None) or (None, why it is unreadable)."""
+    if item.data is None:
+        return None, "the item's data is not available"
+    try:
+        return rules.parse_action(item.data), None
+    except ActionRefused as exc:
+        return None, exc.reason
 
 
 class Projection:
@@ -206,8 +253,12 @@ class Projection:
                                f"{position}: an item would be left out")
             known = self._known(conn, items)
             state = SqlState(conn)
+            parsed = [_parse(item) for item in items]
+            for table, fields in _PREFETCH:
+                state.prefetch(table, (a[f] for a, _ in parsed if a is not None
+                                       for f in fields if isinstance(a.get(f), str)))
             log_rows = []
-            for item in items:
+            for item, (action, error) in zip(items, parsed, strict=True):
                 if item.order <= last:
                     raise ErpError(f"the node returned item {item.txid}:{item.vout} out of "
                                    f"chain order ({item.order} after {last})")
@@ -215,7 +266,7 @@ class Projection:
                 if (item.txid, item.vout) in known:
                     results.append(("skipped", "already applied"))
                     continue
-                row, status = self._decide(state, item)
+                row, status = self._decide(state, item, action, error)
                 log_rows.append(row)
                 results.append((status, row["reason"]))
             state.flush()
@@ -230,8 +281,8 @@ class Projection:
                             .where(schema.actions.c.txid.in_(txids)))
         return {(r.txid, int(r.vout)) for r in rows}
 
-    def _decide(self, state: SqlState, item: Item) -> tuple[dict[str, Any], str]:
-        action: Any = None
+    def _decide(self, state: SqlState, item: Item, action: rules.Row | None,
+                error: str | None) -> tuple[dict[str, Any], str]:
         row: dict[str, Any] = {
             "seq": item.position, "txid": item.txid, "vout": item.vout, "height": item.height,
             "blockindex": item.blockindex, "blocktime": item.blocktime,
@@ -239,9 +290,8 @@ class Projection:
             "object_key": None, "status": "applied", "reason": None, "body": None,
         }
         try:
-            if item.data is None:
-                raise ActionRefused("the item's data is not available")
-            action = rules.parse_action(item.data)
+            if action is None:
+                raise ActionRefused(error or "unreadable item")
             row.update(kind=action["action"], signer=action["signer"],
                        object_key=action_object(action), body=canonical(action))
             if len(item.publishers) != 1:

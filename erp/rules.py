@@ -352,7 +352,10 @@ def _values(entries: Any, schema: dict[str, str], what: str) -> list[tuple[str, 
         if entry["data_type"] != schema[name]:
             raise ActionRefused(
                 f"property {name} is {schema[name]}, not {entry['data_type']!r}")
-        out.append((name, check_value(entry["value"], schema[name])))
+        try:
+            out.append((name, check_value(entry["value"], schema[name])))
+        except ActionRefused as exc:
+            raise ActionRefused(f"property {name}: {exc.reason}") from None
     if len({n for n, _ in out}) != len(out):
         raise ActionRefused(f"{what} sets a property twice")
     return out
