@@ -174,8 +174,11 @@ class Erp:
 
     def publish(self, action: dict[str, Any], key: str) -> str:
         """Check, then publish `action` from this agent's address under `key`; the txid."""
+        try:
+            raw = canonical(action).encode()
+        except TypeError as exc:  # e.g. an integer beyond 64 bits in metadata
+            raise ActionRefused(f"the action is not JSON the projection can read: {exc}") from None
         self.check(action)
-        raw = canonical(action).encode()
         if len(raw) > rules.MAX_ACTION_BYTES:
             raise ActionRefused(f"the action is {len(raw)} bytes, more than "
                                 f"{rules.MAX_ACTION_BYTES}")
@@ -183,7 +186,7 @@ class Erp:
                                     {"json": action}))
         with self.engine.begin() as conn:
             conn.execute(insert(schema.pending).values(
-                txid=txid, created=self._now(), publisher=self.address, body=canonical(action)))
+                txid=txid, created=self._now(), publisher=self.address, body=raw.decode()))
         log.info("published %s for %s: %s", action["action"], key, txid)
         return txid
 

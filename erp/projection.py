@@ -15,12 +15,12 @@ height yields the same hex string whatever the backend.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
@@ -35,8 +35,9 @@ _MISSING = object()
 
 
 def canonical(value: Any) -> str:
-    """The one JSON text of a value (sorted keys, no spaces, UTF-8 kept)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The one JSON text of a value (sorted keys, no spaces, UTF-8 kept): orjson, whose
+    output depends only on the value (every value here came out of orjson.loads)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,7 @@ class SqlState:
             else:
                 body = self.conn.execute(_ROW_QUERIES[table], dict(zip(
                     (c for c, _ in schema.KEY_COLUMNS[table]), key, strict=True))).scalar()
-                found = json.loads(body) if body is not None else None
+                found = orjson.loads(body) if body is not None else None
             self._cache[(table, key)] = found
             if found is not None:
                 self._stored.add((table, key))
@@ -140,7 +141,7 @@ class SqlState:
                                        .where(t.c[cols[0]].in_(chunk))).mappings():
                 key = tuple(m[c] for c in cols)
                 if (table, key) not in self._cache:
-                    self._cache[(table, key)] = json.loads(m["body"])
+                    self._cache[(table, key)] = orjson.loads(m["body"])
                     self._stored.add((table, key))
             self._complete.update((table, f) for f in chunk)
 
@@ -318,7 +319,7 @@ class Projection:
                     for m in conn.execute(select(*(t.c[c] for c in cols), t.c.body)).mappings()
                 )
                 for key, body in rows:
-                    h.update(canonical([name, list(key), json.loads(body)]).encode())
+                    h.update(canonical([name, list(key), orjson.loads(body)]).encode())
                     h.update(b"\n")
             a = schema.actions
             for r in conn.execute(select(a.c.seq, a.c.txid, a.c.vout, a.c.status, a.c.reason)

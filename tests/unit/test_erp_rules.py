@@ -54,10 +54,16 @@ def test_parse_action_accepts_an_envelope() -> None:
     (json.dumps({"erp": 1, "action": "CREATE_AGENT", "signer": A, "timestamp": -1}).encode(),
      "timestamp"),
     (b"[" * 60_000, "JSON"),
+    (b'{"erp": 1, "action": "CREATE_AGENT", "signer": "\\ud800"}', "JSON"),  # lone surrogate
 ])
 def test_parse_action_refuses_malformed_items(raw: bytes, match: str) -> None:
     with pytest.raises(ActionRefused, match=match):
         rules.parse_action(raw)
+
+
+def test_integers_beyond_64_bits_are_not_integers() -> None:
+    raw = json.dumps(act("CREATE_AGENT", A, name="x", big=2**70)).encode()
+    assert isinstance(rules.parse_action(raw)["big"], float)
 
 
 # -- common rules -----------------------------------------------------------------------------
