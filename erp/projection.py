@@ -81,7 +81,8 @@ def action_object(action: Any) -> str | None:
             if field in action:
                 value, name = action[field], object_name
                 break
-    if not isinstance(value, str) or not value or len(value) > rules.MAX_NAME:
+    if (not isinstance(value, str) or not value or len(value) > rules.MAX_NAME
+            or any(ord(c) < 32 for c in value)):  # PostgreSQL cannot store NUL in text
         return None
     return rules.object_key(name, value)
 
@@ -118,8 +119,9 @@ class SqlState:
     def get(self, table: str, key: tuple) -> rules.Row | None:
         found = self._cache.get((table, key), _MISSING)
         if found is _MISSING:
-            if (table, key[0]) in self._complete:
-                found = None
+            if (table, key[0]) in self._complete or not all(
+                    isinstance(k, int) or _key_like(k) for k in key):
+                found = None  # known missing, or no key the rules would ever store
             else:
                 body = self.conn.execute(_ROW_QUERIES[table], dict(zip(
                     (c for c, _ in schema.KEY_COLUMNS[table]), key, strict=True))).scalar()
@@ -191,6 +193,19 @@ def _columns(table: str, key: tuple, row: rules.Row) -> dict[str, Any]:
     return values
 
 
+def _key_like(value: Any) -> bool:
+    """Could be a key (the rules refuse the rest before any lookup; PostgreSQL would even
+    refuse a NUL in a query parameter)."""
+    return (isinstance(value, str) and 0 < len(value) <= rules.MAX_NAME
+            and not any(ord(c) < 32 for c in value))
+
+
+def _printable(text: str) -> str:
+    """A reason may quote hostile text: control characters (NUL, which PostgreSQL refuses in
+    text columns) are written as escapes."""
+    return "".join(c if ord(c) >= 32 else f"\\x{ord(c):02x}" for c in text)
+
+
 def _parse(item: Item) -> tuple[rules.Row | None, str | None]:
     """(action, None) or (None, why it is unreadable)."""
     if item.data is None:
@@ -257,7 +272,7 @@ class Projection:
             parsed = [_parse(item) for item in items]
             for table, fields in _PREFETCH:
                 state.prefetch(table, (a[f] for a, _ in parsed if a is not None
-                                       for f in fields if isinstance(a.get(f), str)))
+                                       for f in fields if _key_like(a.get(f))))
             log_rows = []
             for item, (action, error) in zip(items, parsed, strict=True):
                 if item.order <= last:
@@ -301,7 +316,7 @@ class Projection:
                                 blocktime=item.blocktime, address_of=self.address_of)
             state.write(rules.decide(state, action, ctx))
         except ActionRefused as exc:
-            row.update(status="rejected", reason=exc.reason[:1000])
+            row.update(status="rejected", reason=_printable(exc.reason)[:1000])
             log.info("item %s:%d rejected: %s", item.txid, item.vout, exc.reason)
         return row, row["status"]
 

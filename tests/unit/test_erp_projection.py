@@ -145,6 +145,9 @@ def scenario() -> list[Item]:
             {"name": "weight", "data_type": "INT", "value": 7}]), ADDRESS_OF(A)),
         (act("CREATE_RECORD", A, record_id="sn-1", record_type="pallet", properties=[
             {"name": "weight", "data_type": "INT", "value": 8}]), ADDRESS_OF(A)),
+        ({**act("FINALIZE_RECORD", A, record_id="SN-\x00"), "x\x00": 1}, ADDRESS_OF(A)),
+        (act("CREATE_ACTION", A, abs_action_id="d" * 32, receiving_agent=B, type="t",
+             description="", metadata={"n\x00": "\x00"}, files=[]), ADDRESS_OF(A)),
     ])
 
 
@@ -163,7 +166,9 @@ def test_rejected_items_are_kept_with_their_reason(tmp_path: Path) -> None:
     assert rows[1][1] == "rejected" and "not the address of agent" in rows[1][2]
     assert rows[2][1] == "rejected" and "exceeds" in rows[2][2]
     assert rows[3][1] == "applied"
-    assert [r[1] for r in rows[4:]] == ["applied", "applied"]  # keys are case-sensitive
+    assert [r[1] for r in rows[4:6]] == ["applied", "applied"]  # keys are case-sensitive
+    assert rows[6][1] == "rejected" and "x\\x00" in rows[6][2]  # NUL quoted, escaped
+    assert rows[7][1] == "applied"  # NUL inside free-form metadata is stored escaped
 
 
 def test_gap_after_the_cursor_is_refused(tmp_path: Path) -> None:
