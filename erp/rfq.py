@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import decimal
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -156,14 +157,17 @@ def supplier_hooks(registry: HookRegistry | None = None) -> HookRegistry:
     return registry
 
 
-def buyer_hooks(engine: Engine, home_currency: str,
-                registry: HookRegistry | None = None) -> HookRegistry:
+def buyer_hooks(engine: Engine, home_currency: str, registry: HookRegistry | None = None,
+                observe: Callable[[dict[str, Any]], None] | None = None) -> HookRegistry:
     """after_receive on quotation_item: the rate from B's currency_rate table (1 for its
-    home currency) and the home-currency unit price and amount derived from it."""
+    home currency) and the home-currency unit price and amount derived from it. `observe`,
+    if given, sees a copy of each item as it arrived (before B's columns are filled)."""
     registry = registry or HookRegistry()
     rates = make_metadata().tables["currency_rate"]
 
     def after_receive(row: dict[str, Any]) -> dict[str, Any]:
+        if observe is not None:
+            observe(dict(row))
         currency = row.get("currency_code")
         if currency == home_currency:
             rate = decimal.Decimal(1)
