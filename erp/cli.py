@@ -146,6 +146,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("id", help="the request id (answer-partner: or the issuer's public key)")
         p.add_argument("response", type=_response)
 
+    p = sub.add_parser("rfq-demo", help="RFQ -> quotation between three companies on a "
+                                        "local cluster (chainmill cluster up 3)")
+    p.add_argument("--datadir", help="data directory holding the cluster (default ~/.chainmill)")
+    p.add_argument("--cluster", help="cluster directory (default DATADIR/cluster)")
+    p.add_argument("--workdir", help="where the three SQLite databases and key pairs go "
+                                     "(default: a new directory in the cluster directory)")
+    p.add_argument("--timeout", type=float, default=180)
+
     p = sub.add_parser("show", help="an object with its history and txids")
     _common(p)
     p.add_argument("kind", choices=("agent", "record_type", "record", "partner_request",
@@ -261,8 +269,42 @@ def _publish(erp: Erp, args: argparse.Namespace) -> dict[str, Any]:
     raise ErpError(f"unknown erp command {c!r}")  # pragma: no cover
 
 
+def _rfq_demo(args: argparse.Namespace) -> int:
+    """The spec 2.5 story on nodes 1-3 of a local cluster: B on node1, S1, S2 on node2, 3."""
+    import time
+
+    from config.paths import resolve_datadir
+    from erp import rfq_demo
+    from node.client import RpcClient
+
+    cluster = Path(args.cluster) if args.cluster else resolve_datadir(args.datadir) / "cluster"
+    try:
+        nodes = json.loads((cluster / "cluster.json").read_text(encoding="utf-8"))["nodes"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ErpError(f"no cluster in {cluster} (start one: chainmill cluster up 3): {exc}") \
+            from None
+    if len(nodes) < 3:
+        raise ErpError(f"the cluster in {cluster} has {len(nodes)} nodes; the story needs 3")
+    work = Path(args.workdir) if args.workdir else cluster / f"rfq-demo-{int(time.time())}"
+    work.mkdir(parents=True, exist_ok=False, mode=0o700)
+    companies = []
+    for (name, pid), node in zip((("B", 4711), ("S1", 5120), ("S2", 6003)), nodes, strict=False):
+        client = RpcClient.from_datadir(node["chain"], node["datadir"])
+        companies.append(rfq_demo.Company(
+            name, pid, create_engine(f"sqlite:///{work / name}.db"), client,
+            str(client.call("getaddresses")[0]), work / f"keys-{name}"))
+    result = rfq_demo.run(companies, nodes[0]["chain"], timeout=args.timeout)
+    own = {c.name: sorted(str(r["quotation_id"]) for r in result[c.name]["quotation_header"])
+           for c in companies}
+    _print({"workdir": str(work), "buyer_comparison": rfq_demo.comparison(result, "B"),
+            "quotations_readable_by": own, "receivers": result["receivers"]})
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run one `erp` subcommand."""
+    if args.erp_command == "rfq-demo":
+        return _rfq_demo(args)
     erp, resolved = _open(args, getattr(args, "batch", 500))
     try:
         return _run(erp, resolved, args)

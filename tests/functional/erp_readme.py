@@ -74,3 +74,34 @@ def test_readme_partner_to_order_flow(harness, tmp_path: Path) -> None:
     request = run("chainmill erp show partner_request " + made["partner_request_id"],
                   n2.datadir, b)
     assert request["partner_request"]["status"] == "ACCEPTED"
+
+
+def rfq_commands() -> list[str]:
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("### RFQ → quotation between three companies", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    return [line.split("  #")[0].strip() for line in block.splitlines()
+            if line.startswith("chainmill ")]
+
+
+def test_readme_rfq_demo_on_a_local_cluster(tmp_path: Path) -> None:
+    up, demo = rfq_commands()
+    assert up == "chainmill cluster up 3" and demo == "chainmill erp rfq-demo"
+    env = child_env({"CHAINMILL_DATADIR": str(tmp_path)})
+
+    def chainmill(words: list[str]) -> str:
+        done = subprocess.run([*chainmill_command(), *words], capture_output=True, text=True,
+                              timeout=scaled(300), env=env)
+        assert done.returncode == 0, f"{words}: {done.stderr}"
+        return done.stdout
+
+    # 0.5 s blocks instead of the default 15 s, so that the story takes seconds, not minutes
+    chainmill([*shlex.split(up)[1:], "--param", "target-block-time=0.5"])
+    try:
+        result = json.loads(chainmill(shlex.split(demo)[1:]))
+    finally:
+        chainmill(["cluster", "down"])
+    assert result["quotations_readable_by"] == {
+        "B": ["512000000000000000000000000003", "600300000000000000000000000041"],
+        "S1": ["512000000000000000000000000003"], "S2": ["600300000000000000000000000041"]}
+    assert [line["exchange_rate"] for line in result["buyer_comparison"]] == ["1.080000"] * 2
