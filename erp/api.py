@@ -33,7 +33,7 @@ from erp.errors import ActionRefused, ErpError, NotFound
 from erp.follower import Follower
 from erp.projection import Projection, SqlState, canonical
 from erp.settings import DEFAULT_STREAM
-from triggers.nodes import NodeClient
+from triggers.nodes import NodeClient, rpc_error_code, rpc_errors
 
 __all__ = ["Erp", "DEFAULT_STREAM", "MAX_LIMIT", "PENDING_TTL"]
 
@@ -99,7 +99,15 @@ class Erp:
         self.projection.create()
         names = {s.get("name") for s in self.client.call("liststreams") or []}
         if self.stream not in names:
-            txid = self.client.call("create", "stream", self.stream, True)
+            try:
+                txid = self.client.call("create", "stream", self.stream, True)
+            except rpc_errors() as exc:
+                if rpc_error_code(exc) is None:
+                    raise
+                raise ErpError(
+                    f"stream {self.stream} is not on this node yet and the node cannot create "
+                    f"it ({exc}): create it from a node with create permission (its "
+                    "`chainmill erp init`), then run init here once it has arrived") from None
             log.info("created stream %s (%s)", self.stream, txid)
         self.client.call("subscribe", self.stream)
         if agent_name is None:

@@ -16,7 +16,8 @@ import pytest
 from erp_support import company, log, projected, two_nodes, wait_same_state
 from sqlalchemy import create_engine
 
-from erp.errors import ActionRefused
+from erp.api import Erp
+from erp.errors import ActionRefused, ErpError
 
 pytestmark = pytest.mark.functional
 
@@ -27,6 +28,8 @@ def test_record_custody_reporting_and_finalization(harness, tmp_path: Path) -> N
     b, b_agent = company(n2, create_engine(f"sqlite:///{tmp_path / 'b.db'}"), "carrier")
     projected(a, b_agent)
     projected(b, a_agent)
+    with pytest.raises(ErpError, match="cannot create it"):  # node 2 lacks create permission
+        Erp(b.engine, n2.rpc, stream="carriers").init()
 
     def both(txid: str) -> None:
         for erp in (a, b):
