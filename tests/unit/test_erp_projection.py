@@ -205,3 +205,23 @@ def test_postgresql_projection_has_the_sqlite_digest(postgres_db, tmp_path: Path
 @pytest.mark.mariadb
 def test_mariadb_projection_has_the_sqlite_digest(mariadb_db, tmp_path: Path) -> None:
     same_state_on(mariadb_db.url, tmp_path)
+
+
+@pytest.mark.postgres
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(published(), max_size=30), st.integers(1, 7))
+def test_random_sequences_give_the_same_digest_on_sqlite_and_postgresql(
+        postgres_db, sequence: list, page: int) -> None:
+    items = items_of(bootstrap() + sequence)
+    pg = create_engine(postgres_db.url)
+    schema.metadata.drop_all(pg)  # a fresh projection for every example
+    other = projection(postgres_db.url)
+    with tempfile.TemporaryDirectory() as directory:
+        reference = sqlite_projection(Path(directory), "reference")
+        apply_in_pages(reference, items, len(items))
+        apply_in_pages(other, items, page)
+        assert other.digest() == reference.digest()
+        reference.engine.dispose()
+    other.engine.dispose()
+    pg.dispose()
