@@ -13,6 +13,7 @@ from erp_helpers import ADDRESS_OF, BLOCKTIME, act, key
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, select
+from sqlalchemy.pool import StaticPool
 
 from erp import schema
 from erp.errors import ErpError
@@ -42,6 +43,13 @@ def projection(url: str) -> Projection:
 
 def sqlite_projection(directory: Path, name: str) -> Projection:
     return projection(f"sqlite:///{directory / name}.db")
+
+
+def memory_projection() -> Projection:
+    """A projection in its own in-memory SQLite database (one connection, kept open)."""
+    p = Projection(create_engine("sqlite://", poolclass=StaticPool), "supplychain", ADDRESS_OF)
+    p.create()
+    return p
 
 
 def apply_in_pages(p: Projection, items: list[Item], size: int) -> None:
@@ -108,24 +116,23 @@ def bootstrap() -> list[tuple[dict, str]]:
     return out
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(published(), max_size=40), st.integers(1, 7))
 def test_random_sequences_give_identical_digests_and_replays_change_nothing(
         sequence: list, page: int) -> None:
     items = items_of(bootstrap() + sequence)
-    with tempfile.TemporaryDirectory() as directory:
-        one = sqlite_projection(Path(directory), "one")
-        two = sqlite_projection(Path(directory), "two")
-        apply_in_pages(one, items, len(items))
-        apply_in_pages(two, items, page)
-        digest = one.digest()
-        assert two.digest() == digest
-        assert sum(one.counts().values()) == len(items)
-        apply_in_pages(one, items, page)  # the same items again
-        assert one.digest() == digest
-        assert sum(one.counts().values()) == len(items)
-        one.engine.dispose()
-        two.engine.dispose()
+    # two separate in-memory databases: no file system work per example
+    one, two = memory_projection(), memory_projection()
+    apply_in_pages(one, items, len(items))
+    apply_in_pages(two, items, page)
+    digest = one.digest()
+    assert two.digest() == digest
+    assert sum(one.counts().values()) == len(items)
+    apply_in_pages(one, items, page)  # the same items again
+    assert one.digest() == digest
+    assert sum(one.counts().values()) == len(items)
+    one.engine.dispose()
+    two.engine.dispose()
 
 
 # -- fixed scenarios --------------------------------------------------------------------------
