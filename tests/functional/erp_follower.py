@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 from erp_support import BLOCK_TIME, PARAMS, log
@@ -74,7 +75,8 @@ def all_final(node, count: int) -> bool:  # noqa: ANN001
 
 
 def test_killed_follower_and_two_followers_apply_each_item_once(harness, app_db,  # noqa: F811
-                                                                 second_db) -> None:  # noqa: F811
+                                                                 second_db,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
     node = harness.add_node(chain="erpfollow", block_time=BLOCK_TIME, params=PARAMS)
     node.start()
     pin_ports(node)
@@ -93,7 +95,7 @@ def test_killed_follower_and_two_followers_apply_each_item_once(harness, app_db,
     wait_until(lambda: all_final(node, total), timeout=120, msg="all updates final")
     follower = subprocess.Popen(erp_command(node, "follow", node.chain, "--batch", "3"),
                                 env=child_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+                                stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: cursor_position(app_db) > before, interval=0.005,
                    msg="the follower's first page")
@@ -116,19 +118,25 @@ def test_killed_follower_and_two_followers_apply_each_item_once(harness, app_db,
     assert record["properties"][0]["values"][0]["value"] == UPDATES - 1
 
     log.info("two followers side by side over %d new items", UPDATES)
-    twins = [subprocess.Popen(erp_command(node, "follow", node.chain, "--batch", "3",
-                                          "--interval", "0.05"),
+    logs = [tmp_path / f"twin{n}.log" for n in range(2)]
+    verbose = [*chainmill_command(), "-v", *erp_command(node, "follow", node.chain, "--batch",
+                                                        "20", "--interval", "0.05")[
+        len(chainmill_command()):]]
+    twins = [subprocess.Popen(verbose,
                               env=child_env(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE) for _ in range(2)]
+                              stderr=path.open("wb")) for path in logs]
     try:
+        # both must be in their loop (signal handlers set) before the race starts
+        wait_until(lambda: all("following supplychain" in p.read_text(errors="replace")
+                               for p in logs), timeout=60, msg="both followers to start")
         publish_updates(node, erp.public_key, erp.address, UPDATES, UPDATES)
         wait_until(lambda: cursor_position(app_db) == total + UPDATES, timeout=120,
                    msg="the twins to catch up")
     finally:
         for twin in twins:
             twin.send_signal(signal.SIGTERM)
-        for twin in twins:
-            assert twin.wait(timeout=scaled(30)) == 0, twin.stderr.read().decode()
+        codes = [twin.wait(timeout=scaled(30)) for twin in twins]
+    assert codes == [0, 0], [p.read_text(errors="replace")[-2000:] for p in logs]
     assert log_counts(app_db) == (total + UPDATES, total + UPDATES)
     reference.follow()
     assert erp.digest()["digest"] == reference.digest()["digest"]
