@@ -12,101 +12,28 @@ from typing import Any
 
 from aiohttp import web
 
-from node.client import RpcConnectionError, RpcError
+from node.client import RpcError
+from node.console.params import (
+    MAX_PAGE,
+    PEER_PATTERN,
+    PERMISSIONS,
+    TXID_PATTERN,
+    address_param,
+    int_param,
+    json_body,
+    json_error,
+    name_param,
+    permission_list,
+    rpc_failure,
+    txid_param,
+)
 from node.console.plugin import Console
+
+__all__ = ["MAX_PAGE", "PERMISSIONS", "address_param", "int_param", "json_body", "json_error",
+           "name_param", "permission_list", "rpc_failure", "txid_param", "register"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.json"
-
-MAX_PAGE = 1000
-_TXID = re.compile(r"[0-9a-fA-F]{64}")
-_ADDRESS = re.compile(r"[1-9A-HJ-NP-Za-km-z]{20,64}")
-_PEER = re.compile(r"[0-9A-Za-z.:\[\]-]{1,300}")
-PERMISSIONS = ("connect", "send", "receive", "issue", "create", "mine", "activate", "admin")
-# MultiChain codes whose meaning is "no such thing" and "you may not".
-_NOT_FOUND = {-5, -703, -705, -708, -710, -714}
-_FORBIDDEN = {-704}
-_HTTP_ERRORS: dict[int, type[web.HTTPException]] = {
-    400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
-    404: web.HTTPNotFound, 502: web.HTTPBadGateway,
-}
-
-
-def json_error(status: int, code: int, message: str) -> web.HTTPException:
-    """An HTTP error whose body is ``{"error": {"code", "message"}}``."""
-    body = json.dumps({"error": {"code": code, "message": message}})
-    return _HTTP_ERRORS[status](text=body, content_type="application/json")
-
-
-def rpc_failure(exc: RpcError | RpcConnectionError) -> web.HTTPException:
-    """The node's refusal as an API error, with the node's MultiChain code."""
-    if isinstance(exc, RpcConnectionError) or exc.http_status == 401:
-        return json_error(502, 0, f"the node cannot be reached: {exc}")
-    status = 404 if exc.code in _NOT_FOUND else 403 if exc.code in _FORBIDDEN else 400
-    return json_error(status, exc.code, exc.message)
-
-
-# ------------------------------------------------------------------ parameters
-
-
-def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    """An integer query parameter within [low, high]; 400 otherwise."""
-    text = request.query.get(name)
-    if text is None or text == "":
-        return default
-    if not re.fullmatch(r"-?[0-9]{1,12}", text):
-        raise json_error(400, -8, f"{name} must be an integer")
-    value = int(text)
-    if not low <= value <= high:
-        raise json_error(400, -8, f"{name} must be between {low} and {high}")
-    return value
-
-
-def name_param(value: str, what: str) -> str:
-    """A stream name, key or similar: 1-256 printable characters."""
-    if not 0 < len(value) <= 256 or not value.isprintable():
-        raise json_error(400, -8, f"{what} must be 1 to 256 printable characters")
-    return value
-
-
-def txid_param(value: str) -> str:
-    if not _TXID.fullmatch(value):
-        raise json_error(400, -8, "a txid is 64 hexadecimal digits")
-    return value.lower()
-
-
-def address_param(value: Any) -> str:
-    if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
-        raise json_error(400, -8, "not an address")
-    return value
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body; 400 when it is not one."""
-    if request.content_type != "application/json":
-        raise json_error(400, -8, "the body must be application/json")
-    try:
-        body = await request.json()
-    except ValueError:
-        raise json_error(400, -8, "the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise json_error(400, -8, "the body must be a JSON object")
-    return body
-
-
-def permission_list(value: Any) -> str:
-    """A comma-separated permission list (or a list of names), each a known permission."""
-    names = value.split(",") if isinstance(value, str) else value
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise json_error(400, -8, "permissions must be a list of permission names")
-    names = [n.strip().lower() for n in names]
-    for n in names:
-        # stream permissions are written STREAM.write etc.
-        base = n.rsplit(".", 1)[-1]
-        if base not in PERMISSIONS + ("write", "read") or len(n) > 300:
-            raise json_error(400, -8, f"unknown permission {n[:40]!r}")
-    return ",".join(names)
-
 
 # ------------------------------------------------------------------ the routes
 
@@ -157,7 +84,7 @@ def register(console: Console) -> None:
     async def disconnect(request: web.Request) -> web.Response:
         body = await json_body(request)
         peer = body.get("peer")
-        if not isinstance(peer, str) or not _PEER.fullmatch(peer):
+        if not isinstance(peer, str) or not PEER_PATTERN.fullmatch(peer):
             raise json_error(400, -8, "peer must be a peer address as getpeerinfo shows it")
         await console.call("disconnectnode", peer)
         return web.json_response({"disconnected": peer})
@@ -179,7 +106,7 @@ def block_ref(request: web.Request) -> str | int:
     ref = request.match_info["ref"]
     if re.fullmatch(r"[0-9]{1,10}", ref):
         return int(ref)
-    if _TXID.fullmatch(ref):
+    if TXID_PATTERN.fullmatch(ref):
         return ref.lower()
     raise json_error(400, -8, "a block is given by its height or its 64-digit hash")
 

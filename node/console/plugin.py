@@ -23,6 +23,7 @@ import jinja2
 from aiohttp import web
 
 from node.client import RpcClient
+from node.console import params
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,13 @@ class Console:
     openapi_schemas: dict[str, Any] = field(default_factory=dict)
     item_decoders: list[ItemDecoder] = field(default_factory=list)
     plugin_names: list[str] = field(default_factory=list)
+
+    # Checked parameters and JSON errors, so plug-ins need not import node/console modules.
+    json_error = staticmethod(params.json_error)
+    int_param = staticmethod(params.int_param)
+    name_param = staticmethod(params.name_param)
+    txid_param = staticmethod(params.txid_param)
+    json_body = staticmethod(params.json_body)
 
     async def call(self, method: str, *params: Any) -> Any:
         """A JSON-RPC call on the node, off the event loop (the client is synchronous)."""
