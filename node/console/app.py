@@ -12,7 +12,7 @@ from aiohttp import web
 from node.client import RpcAuthError, RpcClient, RpcConnectionError, RpcError
 from node.console import api, pages
 from node.console.plugin import Console, load_plugins
-from node.console.sessions import COOKIE, SessionStore, csrf_ok
+from node.console.sessions import COOKIE, SESSION_KEY, SessionStore, csrf_ok
 from node.console.users import check_password, load_users, users_path
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ async def _security(request: web.Request, handler: api.Handler) -> web.StreamRes
     console: Console = request.app[CONSOLE_KEY]
     store: SessionStore = request.app[STORE_KEY]
     session = store.get(request.cookies.get(COOKIE))
-    request["session"] = session
+    request[SESSION_KEY] = session
     is_api = request.path.startswith("/api/")
     try:
         if not _is_public(request.path):
@@ -67,12 +67,21 @@ async def _security(request: web.Request, handler: api.Handler) -> web.StreamRes
                     raise web.HTTPForbidden(text="missing or wrong CSRF token")
         response = await handler(request)
     except web.HTTPException as exc:
-        response = exc
+        _add_headers(exc)
+        raise
     except (RpcError, RpcConnectionError) as exc:
-        response = api.rpc_failure(exc) if is_api else pages.rpc_failure_page(console, request, exc)
+        if is_api:
+            failure = api.rpc_failure(exc)
+            _add_headers(failure)
+            raise failure from None
+        response = pages.rpc_failure_page(console, request, exc)
+    _add_headers(response)
+    return response
+
+
+def _add_headers(response: web.StreamResponse) -> None:
     for name, value in _HEADERS.items():
         response.headers.setdefault(name, value)
-    return response
 
 
 STORE_KEY = web.AppKey("sessions", SessionStore)

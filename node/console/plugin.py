@@ -24,6 +24,7 @@ from aiohttp import web
 
 from node.client import RpcClient
 from node.console import params
+from node.console.sessions import SESSION_KEY
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Console:
     def render(self, request: web.Request, template: str, status: int = 200,
                **values: Any) -> web.Response:
         """A page from ``template`` with the layout's values (user, CSRF token, navigation)."""
-        session = request.get("session")
+        session = request.get(SESSION_KEY)
         html = self.templates.get_template(template).render(
             chain=self.chain, nav=self.nav, user=session.user if session else None,
             csrf_token=session.csrf if session else "", path=request.path, **values)

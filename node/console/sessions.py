@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from aiohttp import web
+
 COOKIE = "chainmill_console"
 IDLE_SECONDS = 8 * 3600
 MAX_SESSIONS = 1000
@@ -20,6 +22,9 @@ class Session:
     user: str
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     last_seen: float = 0.0
+
+
+SESSION_KEY = web.RequestKey("session", Session | None)  # type: ignore[arg-type]
 
 
 class SessionStore:
