@@ -7,6 +7,11 @@ it), its templates (``add_templates``) and decoders for the items it understands
 (``add_item_decoder``). It reaches the node only through ``console.call`` (JSON-RPC); node/
 never imports it. Every POST is CSRF-checked and every route needs a login before the
 handler runs, so a plug-in cannot forget either.
+
+The triggers views (triggers/console_views.py) are the worked example. erp/'s partner and
+order requests are meant to come the same way: an ``erp = "erp.console_views"`` entry point
+whose pages list the requests and POST Accept / Reject forms (``csrf_token`` field), which act
+through ``console.call`` so the node signs and checks them; nothing in node/ changes for it.
 """
 
 from __future__ import annotations
