@@ -7,12 +7,15 @@ Starts a node (0.5 s blocks) on a fresh chain in a temporary directory, fills on
 N items (default 1,000,000) by `publishmulti` in JSON-RPC batches, waits until all are
 confirmed, starts `chainmill console` against it, logs in, and times R requests each of
 
+    api_items_newest GET /api/streams/S/items?count=20            (the newest page)
+    page_stream_newest GET /stream/S                              (the explorer's first page)
     api_items        GET /api/streams/S/items?start=X&count=20   (X random over the stream)
     api_items_key    GET /api/streams/S/items?key=K              (K random)
     page_stream      GET /stream/S?start=X                        (the explorer's item list)
     page_item        GET /item/S/TXID                             (one item, decoded)
     rpc_items        liststreamitems S false 20 -X-20, straight to the node (what the two
                      list routes cost the node, to tell the console's share from the node's)
+    rpc_items_newest liststreamitems S false 20 -20 (the newest page, straight to the node)
     rpc_txitems      liststreamtxitems S TXID true, straight to the node (page_item's call)
 
 reporting p50/p99 per route, requests/s, and each rate as a ratio to the raw coincurve
@@ -175,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         from node.client import RpcClient
         rpc = RpcClient("127.0.0.1", node.port, node.user, node.password)
         routes = {
+            "api_items_newest": lambda: check(f"/api/streams/{STREAM}/items?count=20"),
+            "page_stream_newest": lambda: check(f"/stream/{STREAM}"),
             "api_items": lambda: check(f"/api/streams/{STREAM}/items?start={offset()}&count=20"),
             "api_items_key": lambda: check(
                 f"/api/streams/{STREAM}/items?key=SN{rng.randrange(args.items):08d}"),
@@ -182,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             "page_item": lambda: check(f"/item/{STREAM}/{rng.choice(txids)}"),
             "rpc_items": lambda: rpc.call("liststreamitems", STREAM, False, 20,
                                           -(offset() + 20)),
+            "rpc_items_newest": lambda: rpc.call("liststreamitems", STREAM, False, 20, -20),
             "rpc_txitems": lambda: rpc.call("liststreamtxitems", STREAM, rng.choice(txids),
                                             True),
         }
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 and summary["p99_ms"] < TARGET_P99_MS,
             })
             results[name] = summary
-            print(f"{name:14s} p50 {summary['p50_ms']:8.2f} ms  p99 {summary['p99_ms']:8.2f} ms"
+            print(f"{name:18s} p50 {summary['p50_ms']:8.2f} ms  p99 {summary['p99_ms']:8.2f} ms"
                   f"  {per_s:8.1f} req/s  ratio {summary['ratio_to_verify']}", flush=True)
         rpc.close()
         report = {
