@@ -180,6 +180,8 @@ def up(args: argparse.Namespace) -> int:
     for n in nodes:
         print(f"  {n['name']}: port {n['port']}, rpcport {n['rpcport']}:  chainmill cli "
               f"{n['chain']} --datadir {n['datadir']} getinfo")
+    print(f"Admin console of node1 (then open http://127.0.0.1:8480/):  chainmill console "
+          f"{nodes[0]['chain']} --datadir {nodes[0]['datadir']}", flush=True)
     return 0
 
 

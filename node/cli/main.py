@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 BUILTIN_COMMAND_MODULES = (
     "node.cli.create", "node.cli.start", "node.cli.rpc_cli", "node.cli.cluster",
+    "node.cli.console",
 )
 ENTRY_POINT_GROUP = "chainmill.commands"
 
@@ -85,7 +86,7 @@ def _register(subparsers: argparse._SubParsersAction, module: ModuleType) -> Non
             pass  # the subcommand defines its own -v
 
 
-BUILTIN_COMMANDS = frozenset({"create", "start", "cli", "cluster"})
+BUILTIN_COMMANDS = frozenset({"create", "start", "cli", "cluster", "console"})
 
 
 def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:

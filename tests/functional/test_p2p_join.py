@@ -121,6 +121,7 @@ def test_cluster_up_status_down(harness, daemons):
     assert "Cluster of 3 nodes of chain line is up and synced" in out, out
     for i in (1, 2, 3):
         assert f"chainmill cli line --datadir {cdir / f'node{i}'} getinfo" in out
+    assert f"chainmill console line --datadir {cdir / 'node1'}" in out  # offered with its URL
 
     shown = daemons.run("cluster", "status", "--dir", str(cdir), "--json")
     rows = json.loads(daemons.run("cluster", "status", "--dir", str(cdir), "--json",
