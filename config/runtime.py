@@ -71,6 +71,8 @@ _TABLE: tuple[RuntimeSpec, ...] = (
     _r("rpcallowip", "networks", (), "Client IP, IP/netmask or IP/CIDR allowed besides loopback."),
     _r("rpcbind", "list", (), "Addresses to bind the JSON-RPC server to (with rpcallowip)."),
     _r("rpcallowmethod", "methods", (), "Permitted JSON-RPC methods; empty: all."),
+    _r("metricsallowip", "networks", (), "Client IP, IP/netmask or IP/CIDR that may read "
+       "/health and /metrics without credentials besides loopback (it must pass rpcallowip)."),
     _r("rpckeepalive", "bool", True, "Keep HTTP connections open between requests (0 turns it off)."),
     _r("rpcthreads", "int", 4, "JSON-RPC worker threads.", 1, 1024),
     _r("rpcmaxbody", "int", 32 * 1024 * 1024, "Largest accepted JSON-RPC request body in bytes.",
@@ -149,6 +151,7 @@ class RuntimeConfig:
     rpcallowip: tuple[IPNetwork, ...] = ()
     rpcbind: tuple[str, ...] = ()
     rpcallowmethod: tuple[str, ...] = ()
+    metricsallowip: tuple[IPNetwork, ...] = ()
     rpckeepalive: bool = True
     rpcthreads: int = 4
     rpcmaxbody: int = 32 * 1024 * 1024
