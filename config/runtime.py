@@ -238,7 +238,7 @@ def _lookup(name: str) -> RuntimeSpec:
     return spec
 
 
-def _parse_network(text: str) -> IPNetwork:
+def _parse_network(text: str, name: str = "rpcallowip") -> IPNetwork:
     try:
         if "/" in text:
             address, mask = text.split("/", 1)
@@ -246,7 +246,7 @@ def _parse_network(text: str) -> IPNetwork:
                 return ipaddress.ip_network(f"{address}/{mask}", strict=False)
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise ConfigError(f"rpcallowip: {text!r} is not an IP, IP/netmask or IP/CIDR") from None
+        raise ConfigError(f"{name}: {text!r} is not an IP, IP/netmask or IP/CIDR") from None
 
 
 def _split_list(values: Sequence[str]) -> list[str]:
@@ -262,7 +262,7 @@ def parse_runtime_value(spec: RuntimeSpec, values: Sequence[str]) -> object:
     if kind in _REPEATABLE:
         items = _split_list(values)
         if kind == "networks":
-            return tuple(_parse_network(item) for item in items)
+            return tuple(_parse_network(item, spec.name) for item in items)
         if kind == "methods":
             return tuple(dict.fromkeys(item.lower() for item in items))
         for item in items:
