@@ -5,7 +5,9 @@ What: (1) a started node answers /health with 200, ready, live and its miner sta
 blocks, transactions and RPC calls (including a failing one, counted under its error code)
 happen; POST on either path is 405; a second node of the chain reports its peer as connected
 and is ready and synced. (2) A client beyond loopback (admitted by rpcallowip) needs the RPC
-credentials for both paths, unless metricsallowip lets its network in.
+credentials for both paths, unless metricsallowip lets its network in. (3) The README's
+"Health and metrics" commands, run as written against a `chainmill cluster up` cluster,
+print a ready /health and a scrape that parses.
 
 How: real node processes; the "remote" client is this process connecting from the machine's
 own non-loopback address (the node sees that address as the peer, as it would see another
@@ -18,11 +20,15 @@ import base64
 import http.client
 import json
 import logging
+import os
+import re
 import socket
+import subprocess
+from pathlib import Path
 
 import pytest
-from framework import wait_until
-from network_support import start_network
+from framework import REPO_ROOT, chainmill_command, child_env, scaled, wait_until
+from network_support import daemons_fixture, start_network  # noqa: F401 - `daemons`
 
 from node.client import RpcError
 
@@ -181,3 +187,36 @@ def test_credentials_needed_beyond_loopback_unless_metricsallowip(harness):
     # JSON-RPC itself still needs the credentials.
     status, _, _ = http_get(address, node.rpcport, "/", method="POST", source=address)
     assert status == 401
+
+
+def readme_lines() -> list[str]:
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split("## Health and metrics", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```sh\n(.*?)```", section, re.S)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_health_and_metrics_commands(harness, daemons):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cdir = harness.base_dir / "cluster"  # the default cluster directory of this datadir
+    daemons.track(cdir / "node1" / "chainmill")
+    daemons.run("cluster", "up", "1", "--dir", str(cdir), "--param", "target-block-time=0.2",
+                timeout=120)
+    lines = readme_lines()
+    assert len(lines) == 3 and lines[0].startswith("P=$(chainmill cluster status --json")
+    command = Path(chainmill_command()[0])
+    env = child_env({"CHAINMILL_DATADIR": str(harness.base_dir)})
+    if command.name == "chainmill":  # the README says `chainmill`: this tree's one first
+        env["PATH"] = f"{command.parent}{os.pathsep}{env.get('PATH', '')}"
+    outputs = []
+    for n in (1, 2):  # each curl line with the port line before it, as a reader pastes them
+        script = "set -e\n" + lines[0] + "\n" + lines[n] + "\n"
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                              env=env, cwd=harness.base_dir, timeout=scaled(60))
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    body = json.loads(outputs[0])
+    assert body["ready"] is True and body["live"] is True and body["miner"] == "mining", body
+    names = {f.name for f in text_string_to_metric_families(outputs[1])}
+    assert {"chainmill_height", "chainmill_peers", "chainmill_rpc_calls"} <= names

@@ -216,3 +216,15 @@ def test_node_metrics_counted_on_the_contexts_connect_and_reorg_paths(
     assert value(s, "chainmill_block_connect_seconds_count") == 5
     assert value(s, "chainmill_reorganisations_total") == 1
     assert value(s, "chainmill_reorganisation_depth_sum") == 3
+
+
+def test_node_metrics_readme_names_every_metric_the_node_serves():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Health and metrics", 1)[1].split("\n## ", 1)[0]
+    documented = {re.sub(r"_total$", "", n) for n in re.findall(r"`(chainmill_\w+)", section)}
+    served = {f.name for f in text_string_to_metric_families(
+        NodeMetrics(lambda: STATE).render().decode()) if not f.name.endswith("_created")}
+    assert documented == served
