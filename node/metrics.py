@@ -103,6 +103,10 @@ class NodeMetrics:
         self.reorganisation_depth = Histogram(
             "chainmill_reorganisation_depth", "Blocks removed by a reorganisation.",
             buckets=REORG_DEPTH_BUCKETS, registry=registry)
+        # labels() builds and locks on every call; the children are cached per label value
+        # (both sets are bounded: registered methods, and MultiChain's error codes).
+        self._rpc_counts: dict[tuple[str, str], Any] = {}
+        self._rpc_times: dict[str, Any] = {}
         if source is not None:
             registry.register(NodeStateCollector(source))
 
@@ -115,8 +119,15 @@ class NodeMetrics:
 
     def observe_rpc(self, method: str, outcome: str, seconds: float) -> None:
         """One JSON-RPC call ended: outcome "ok" or its error code."""
-        self.rpc_calls.labels(method, outcome).inc()
-        self.rpc_call_seconds.labels(method).observe(seconds)
+        key = (method, outcome)
+        count = self._rpc_counts.get(key)
+        if count is None:
+            count = self._rpc_counts[key] = self.rpc_calls.labels(method, outcome)
+        timing = self._rpc_times.get(method)
+        if timing is None:
+            timing = self._rpc_times[method] = self.rpc_call_seconds.labels(method)
+        count.inc()
+        timing.observe(seconds)
 
     def observe_hook(self, hook: str, failure: str | None) -> None:
         """A hook run ended; `failure` names why it failed, None when it succeeded."""
