@@ -194,6 +194,8 @@ def make_rpc_app(dispatcher: Dispatcher, settings: RpcSettings,
                 return _unauthorized()
         response = await probe_response(probes, request)
         response.headers["Server"] = SERVER_HEADER
+        if not keepalive:
+            response.force_close()
         return response
 
     async def handle(request: web.Request) -> web.StreamResponse:
