@@ -224,7 +224,12 @@ async def new_stream(conns: list[Conn], name: str, deadline: float) -> None:
 
     async def everywhere() -> bool:
         for c in conns:
-            streams = await c.call("liststreams", name)
+            try:
+                streams = await c.call("liststreams", name)
+            except RuntimeError as e:
+                if "-708" in str(e):  # the creation has not reached this node yet
+                    return False
+                raise
             if not streams or streams[0].get("streamref") is None:
                 return False
         return True

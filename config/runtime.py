@@ -61,6 +61,33 @@ class RuntimeSpec:
         return self.name.replace("-", "_")
 
 
+def parse_bind(entry: str, default_port: int) -> tuple[str, int]:
+    """A ``bind`` entry as (IP, port): ``IP``, ``IP:port`` or ``[IPv6]:port``, as MultiChain's
+    ``-bind`` (an IP literal, no host names); raises ConfigError."""
+    text = entry.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"bind: {entry!r} is not IP, IP:port or [IPv6]:port")
+        if rest:
+            port = _bind_port(entry, rest[1:])
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = _bind_port(entry, port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"bind: {entry!r} is not IP, IP:port or [IPv6]:port") from None
+    return host, port
+
+
+def _bind_port(entry: str, text: str) -> int:
+    if not _INT_TEXT.fullmatch(text) or not 1 <= int(text) <= 65535:
+        raise ConfigError(f"bind: {entry!r} has no valid port (1 - 65535)")
+    return int(text)
+
+
 _r = RuntimeSpec  # the table reads better with a short name
 
 _TABLE: tuple[RuntimeSpec, ...] = (
@@ -91,6 +118,8 @@ _TABLE: tuple[RuntimeSpec, ...] = (
     # peer-to-peer
     _r("port", "int", None, "P2P listen port; default: the chain's default-network-port.", 1, 65535),
     _r("listen", "bool", True, "Accept incoming P2P connections."),
+    _r("bind", "list", (), "Addresses (IP or IP:port, [IPv6]:port) the P2P listener binds to; "
+       "default: all interfaces."),
     _r("addnode", "list", (), "Peer host:port to connect to, besides discovered ones."),
     _r("connect", "list", (), "Connect only to these peers (host:port)."),
     _r("externalip", "list", (), "Own public address to advertise to peers."),
@@ -163,6 +192,7 @@ class RuntimeConfig:
     rpcsslprivatekeyfile: str | None = "server.pem"
     port: int | None = None
     listen: bool = True
+    bind: tuple[str, ...] = ()
     addnode: tuple[str, ...] = ()
     connect: tuple[str, ...] = ()
     externalip: tuple[str, ...] = ()
@@ -208,6 +238,8 @@ class RuntimeConfig:
             value = getattr(self, name)
             if value is not None and not 1 <= value <= 65535:
                 raise ConfigError(f"{name}: {value} is out of range (1 - 65535)")
+        for entry in self.bind:
+            parse_bind(entry, 1)
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -528,3 +560,110 @@ def ensure_chain_conf(chain_dir: Path, rng: random.Random | None = None) -> None
         finally:
             os.unlink(tmp_name)
     os.chmod(target, 0o600)
+
+
+# -- setruntimeparam --------------------------------------------------------------------------
+# The parameters MultiChain 2.3's setruntimeparam accepts (rpcmisc.cpp), by value kind, minus
+# its test-only dropmessagestest and internal compatibility. Every value is checked before
+# anything changes, with MultiChain's messages; each refusal is a ConfigError (-8 over RPC).
+SETTABLE_RUNTIME: Mapping[str, str] = MappingProxyType({
+    "miningrequirespeers": "bool", "mineemptyblocks": "bool", "mineblocksondemand": "bool",
+    "hideknownopdrops": "bool", "lockinlinemetadata": "bool",
+    "mineemptyrounds": "float", "miningturnover": "fraction",
+    "lockadminminerounds": "count", "maxshowndata": "count", "maxqueryscanitems": "count",
+    "acceptfiltertimeout": "count", "sendfiltertimeout": "count",
+    "bantx": "txids", "lockblock": "blockhash", "handshakelocal": "address",
+    "autosubscribe": "autosubscribe",
+})
+"""Name → kind of every parameter `setruntimeparam` may change while the node runs."""
+
+_SET_TRUE = frozenset({"true", "yes", "on"})
+_SET_FALSE = frozenset({"false", "no", "off", ""})
+_HEX64_TEXT = re.compile(r"[0-9a-fA-F]{64}")
+_AUTOSUBSCRIBE = ("streams", "assets")
+
+
+def _value_type_error() -> ConfigError:
+    return ConfigError("Invalid parameter value type")
+
+
+def _set_bool(value: object) -> bool:
+    # MultiChain's paramtobool(value, strict=false): booleans, integers, "true" and integer
+    # strings; chainmill also refuses words that are neither (atoi would read them as 0).
+    if value is True or value is False:
+        return value
+    if type(value) is int:
+        return value != 0
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _SET_TRUE:
+            return True
+        if word in _SET_FALSE:
+            return False
+        if _INT_TEXT.fullmatch(word):
+            return int(word) != 0
+    raise ConfigError("Invalid parameter value type, should be boolean")
+
+
+def _set_number(value: object, integer: bool) -> int | float:
+    if isinstance(value, bool):
+        raise _value_type_error()
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and not integer and math.isfinite(value):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if integer and _INT_TEXT.fullmatch(text):
+            return int(text)
+        if not integer and _FLOAT_TEXT.fullmatch(text) and math.isfinite(float(text)):
+            return float(text)
+    raise _value_type_error()
+
+
+def parse_setruntimeparam(name: str, value: object) -> object:
+    """The typed value `setruntimeparam name value` sets, or ConfigError with MultiChain's text.
+
+    An ``address`` kind is returned as the string; the caller checks it with the chain's
+    address codec (MultiChain: RPC_INVALID_ADDRESS_OR_KEY).
+    """
+    kind = SETTABLE_RUNTIME.get(name)
+    if kind is None:
+        raise ConfigError(f"Unsupported runtime parameter: {name}")
+    if kind == "bool":
+        return _set_bool(value)
+    if kind in ("float", "fraction"):
+        number = float(_set_number(value, integer=False))
+        if kind == "fraction" and not 0.0 <= number <= 1.0:
+            raise ConfigError("Should be in range (0,1)")
+        if name == "mineemptyrounds" and number < -1:
+            raise ConfigError("Should be -1 (off) or non-negative")
+        return number
+    if kind == "count":
+        number = int(_set_number(value, integer=True))
+        if number < 0:
+            raise ConfigError("Should be non-negative")
+        if number > 2**31 - 1:
+            raise ConfigError("Should be at most 2147483647")
+        return number
+    if not isinstance(value, str):
+        raise _value_type_error()
+    text = value.strip()
+    if kind == "txids":
+        txids = [t.strip() for t in text.split(",") if t.strip()]
+        for txid in txids:
+            if not _HEX64_TEXT.fullmatch(txid):
+                raise ConfigError(f"Invalid txid: {txid}")
+        return ",".join(t.lower() for t in txids)
+    if kind == "blockhash":
+        if text and not _HEX64_TEXT.fullmatch(text):
+            raise ConfigError(f"Invalid block hash: {text}")
+        return text.lower()
+    if kind == "autosubscribe":
+        words = tuple(dict.fromkeys(w.strip() for w in text.split(",") if w.strip()))
+        if any(w not in _AUTOSUBSCRIBE for w in words) or (text and not words):
+            raise ConfigError("Invalid parameter value")
+        return words
+    if not text:
+        raise ConfigError("Invalid address")
+    return text

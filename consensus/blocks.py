@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from consensus.diversity import violates_diversity
 from consensus.rules import PermChange, Rules, apply_genesis_grants, apply_tx, has_permission
 from consensus.state import ChainState, StreamInfo
-from ledger.blocks import Block, BlockHeader
-from ledger.errors import ChainmillError, InvalidBlock, InvalidSignature
+from ledger.blocks import Block, BlockHeader, check_tx_count
+from ledger.errors import ChainmillError, DecodeError, InvalidBlock, InvalidSignature
 from ledger.merkle import merkle_root
 from ledger.transactions import Transaction
 from ledger.types import ZERO_HASH
@@ -55,6 +55,11 @@ def check_time(header: BlockHeader, prev: BlockHeader | None, now_ms: int) -> No
 
 
 def check_body(block: Block, rules: Rules) -> None:
+    """Size, count, uniqueness and Merkle root; every tx's structure is checked by apply_tx."""
+    try:
+        check_tx_count(len(block.txs))
+    except DecodeError as e:
+        raise InvalidBlock(str(e)) from None
     if block.size > rules.max_block_size:
         raise InvalidBlock(f"block of {block.size} bytes exceeds maximum-block-size")
     txids = [t.txid for t in block.txs]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from consensus.diversity import required_votes
 from consensus.state import ChainState, StreamInfo, Vote
+from ledger.blocks import BLOCK_OVERHEAD, tx_cost
 from ledger.errors import DuplicateName, InvalidTransaction, PermissionDenied
 from ledger.transactions import (
     GLOBAL_PERMS,
@@ -22,6 +23,7 @@ from ledger.transactions import (
     Permission,
     Publish,
     Transaction,
+    check_structure,
 )
 
 # Who may change what (spec §4.2): low-risk global permissions need activate (admin implies
@@ -111,9 +113,16 @@ def has_permission(state: ChainState, rules: Rules, address: bytes, perm: str, h
 
 
 def check_tx_limits(tx: Transaction, rules: Rules) -> None:
-    """Context-free size and count limits."""
+    """Context-free limits: the encoding's structural limits (the same function the decoder
+    applies, so whatever passes here decodes again), then the chain's size and count limits."""
+    check_structure(tx)
     if tx.size > rules.max_tx_size:
         raise InvalidTransaction(f"transaction of {tx.size} bytes exceeds max-std-tx-size")
+    if tx_cost(tx) > rules.max_block_size - BLOCK_OVERHEAD:
+        # max-std-tx-size may exceed maximum-block-size; such a tx would wait at the head of
+        # the mempool for a block it can never fit in, and no later tx would be mined.
+        raise InvalidTransaction(
+            f"transaction of {tx.size} bytes does not fit in a block (maximum-block-size)")
     items = 0
     for op in tx.ops:
         if isinstance(op, Publish):

@@ -21,6 +21,21 @@ from ledger.types import Hash32, PubKeyHash
 BLOCK_VERSION = 1
 HEADER_SIZE = 1 + 4 + 32 + 32 + 8
 MAX_BLOCK_TXS = 1_000_000
+BLOCK_OVERHEAD = HEADER_SIZE + 65 + 9
+"""Bytes of an encoded block besides its transactions' own bytes and length prefixes: the
+header, the miner's signature and the largest transaction-count prefix."""
+
+
+def tx_cost(tx: Transaction) -> int:
+    """Bytes a transaction adds to an encoded block: its length prefix and its bytes."""
+    n = tx.size
+    return n + len(_varint_len(n))
+
+
+def check_tx_count(n: int) -> None:
+    """The decoder's bound on the number of transactions in a block."""
+    if n > MAX_BLOCK_TXS:
+        raise DecodeError(f"a block holds at most {MAX_BLOCK_TXS} transactions, not {n}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +152,8 @@ class Block:
         header = BlockHeader.decode_from(r)
         signature = r.fixed(65)
         n = r.varint()
-        if n > MAX_BLOCK_TXS or n > r.remaining():
+        check_tx_count(n)
+        if n > r.remaining():
             raise DecodeError("impossible transaction count")
         txs = [Transaction.decode(r.var_bytes(len(raw))) for _ in range(n)]
         r.end()

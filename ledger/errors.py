@@ -17,6 +17,7 @@ __all__ = [
     "TxNotFound",
     "EntityNotFound",
     "InvalidTransaction",
+    "TxLimitExceeded",
     "AlreadyInChain",
     "InvalidBlock",
     "PermissionDenied",
@@ -55,6 +56,12 @@ class EntityNotFound(NotFound):
 
 class InvalidTransaction(ChainmillError):
     """A transaction breaks a rule: structure, size, signature, permission or state."""
+
+
+class TxLimitExceeded(DecodeError, InvalidTransaction):
+    """A transaction breaks a structural limit of its encoding (number of operations, keys per
+    item, key, name, data or details size, field ranges): the decoder refuses it, so it can be
+    neither built, pooled, mined nor connected. ledger/transactions.py `check_structure`."""
 
 
 class AlreadyInChain(InvalidTransaction):

@@ -470,6 +470,18 @@ class ChainStore:
             conn.close()  # back to the pool
         return {row[0]} if row is not None else set()
 
+    def tx_rows_involving(self, addresses: Sequence[str]) -> list[TxRow]:
+        """Confirmed transactions signed by, or changing a permission of, any of `addresses`
+        (encoded), in chain order: the wallet-transaction listings."""
+        if not addresses:
+            return []
+        wanted = list(addresses)
+        granted = sa.select(perm_log_t.c.txid).where(perm_log_t.c.address.in_(wanted))
+        q = sa.select(txs_t).where(sa.or_(txs_t.c.sender.in_(wanted), txs_t.c.txid.in_(granted)))
+        with self.engine.connect() as c:
+            rs = c.execute(q.order_by(txs_t.c.height, txs_t.c.blockindex)).all()
+        return [TxRow(r.txid, r.height, r.blockindex, r.sender, r.time_s, r.raw) for r in rs]
+
     def tx_count(self) -> int:
         with self.engine.connect() as c:
             return c.scalar(sa.select(sa.func.count()).select_from(txs_t)) or 0

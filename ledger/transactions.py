@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from ledger.codec import Reader, Writer
-from ledger.errors import DecodeError
+from ledger.errors import DecodeError, TxLimitExceeded
 from ledger.hashing import hash160, sha256d
 from ledger.keys import MAX_DER_SIGNATURE, KeyPair, verify
 from ledger.types import Hash32, PubKeyHash
@@ -29,6 +29,11 @@ MAX_DATA_BYTES = 64 * 1024 * 1024
 MAX_NAME_BYTES = 32
 MAX_DETAILS_BYTES = 64 * 1024
 NO_END = 4294967295
+MIN_DER_SIGNATURE = 8
+_U32_MAX = (1 << 32) - 1
+_U64_MAX = (1 << 64) - 1
+_PERM_MASK = (1 << 16) - 1
+_RESTRICT_MASK = 0x0F
 
 
 class OpKind(IntEnum):
@@ -197,6 +202,113 @@ def _decode_op(r: Reader) -> Op:
         return Permission(address, entity, perms, r.u32(), r.u32())
     raise DecodeError(f"unknown operation kind {kind}")
 
+# -- structural limits ----------------------------------------------------------------------------
+# The one set of limits of the encoding. `Transaction.decode` applies `check_structure` to every
+# transaction it reads (after bounded reads that refuse oversize fields before allocating them),
+# `Transaction.create` applies it before signing, and consensus applies it again in `apply_tx`
+# (mempool admission, the miner's re-check, `connect_block`). So a transaction that can be built,
+# pooled, mined or connected always decodes again: a block cannot become undecodable.
+
+def _limit(msg: str) -> TxLimitExceeded:
+    return TxLimitExceeded(msg)
+
+
+def _utf8_len(value: object, what: str, limit: int) -> int:
+    if not isinstance(value, str):
+        raise _limit(f"{what} must be a string")
+    try:
+        n = len(value.encode())
+    except UnicodeEncodeError:
+        raise _limit(f"{what} is not valid Unicode text (lone surrogate)") from None
+    if n > limit:
+        raise _limit(f"{what} of {n} bytes exceeds the limit of {limit} bytes")
+    return n
+
+
+def _check_bytes(value: object, what: str, *, size: int | None = None,
+                 limit: int | None = None) -> None:
+    if not isinstance(value, bytes):
+        raise _limit(f"{what} must be bytes")
+    if size is not None and len(value) != size:
+        raise _limit(f"{what} must be {size} bytes")
+    if limit is not None and len(value) > limit:
+        raise _limit(f"{what} of {len(value)} bytes exceeds the limit of {limit} bytes")
+
+
+def _check_int(value: object, what: str, low: int, high: int) -> None:
+    if type(value) is bool or not isinstance(value, int) or not low <= value <= high:
+        raise _limit(f"{what} must be an integer from {low} to {high}")
+
+
+def _check_flag(value: object, what: str) -> None:
+    if not isinstance(value, bool):
+        raise _limit(f"{what} must be true or false")
+
+
+def check_op(op: object) -> None:
+    """One operation within the limits of the encoding; raises TxLimitExceeded."""
+    if isinstance(op, Publish):
+        _check_bytes(op.stream, "stream reference", size=32)
+        if not isinstance(op.keys, tuple):
+            raise _limit("item keys must be a tuple")
+        if len(op.keys) > MAX_KEYS:
+            raise _limit(f"an item has {len(op.keys)} keys; at most {MAX_KEYS} are allowed")
+        for k in op.keys:
+            # Fast path: short ASCII text (no surrogates, one byte per character).
+            if not (type(k) is str and len(k) <= MAX_KEY_BYTES and k.isascii()):
+                _utf8_len(k, "item key", MAX_KEY_BYTES)
+        _check_int(op.fmt, "data format", 0, 2)
+        _check_flag(op.offchain, "offchain flag")
+        _check_bytes(op.data, "item data", limit=MAX_DATA_BYTES)
+    elif isinstance(op, CreateStream):
+        _utf8_len(op.name, "stream name", MAX_NAME_BYTES)
+        _check_int(op.restrict, "stream restrictions", 0, _RESTRICT_MASK)
+        _check_flag(op.salted, "salted flag")
+        _check_bytes(op.details, "stream custom fields", limit=MAX_DETAILS_BYTES)
+        try:
+            op.details.decode()
+        except UnicodeDecodeError:
+            raise _limit("stream custom fields are not UTF-8") from None
+    elif isinstance(op, Permission):
+        _check_bytes(op.address, "permission address", size=20)
+        _check_bytes(op.entity, "permission entity")
+        if len(op.entity) not in (0, 32):
+            raise _limit("permission entity must be empty or 32 bytes")
+        _check_int(op.perms, "permission bits", 1, _PERM_MASK)
+        _check_int(op.start, "permission start block", 0, _U32_MAX)
+        _check_int(op.end, "permission end block", 0, _U32_MAX)
+    else:
+        raise _limit(f"unknown operation {type(op).__name__}")
+
+
+def check_unsigned(tx: Transaction) -> None:
+    """The unsigned body within the limits of the encoding (before signing)."""
+    if tx.version != TX_VERSION:
+        raise _limit(f"unknown transaction version {tx.version}")
+    _check_bytes(tx.sender, "sender public key", size=33)
+    _check_int(tx.nonce, "nonce", 0, _U64_MAX)
+    _check_int(tx.time, "transaction time", 0, _U32_MAX)
+    if not isinstance(tx.ops, tuple):
+        raise _limit("operations must be a tuple")
+    if not 1 <= len(tx.ops) <= MAX_OPS:
+        raise _limit(f"a transaction needs 1 to {MAX_OPS} operations, not {len(tx.ops)}")
+    for op in tx.ops:
+        check_op(op)
+
+
+def check_structure(tx: Transaction) -> None:
+    """A signed transaction within every limit the decoder applies; raises TxLimitExceeded.
+
+    The result is remembered on the transaction, so the checks that follow one another
+    (decode or build, mempool admission, the miner, connect_block) cost it once."""
+    if tx._checked:
+        return
+    check_unsigned(tx)
+    _check_bytes(tx.signature, "signature")
+    if not MIN_DER_SIGNATURE <= len(tx.signature) <= MAX_DER_SIGNATURE:
+        raise _limit("bad signature length")
+    tx._checked = True
+
 
 @dataclass(slots=True)
 class Transaction:
@@ -212,6 +324,8 @@ class Transaction:
     _txid: bytes | None = field(default=None, repr=False, compare=False)
     _raw: bytes | None = field(default=None, repr=False, compare=False)
     _sender_hash: bytes | None = field(default=None, repr=False, compare=False)
+    _checked: bool = field(default=False, repr=False, compare=False)
+    """check_structure passed (fields are not changed after building, as _body assumes)."""
 
     def body(self) -> bytes:
         if self._body is None:
@@ -263,7 +377,11 @@ class Transaction:
             time=time,
             ops=tuple(ops),
         )
+        check_unsigned(tx)
         tx.signature = key.sign(tx.sighash(chain_id))
+        if not MIN_DER_SIGNATURE <= len(tx.signature) <= MAX_DER_SIGNATURE:
+            raise _limit("bad signature length")
+        tx._checked = True  # the body was checked above and the signature just now
         tx._sender_hash = key.pubkey_hash
         return tx
 
@@ -279,13 +397,15 @@ class Transaction:
         time = r.u32()
         nops = r.varint()
         if nops == 0 or nops > MAX_OPS:
-            raise DecodeError("a transaction needs 1 to 100000 operations")
+            raise TxLimitExceeded(f"a transaction needs 1 to {MAX_OPS} operations")
         ops = tuple(_decode_op(r) for _ in range(nops))
         body_end = r.pos
         siglen = r.u8()
-        if not 8 <= siglen <= MAX_DER_SIGNATURE:
+        if not MIN_DER_SIGNATURE <= siglen <= MAX_DER_SIGNATURE:
             raise DecodeError("bad signature length")
         signature = r.fixed(siglen)
         r.end()
         raw = bytes(raw)
-        return cls(sender, nonce, time, ops, signature, version, raw[:body_end], None, raw)
+        tx = cls(sender, nonce, time, ops, signature, version, raw[:body_end], None, raw)
+        check_structure(tx)
+        return tx

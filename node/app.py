@@ -197,7 +197,7 @@ class NodeApp:
         chain = Chain(store, params, codec)
         if reindex:
             log.info("reindexing the chain store from its blocks")
-            chain.reindex()
+            chain.reindex(quarantine=cdir)
             self._check_store(store, codec, chain_id, runtime.checkblocks)
         self._check_tip(cdir, chain, runtime)
         if len(wallet) == 0:
@@ -349,6 +349,7 @@ class NodeApp:
         rpc_cap = limits.rpc_connection_budget(descriptors, runtime.rpcmaxconnections, p2p_cap)
         log.info("file descriptors: %d; P2P at most %d connections, RPC at most %d",
                  descriptors, p2p_cap, min(rpc_cap, runtime.rpcmaxconnections))
+        dispatcher.read_barrier = ctx.consistent
         loop = asyncio.get_running_loop()
         limits.install_accept_error_filter(loop)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -367,7 +368,7 @@ class NodeApp:
             if not runtime.offline:
                 net = Network(ctx, port=port, listen=runtime.listen,
                               addnodes=tuple(runtime.addnode) + tuple(runtime.connect),
-                              max_connections=p2p_cap)
+                              max_connections=p2p_cap, bind=tuple(runtime.bind))
                 await net.start()
                 ctx.network = net
             if runtime.gen and not runtime.offline:

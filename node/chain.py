@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from consensus.blocks import BlockEffects, connect_block
 from consensus.diversity import final_depth
@@ -19,7 +20,8 @@ from consensus.rules import PermChange, Rules, replay_perm_log
 from consensus.state import ChainState, StreamInfo
 from ledger.addresses import AddressCodec
 from ledger.blocks import Block, BlockHeader
-from ledger.errors import InvalidBlock, StoreError
+from ledger.codec import Reader
+from ledger.errors import ChainmillError, StoreError
 from ledger.store import BlockRow, BlockWrite, ChainStore, ItemRow, PermRow, StreamRow, TxRow
 from ledger.transactions import Publish, Transaction
 
@@ -97,7 +99,9 @@ class Chain:
         if tip is not None:
             raw = self.store.block_raw(tip.height)
             assert raw is not None
-            self.tip_header = Block.decode(raw).header
+            # The header alone: a tip whose body does not decode must not stop the node from
+            # opening the store (a reindex then finds and removes it).
+            self.tip_header = BlockHeader.decode_from(Reader(raw))
             s.height, s.tip_hash = tip.height, bytes.fromhex(tip.hash)
         else:
             self.tip_header = None
@@ -180,12 +184,19 @@ class Chain:
         """True when a reindex was interrupted: the next start must finish it."""
         return self.store.get_meta(self.REINDEX_MARK) == "in progress"
 
-    def reindex(self) -> int:
+    def reindex(self, quarantine: Path | None = None) -> int:
         """Rebuild every derived table by replaying the stored blocks; returns the height.
 
         The blocks stay in the store throughout and a mark in the store says a reindex is
         under way, so a crash part-way loses nothing: the next start sees the mark and
-        replays again from genesis."""
+        replays again from genesis.
+
+        A stored block that no longer decodes or connects (one mined by a version that let
+        an over-limit transaction through) ends the replay there, as Bitcoin Core's reindex
+        stops at the first invalid block: with `quarantine` (a directory), that block and
+        those above it are written to a file there and removed from the store, the chain
+        ends at the last valid block and peers supply the rest; without it, StoreError says
+        which block failed and what to run, and the next start reindexes again."""
         tip = self.store.tip()
         if tip is None:
             return -1
@@ -195,16 +206,43 @@ class Chain:
         self.state = ChainState()
         self.tip_header = None
         for h in range(tip.height + 1):
-            block = self.block_at(h)
             try:
+                block = self.block_at(h)
                 new_state, effects = self.validate(block)
-            except InvalidBlock as e:
-                raise StoreError(f"stored block {h} fails validation on reindex: {e}") from None
+            except ChainmillError as e:
+                return self._reindex_failed(h, tip.height, e, quarantine)
             write, _ = self._write_for(block, effects)
             self.store.put_block(write, block_stored=True)
             self.state = new_state
             self.tip_header = block.header
         self.store.set_meta(self.REINDEX_MARK, "done")
+        return self.state.height
+
+    def _reindex_failed(self, h: int, top: int, err: Exception, quarantine: Path | None) -> int:
+        what = f"stored block {h} cannot be replayed ({type(err).__name__}: {err})"
+        if h == 0 or quarantine is None:
+            # The mark stays: the derived rows end below the stored tip, so the next start
+            # must reindex again (and the node's own start passes a quarantine directory).
+            if h == 0:
+                fix = ("the store does not hold this chain's valid genesis: move the chain "
+                       "store aside and start again to fetch the chain from a peer")
+            else:
+                fix = ("run `chainmill start CHAIN --reindex`: the node's reindex moves blocks "
+                       f"{h}-{top} aside and continues from block {h - 1}")
+            self.load_state()
+            raise StoreError(f"reindex stopped: {what}; {fix}")
+        quarantine.mkdir(parents=True, exist_ok=True)
+        path = quarantine / f"invalid-blocks-{h}-{top}.hex"
+        with path.open("w") as f:
+            for k in range(h, top + 1):
+                raw = self.store.block_raw(k)
+                if raw is not None:
+                    f.write(raw.hex() + "\n")
+        self.store.rollback_to(h - 1)
+        self.store.set_meta(self.REINDEX_MARK, "done")
+        self.load_state()
+        log.error("reindex: %s; blocks %d-%d were moved to %s and the chain now ends at block "
+                  "%d; later blocks are fetched from peers", what, h, top, path, h - 1)
         return self.state.height
 
     def block_at(self, height: int) -> Block:

@@ -64,6 +64,12 @@ class NodeContext:
         self.settings: dict[str, Any] = {}
         self._hash_cache: dict[int, str] = {}
         self._connect_lock = asyncio.Lock()
+        self.consistent = asyncio.Event()
+        """Set while the store, the chain state and the mempool agree. A block's store commit
+        runs on a worker thread and the mempool drops its transactions on the loop afterwards;
+        in between a reader would see the block's items both confirmed and pending, so the RPC
+        dispatcher waits for this before it runs a method (one gate, not a filter per method)."""
+        self.consistent.set()
         self.wants_wallet_events = bool(runtime.walletnotify or runtime.walletnotifynew)
 
     # -- small facts --------------------------------------------------------------------------
@@ -164,7 +170,11 @@ class NodeContext:
                             ) -> Connected:
         """Validate and append a block (from the miner or a peer) and run its consequences."""
         async with self._connect_lock:
-            return await self._connect_unlocked(block, preverified)
+            self.consistent.clear()
+            try:
+                return await self._connect_unlocked(block, preverified)
+            finally:
+                self.consistent.set()
 
     async def _connect_unlocked(self, block: Block, preverified: set[bytes] | None) -> Connected:
         if preverified is None:
@@ -186,39 +196,47 @@ class NodeContext:
         are restored and False is returned. Transactions of the abandoned blocks that the new
         branch does not contain go back to the mempool when still valid."""
         async with self._connect_lock:
-            removed = await asyncio.to_thread(self.chain.rollback_to, fork_height)
-            self.forget_hashes_above(fork_height)
+            self.consistent.clear()
             try:
-                for b in branch:
-                    await self._connect_unlocked(b, None)
-            except ChainmillError as e:
-                log.warning("reorganisation failed (%s); restoring the previous branch", e)
-                await asyncio.to_thread(self.chain.rollback_to, fork_height)
-                self.forget_hashes_above(fork_height)
-                for b in removed:
-                    await self._connect_unlocked(b, None)
-                return False, []
-            if self.metrics is not None:
-                self.metrics.observe_reorg(len(removed))
-            kept = {t.txid for b in branch for t in b.txs}
-            returned = [t for b in removed for t in b.txs if t.txid not in kept]
-            dropped = self.mempool.readmit(returned)
-            if self.journal is not None:  # own txs unconfirmed again: journal them again
-                gone_ids = {t.txid for t in dropped}
-                for tx in returned:
-                    if tx.sender_hash in self.wallet and tx.txid not in gone_ids:
-                        self.journal.append(tx.txid, tx.raw)
-            if self.network is not None:
-                gone = {t.txid for t in dropped}
-                for tx in returned:
-                    if tx.txid not in gone:
-                        self.network.announce_tx(tx)
-            if self.tip_marker is not None:
-                self.tip_marker.write(self.chain.height, self.chain.state.tip_hash.hex())
-            log.info("reorganisation done: tip %d, %d transactions returned to the mempool, "
-                     "%d no longer valid", self.chain.height, len(returned) - len(dropped),
-                     len(dropped))
-            return True, removed
+                return await self._reorganise_unlocked(fork_height, branch)
+            finally:
+                self.consistent.set()
+
+    async def _reorganise_unlocked(self, fork_height: int, branch: list[Block]
+                                   ) -> tuple[bool, list[Block]]:
+        removed = await asyncio.to_thread(self.chain.rollback_to, fork_height)
+        self.forget_hashes_above(fork_height)
+        try:
+            for b in branch:
+                await self._connect_unlocked(b, None)
+        except ChainmillError as e:
+            log.warning("reorganisation failed (%s); restoring the previous branch", e)
+            await asyncio.to_thread(self.chain.rollback_to, fork_height)
+            self.forget_hashes_above(fork_height)
+            for b in removed:
+                await self._connect_unlocked(b, None)
+            return False, []
+        if self.metrics is not None:
+            self.metrics.observe_reorg(len(removed))
+        kept = {t.txid for b in branch for t in b.txs}
+        returned = [t for b in removed for t in b.txs if t.txid not in kept]
+        dropped = self.mempool.readmit(returned)
+        if self.journal is not None:  # own txs unconfirmed again: journal them again
+            gone_ids = {t.txid for t in dropped}
+            for tx in returned:
+                if tx.sender_hash in self.wallet and tx.txid not in gone_ids:
+                    self.journal.append(tx.txid, tx.raw)
+        if self.network is not None:
+            gone = {t.txid for t in dropped}
+            for tx in returned:
+                if tx.txid not in gone:
+                    self.network.announce_tx(tx)
+        if self.tip_marker is not None:
+            self.tip_marker.write(self.chain.height, self.chain.state.tip_hash.hex())
+        log.info("reorganisation done: tip %d, %d transactions returned to the mempool, "
+                 "%d no longer valid", self.chain.height, len(returned) - len(dropped),
+                 len(dropped))
+        return True, removed
 
     def after_connect(self, connected: Connected) -> None:
         block = connected.block

@@ -13,14 +13,15 @@ import time
 from collections.abc import Awaitable, Callable
 
 from consensus.mining import mining_delay, mining_rank
-from ledger.blocks import Block
+from consensus.rules import apply_tx
+from ledger.blocks import BLOCK_OVERHEAD, MAX_BLOCK_TXS, Block, tx_cost
+from ledger.errors import ChainmillError
+from ledger.transactions import Publish, Transaction
 from node.chain import Chain
 from node.mempool import Mempool
 from node.wallet import Wallet
 
 log = logging.getLogger(__name__)
-
-BLOCK_OVERHEAD = 200
 
 
 class Miner:
@@ -110,7 +111,7 @@ class Miner:
                 break
         if key is None:
             return None
-        txs = self.mempool.take(self.chain.rules.max_block_size - BLOCK_OVERHEAD)
+        txs = self._block_txs(h)
         t = max(int(time.time() * 1000), tip.time_ms)
         block = Block.build(key, self.chain.chain_id, h, tip.hash, t, txs)
         try:
@@ -121,6 +122,43 @@ class Miner:
         self.empty_streak = 0 if txs else self.empty_streak + 1
         log.debug("mined block %d with %d transactions (rank %d)", h, len(txs), rank)
         return block
+
+    def _block_txs(self, height: int) -> list[Transaction]:
+        """The pooled transactions for the block at `height`, re-checked with the block checks.
+
+        Each is applied with consensus's `apply_tx` (structure, limits, permissions, state) on
+        a scratch copy of the tip's state, in block order, and the list is bounded by the same
+        size and count rules the block decoder and `check_body` apply, so the block cannot be
+        refused because of a transaction. One that fails is dropped from the pool: keeping it
+        would make every later block fail the same way and halt the chain."""
+        rules = self.chain.rules
+        budget = rules.max_block_size - BLOCK_OVERHEAD
+        scratch = self.chain.state.copy()
+        out: list[Transaction] = []
+        bad: set[bytes] = set()
+        size = 0
+        for tx in self.mempool.take(budget):
+            cost = tx_cost(tx)
+            if size + cost > budget or len(out) >= MAX_BLOCK_TXS:
+                break
+            try:
+                if all(isinstance(op, Publish) for op in tx.ops):
+                    apply_tx(scratch, rules, tx, height, 0)  # reads state, changes nothing
+                else:
+                    trial = scratch.copy()
+                    apply_tx(trial, rules, tx, height, 0)
+                    scratch = trial
+            except ChainmillError as e:
+                log.warning("miner: dropping transaction %s that a block may not hold: %s",
+                            tx.txid.hex(), e)
+                bad.add(tx.txid)
+                continue
+            out.append(tx)
+            size += cost
+        if bad:
+            # `readmit` rebuilds the pool on the tip without the given txids.
+            self.mempool.readmit([], confirmed=bad)
+        return out
 
     async def _sleep_or_wake(self, seconds: float, wake_on_tx: bool = True) -> None:
         if not wake_on_tx:

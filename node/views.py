@@ -76,6 +76,7 @@ def item_view(it: ItemRow, facts: ChainFacts, verbose: bool) -> dict[str, Any]:
     if verbose:
         if confirmed:
             out["blockhash"] = facts.hash_at(it.height)
+            out["blockheight"] = it.height
             out["blockindex"] = it.blockindex
             out["blocktime"] = it.time_s
         out["txid"] = it.txid
@@ -85,6 +86,7 @@ def item_view(it: ItemRow, facts: ChainFacts, verbose: bool) -> dict[str, Any]:
         out["timereceived"] = it.time_s
     else:
         if confirmed:
+            out["blockheight"] = it.height
             out["blocktime"] = it.time_s
         out["txid"] = it.txid
     out["final"] = confirmed and conf >= facts.final_depth
@@ -115,14 +117,117 @@ def stream_for(info: StreamInfo | None) -> dict[str, Any] | None:
             "streamref": info.streamref or None}
 
 
+# -- MultiChain's transaction shape (TxToJSON and ScriptPubKeyToJSON in rpcrawtransaction.cpp,
+# PermissionEntries and the stream entries of rpcutils.cpp). chainmill has no scripts, so each
+# output's script is built from its operation the way MultiChain lays its metadata out: a
+# pushed metadata element, OP_DROP, then OP_RETURN <data> or a pay-to-pubkeyhash tail.
+OP_DROP, OP_RETURN, OP_DUP, OP_HASH160, OP_EQUALVERIFY, OP_CHECKSIG = (
+    0x75, 0x6A, 0x76, 0xA9, 0x88, 0xAC)
+_OP_NAMES = {OP_DROP: "OP_DROP", OP_RETURN: "OP_RETURN", OP_DUP: "OP_DUP",
+             OP_HASH160: "OP_HASH160", OP_EQUALVERIFY: "OP_EQUALVERIFY",
+             OP_CHECKSIG: "OP_CHECKSIG"}
+NULL_TXID = "0" * 64
+SEQUENCE_FINAL = 4294967295
+STANDARD_PERMS = ("connect", "send", "receive", "write", "read", "issue", "create", "mine",
+                  "admin", "activate")
+"""Boolean members of every permission entry; low1-3/high1-3 go in its `custom` array."""
+
+
+def _push(data: bytes) -> bytes:
+    n = len(data)
+    if n < 0x4C:
+        return bytes([n]) + data
+    if n <= 0xFF:
+        return b"\x4c" + bytes([n]) + data
+    if n <= 0xFFFF:
+        return b"\x4d" + n.to_bytes(2, "little") + data
+    return b"\x4e" + n.to_bytes(4, "little") + data
+
+
+def script_json(tokens: list[bytes | int]) -> dict[str, str]:
+    """{"asm", "hex"} of a script given as pushed byte strings and opcodes."""
+    asm, raw = [], bytearray()
+    for t in tokens:
+        if isinstance(t, int):
+            asm.append(_OP_NAMES[t])
+            raw.append(t)
+        else:
+            asm.append(t.hex())
+            raw += _push(t)
+    return {"asm": " ".join(asm), "hex": raw.hex()}
+
+
+def _perm_meta(op: Permission) -> bytes:
+    return (b"spkp" + op.perms.to_bytes(4, "little") + op.start.to_bytes(4, "little")
+            + op.end.to_bytes(4, "little"))
+
+
+def op_script(op: Any) -> list[bytes | int]:
+    """The script tokens of one operation's output."""
+    if isinstance(op, Publish):
+        tokens: list[bytes | int] = [b"spke" + op.stream[:16], OP_DROP]
+        for k in op.keys:
+            tokens += [b"spkk" + k.encode(), OP_DROP]
+        return tokens + [OP_RETURN, op.data]
+    if isinstance(op, Permission):
+        tokens = [b"spke" + op.entity[:16], OP_DROP] if op.entity else []
+        return tokens + [_perm_meta(op), OP_DROP, OP_DUP, OP_HASH160, op.address,
+                         OP_EQUALVERIFY, OP_CHECKSIG]
+    meta = (b"spkn" + bytes([op.restrict, int(op.salted)]) + op.name.encode())
+    return [meta, OP_DROP, OP_RETURN, op.details]
+
+
+def vin_view(sender: str, pubkey: bytes, signature: bytes, nonce: int) -> dict[str, Any]:
+    """The one input entry of a chainmill transaction in MultiChain's vin shape.
+
+    chainmill spends no outputs: the signer's key and signature stand where an input's
+    scriptSig would, against the null outpoint. The 64-bit nonce is hex text, because a
+    JSON number above 2^53 loses precision in JavaScript clients.
+    """
+    return {"txid": NULL_TXID, "vout": 0,
+            "scriptSig": script_json([signature + b"\x01", pubkey]) | {
+                "asm": f"{signature.hex()}[ALL] {pubkey.hex()}"},
+            "sequence": SEQUENCE_FINAL,
+            "sender": sender, "pubkey": pubkey.hex(), "nonce": f"{nonce:016x}"}
+
+
+def permission_entry(op: Permission, stream: StreamInfo | None, tx_time: int
+                     ) -> dict[str, Any]:
+    """PermissionEntries (rpcutils.cpp): for, the standard flags, custom, range, timestamp."""
+    scope = STREAM_PERMS if op.entity else GLOBAL_PERMS
+    granted = {p for p in scope if op.perms & PERM_BITS[p]}
+    out: dict[str, Any] = {"for": stream_for(stream) if op.entity else None}
+    for p in STANDARD_PERMS:
+        out[p] = p in granted
+    out["custom"] = [p for p in scope if p in granted and p not in STANDARD_PERMS]
+    out.update({"startblock": op.start, "endblock": op.end, "timestamp": tx_time})
+    return out
+
+
+def create_entry(op: CreateStream, streamref: str | None) -> dict[str, Any]:
+    """The top-level `create` member of a stream-creating transaction."""
+    return {"type": "stream", "name": op.name, "streamref": streamref,
+            "restrict": restrict_view(op.restrict), "salted": bool(op.salted),
+            "details": details_view(op.details)}
+
+
 def op_view(op: Any, n: int, *, address_of, stream_of, txid: str, max_shown: int,  # noqa: ANN001
             sender: str, tx_time: int) -> dict[str, Any]:
-    """One `vout` entry of a decoded transaction."""
+    """One `vout` entry of a decoded transaction (TxToJSON's vout, assets always empty)."""
     out: dict[str, Any] = {"value": 0.0, "n": n}
+    spk = script_json(op_script(op))
+    if isinstance(op, Permission):
+        target = address_of(op.address)
+        out["scriptPubKey"] = spk | {"reqSigs": 1, "type": "pubkeyhash",
+                                     "addresses": [target]}
+    else:
+        out["scriptPubKey"] = spk | {"type": "nulldata"}
+    out["assets"] = []
+    out["permissions"] = []
+    out["items"] = []
     if isinstance(op, Publish):
         info = stream_of(op.stream)
         data = format_data(int(op.fmt), op.data, txid, n, max_shown)
-        out["scriptPubKey"] = {"asm": "", "hex": "", "type": "nulldata"}
         out["items"] = [{
             "type": "stream",
             "name": info.name if info else None,
@@ -136,18 +241,6 @@ def op_view(op: Any, n: int, *, address_of, stream_of, txid: str, max_shown: int
         }]
         out["data"] = [data]
     elif isinstance(op, Permission):
-        target = address_of(op.address)
-        scope = STREAM_PERMS if op.entity else GLOBAL_PERMS
-        perm: dict[str, Any] = {"for": stream_for(stream_of(op.entity)) if op.entity else None}
-        for p in scope:
-            perm[p] = bool(op.perms & PERM_BITS[p])
-        perm.update({"startblock": op.start, "endblock": op.end, "timestamp": tx_time})
-        out["scriptPubKey"] = {"asm": "", "hex": "", "reqSigs": 1, "type": "pubkeyhash",
-                               "addresses": [target]}
-        out["permissions"] = [perm]
-    elif isinstance(op, CreateStream):
-        out["scriptPubKey"] = {"asm": "", "hex": "", "type": "nulldata"}
-        out["create"] = {"type": "stream", "name": op.name,
-                         "restrict": restrict_view(op.restrict),
-                         "details": details_view(op.details)}
+        out["permissions"] = [permission_entry(
+            op, stream_of(op.entity) if op.entity else None, tx_time)]
     return out

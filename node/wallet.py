@@ -28,15 +28,19 @@ class Wallet:
         self.codec = codec
         self._keys: dict[bytes, KeyPair] = {}
         self._order: list[bytes] = []
+        self._watch: list[bytes] = []
+        """Watch-only addresses (importaddress): their transactions are listed, never signed."""
         if path.exists():
             _check_mode(path)
             text = path.read_text(errors="replace")
             if text.strip():  # an empty file is an empty wallet (the caller decides)
                 try:
-                    secrets = json.loads(text)["keys"]
-                    for secret_hex in secrets:
+                    stored = json.loads(text)
+                    for secret_hex in stored["keys"]:
                         self._add(KeyPair(bytes.fromhex(secret_hex)))
-                except (ValueError, KeyError, TypeError) as e:
+                    self._watch = [bytes.fromhex(h) for h in stored.get("watch", [])
+                                   if bytes.fromhex(h) not in self._keys]
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
                     raise WalletDamaged(
                         f"the wallet file {path.name} is damaged ({e}); restore it from a "
                         "backup, or start with --new-wallet to move it aside and make a new "
@@ -51,7 +55,8 @@ class Wallet:
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({"keys": [self._keys[h].secret.hex() for h in self._order]}, f)
+            json.dump({"keys": [self._keys[h].secret.hex() for h in self._order],
+                       "watch": [h.hex() for h in self._watch]}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
@@ -65,8 +70,19 @@ class Wallet:
     def import_key(self, secret: bytes) -> KeyPair:
         key = KeyPair(secret)
         self._add(key)
+        if key.pubkey_hash in self._watch:
+            self._watch.remove(key.pubkey_hash)
         self._save()
         return key
+
+    def add_watch_only(self, pubkey_hash: bytes) -> None:
+        """Watch an address without its key; nothing happens if the wallet has its key."""
+        if pubkey_hash not in self._keys and pubkey_hash not in self._watch:
+            self._watch.append(pubkey_hash)
+            self._save()
+
+    def watch_only(self) -> list[bytes]:
+        return list(self._watch)
 
     @property
     def default(self) -> KeyPair:

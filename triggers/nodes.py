@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 PUBKEYS = "pubkeys"
 ACCESS = "access"
 NOT_IN_STREAM = -710
-"""getstreamitem: no item of this transaction in the stream (on chain or in the mempool)."""
+"""getstreamitem/liststreamtxitems: no item of this transaction in the stream (on chain or in
+the mempool)."""
 
 
 class NodeClient(Protocol):

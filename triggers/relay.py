@@ -4,7 +4,8 @@ The relay works in rounds. Each round claims up to `batch_size` due PENDING rows
 order and takes each one as far as it can, a whole batch per step:
 
 1. *Confirm*: rows already published are looked up on the node in one batched request
-   (getstreamitem per transaction). Confirmed rows become SENT; a transaction that vanished
+   (liststreamtxitems per transaction: a batched publish puts several items in one, and
+   MultiChain's getstreamitem refuses such a transaction). Confirmed rows become SENT; a transaction that vanished
    from both chain and mempool before confirming (a node restarted without its mempool) is
    published again in this round under the same event id.
 2. *Prepare* (once per row): build the document from the committed rows, resolve the
@@ -300,15 +301,17 @@ class Relay:
         if not waiting:
             return 0
         pairs = sorted({(w.rule.stream_id, w.row["txid"]) for w in waiting})
-        replies = batch_call(client, [("getstreamitem", [s, t]) for s, t in pairs])
+        replies = batch_call(client, [("liststreamtxitems", [s, [t]]) for s, t in pairs])
         state: dict[tuple[str, str], int | None] = {}
         for pair, reply in zip(pairs, replies, strict=True):
             if isinstance(reply, BaseException):
                 if rpc_error_code(reply) != NOT_IN_STREAM:
                     raise reply
                 state[pair] = None  # not in the stream (on chain or in the mempool)
+            elif not reply:
+                state[pair] = None  # chainmill lists nothing where MultiChain says -710
             else:
-                state[pair] = int((reply or {}).get("confirmations") or 0)
+                state[pair] = int(reply[0].get("confirmations") or 0)
         mempool: set[str] | None = None
         confirmed = 0
         for work in waiting:

@@ -8,14 +8,16 @@ from enum import IntEnum
 from ledger.codec import Reader, Writer
 from ledger.errors import DecodeError
 
-PROTOCOL = 1
-MAX_INV = 50_000
+PROTOCOL = 2
+MAX_INV = 5_000
+"""Entries in one INV/GETDATA/NOTFOUND message (a flood is cut into many small ones, each
+handled and then yielding to the event loop)."""
 MAX_LOCATOR = 64
 
 
 class Msg(IntEnum):
-    HELLO = 1  # version, chain id, genesis, height, tip, listen port, challenge
-    AUTH = 2  # public key, signature over the peer's challenge; then READY or REJECT
+    HELLO = 1  # encrypted: version, chain id, genesis, listen port, claimed public key
+    AUTH = 2  # encrypted: public key, signature over the session transcript; READY or REJECT
     REJECT = 3  # reason text; the connection closes after it
     PING = 4
     PONG = 5
@@ -28,7 +30,8 @@ class Msg(IntEnum):
     GETPARAMS = 12  # a joining node asks for params.dat; may carry its address hash
     PARAMS = 13  # params.dat text + whether the asker's address may connect
     NOTFOUND = 14
-    READY = 15  # handshake: the sender verified the peer's AUTH and accepts the connection
+    READY = 15  # the sender verified the peer's AUTH and connect permission: height, tip
+    NOISE = 16  # one Noise XX key exchange message (the only frames in clear, with GETPARAMS)
 
 
 class Inv(IntEnum):
@@ -38,30 +41,49 @@ class Inv(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Hello:
+    """What a side claims once the channel is encrypted; nothing about the chain's state,
+    which only READY (after the peer proved a permitted key) carries."""
+
     version: int
     chain_id: bytes
     genesis: bytes
-    height: int
-    tip: bytes
     listen_port: int
-    challenge: bytes
+    pubkey: bytes
 
     def encode(self) -> bytes:
         w = Writer()
         w.u32(self.version)
         w.fixed(self.chain_id)
         w.fixed(self.genesis)
-        w.u32(self.height + 1)  # -1 (no blocks yet) encodes as 0
-        w.fixed(self.tip)
         w.u16(self.listen_port)
-        w.fixed(self.challenge)
+        w.fixed(self.pubkey)
         return w.getvalue()
 
     @classmethod
     def decode(cls, raw: bytes) -> Hello:
         r = Reader(raw)
-        out = cls(r.u32(), r.fixed(32), r.fixed(32), r.u32() - 1, r.fixed(32), r.u16(),
-                  r.fixed(32))
+        out = cls(r.u32(), r.fixed(32), r.fixed(32), r.u16(), r.fixed(33))
+        r.end()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The accepting side's chain state, sent only to a peer it accepted."""
+
+    height: int
+    tip: bytes
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.u32(self.height + 1)  # -1 (no blocks yet) encodes as 0
+        w.fixed(self.tip)
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Ready:
+        r = Reader(raw)
+        out = cls(r.u32() - 1, r.fixed(32))
         r.end()
         return out
 
@@ -153,7 +175,10 @@ def encode_params(text: str, may_connect: bool) -> bytes:
 
 def decode_params(raw: bytes) -> tuple[str, bool]:
     r = Reader(raw)
-    text = r.var_bytes(1 << 20).decode()
+    try:
+        text = r.var_bytes(1 << 20).decode()
+    except UnicodeDecodeError:  # found by bench/fuzz: it escaped the DecodeError handlers
+        raise DecodeError("chain parameters are not UTF-8 text") from None
     flag = r.u8()
     r.end()
     return text, flag == 1

@@ -10,29 +10,54 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
+from config.errors import ConfigError
+from config.runtime import parse_bind
 from consensus.rules import has_permission
 from ledger.blocks import Block
 from ledger.errors import AlreadyInChain, ChainmillError, DecodeError, InvalidBlock
 from ledger.hashing import hash160
-from ledger.keys import verify
+from ledger.keys import is_valid_pubkey
 from ledger.transactions import Transaction
 from ledger.types import ZERO_HASH
 from node.p2p import messages as m
-from node.p2p.framing import FrameError, encode_frame, read_frame
+from node.p2p.framing import HEADER_SIZE, FrameError, encode_frame, read_frame
 from node.p2p.messages import Inv, Msg
 from node.p2p.peer import Peer
+from node.p2p.session import HandshakeError, NoiseHandshake, check_auth, sign_auth
 
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_MAGIC = b"\xf9cmj"
 """Magic of the one exchange a joining node makes before it knows the chain's magic."""
 HANDSHAKE_TIMEOUT = 10.0
+"""Dialing: the TCP connect."""
+PREAUTH_TIMEOUT = 3.0
+"""Key exchange, transcript and permission check, from accept (or connect) to READY."""
+MAX_CLEAR_FRAME = 4096
+"""Clear frames are Noise messages (<= 96 bytes) and GETPARAMS (20 bytes)."""
+MAX_HANDSHAKE_MESSAGE = 4096
+MAX_PENDING = 64
+"""Inbound connections that have not finished the handshake, in total ..."""
+MAX_PENDING_PER_IP = 16
+"""... and from one remote IP; when full, the oldest of them makes room for the new one."""
+MAX_REQUESTED_PER_PEER = 10_000
+"""Hashes asked of one peer and not answered yet; beyond it its announcements are ignored."""
+REQUEST_TIMEOUT = 30.0
+"""A hash asked for and not answered within this is forgotten (another peer may have it)."""
+MAX_BLOCK_INV = 8
+"""Block entries of one INV that are looked up (blocks are announced one at a time)."""
+RELAY_BATCH = 2000
+"""Relayed transactions verified in one call of the verifier (its threads split it)."""
+RELAY_QUEUE = 20_000
+"""Relayed transactions waiting for verification; beyond it peers' reading waits."""
+PREAUTH_LOG_EVERY = 10.0
+"""Seconds between log lines about unauthenticated connections dropped for bad data."""
 BAN_SCORE = 100
 BAN_SECONDS = 3600
 SYNC_BATCH = 500
@@ -46,10 +71,6 @@ SYNC_STALL = 30.0
 """A sync peer that sends no batch for this long is given up and another one tried."""
 
 
-def handshake_digest(chain_id: bytes, challenge: bytes, pubkey: bytes) -> bytes:
-    return hashlib.sha256(b"chainmill-handshake" + chain_id + challenge + pubkey).digest()
-
-
 def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
@@ -60,15 +81,40 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
     return host, int(port)
 
 
+class RateLimitedLog:
+    """At most one warning per `every` seconds; the next one says how many were held back."""
+
+    def __init__(self, logger: logging.Logger, every: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.every = every
+        self.clock = clock
+        self._next = 0.0
+        self.suppressed = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = self.clock()
+        if now < self._next:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            msg += " (%d similar lines suppressed)"
+            args = (*args, self.suppressed)
+        self.suppressed = 0
+        self._next = now + self.every
+        self.logger.warning(msg, *args)
+
+
 class Network:
     def __init__(self, ctx: Any, *, port: int, listen: bool = True,
                  addnodes: tuple[str, ...] = (), max_connections: int = 125,
-                 bind_host: str | None = None) -> None:
+                 bind: tuple[str, ...] = ()) -> None:
         self.ctx = ctx
         self.chain = ctx.chain
         self.port = port
         self.listen = listen
-        self.bind_host = bind_host
+        self.bind = [parse_bind(b, port) for b in bind]
+        """(IP, port) to listen on; none: every interface on `port` (MultiChain's -bind)."""
         self.max_connections = max_connections
         self.magic: bytes = bytes(ctx.params["network-message-start"])
         self.genesis: bytes = bytes(ctx.params["genesis-hash"])
@@ -76,14 +122,21 @@ class Network:
         self.peers: dict[int, Peer] = {}
         self.added: dict[str, asyncio.Task] = {}
         self.bans: dict[bytes, float] = {}
-        self.server: asyncio.base_events.Server | None = None
+        self.servers: list[asyncio.base_events.Server] = []
         self.tasks: set[asyncio.Task] = set()
         self._inv_queue: list[tuple[int, bytes, bytes]] = []
         self._inv_task: asyncio.Task | None = None
+        self._tx_queue: list[tuple[Peer, Transaction]] = []
+        self._tx_task: asyncio.Task | None = None
+        self._tx_drained = asyncio.Event()
         self._sync_peer: Peer | None = None
         self._sync_last = 0.0
         self._branch: list[Block] = []
-        self._requested: set[bytes] = set()
+        self._requested: dict[bytes, int] = {}
+        """Hash -> id of the peer it was asked of (each hash asked of one peer at a time)."""
+        self._preauth_log = RateLimitedLog(log, PREAUTH_LOG_EVERY)
+        self._noise_static = os.urandom(32)
+        """This process's X25519 static key: throw-away, identity is the signed transcript."""
         self._initial = tuple(addnodes)
         self.last_error = ""
         self.refused_reason = ""
@@ -91,16 +144,25 @@ class Network:
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         if self.listen:
-            self.server = await asyncio.start_server(self._accept, self.bind_host, self.port,
-                                                     limit=1 << 16)
-            log.info("P2P listening on port %d", self.port)
+            ports: dict[int, list[str]] = {}
+            for host, port in self.bind:
+                ports.setdefault(port, []).append(host)
+            for port, hosts in (ports or {self.port: []}).items():
+                where = ", ".join(hosts) or "all interfaces"
+                try:
+                    self.servers.append(await asyncio.start_server(
+                        self._accept, hosts or None, port, limit=1 << 16))
+                except OSError as e:
+                    raise ConfigError(f"cannot bind P2P port {port} on {where}: "
+                                      f"{e.strerror or e}") from None
+                log.info("P2P listening on %s port %d", where, port)
         for node in self._initial:
             self.addnode(node, "add", quiet=True)
         self._spawn(self._pinger())
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        for server in self.servers:
+            server.close()
         for t in list(self.added.values()) + list(self.tasks):
             t.cancel()
         for p in list(self.peers.values()):
@@ -207,10 +269,31 @@ class Network:
         await self._run_peer(peer)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self.peers) >= self.max_connections:
+        if self.connection_count() >= self.max_connections:
             writer.close()
             return
-        await self._run_peer(Peer(reader, writer, self.magic, inbound=True))
+        peer = Peer(reader, writer, self.magic, inbound=True)
+        self._make_room(peer.host)
+        await self._run_peer(peer)
+
+    def _make_room(self, host: str) -> None:
+        """Keep unauthenticated inbound connections under the caps (in total and per remote
+        IP) by closing the oldest of them, so idle or slow connections cannot hold slots a
+        permitted peer needs: its handshake takes milliseconds, theirs never finishes."""
+        pending = [p for p in self.peers.values() if p.inbound and not p.ready and not p.closed]
+        same = [p for p in pending if p.host == host]
+        if len(same) >= MAX_PENDING_PER_IP:
+            victims = same
+        elif len(pending) >= MAX_PENDING:
+            by_host: dict[str, list[Peer]] = {}
+            for p in pending:
+                by_host.setdefault(p.host, []).append(p)
+            victims = max(by_host.values(), key=len)
+        else:
+            return
+        oldest = min(victims, key=lambda p: p.opened)
+        log.debug("evicting unauthenticated connection %s to make room", oldest.addr)
+        oldest.close()
 
     async def _run_peer(self, peer: Peer) -> None:
         self.peers[peer.id] = peer
@@ -228,13 +311,17 @@ class Network:
             self.misbehave(peer, BAN_SCORE, reason)
         except TimeoutError:
             reason = "handshake timed out"
+            log.debug("peer %s: handshake not finished within %.1f s", peer.addr,
+                      PREAUTH_TIMEOUT)
         except asyncio.CancelledError:
             reason = "shutting down"
             raise
         finally:
             self.peers.pop(peer.id, None)
+            forgotten = self._forget_peer(peer)
             if peer.ready:
-                log.info("peer %s (%s) disconnected: %s", peer.addr, peer.address, reason)
+                log.info("peer %s (%s) disconnected: %s (%d requested hashes forgotten)",
+                         peer.addr, peer.address, reason, forgotten)
             peer.close()
             if self._sync_peer is peer:
                 self._sync_peer = None
@@ -246,12 +333,17 @@ class Network:
 
     def misbehave(self, peer: Peer, score: int, reason: str) -> None:
         peer.banscore += score
+        if not peer.address_hash:
+            # Anyone can open connections and send garbage: one line per interval, not one
+            # per connection, and nothing to ban before a key was proven.
+            self._preauth_log.warning("peer %s (no handshake) dropped: %s", peer.addr, reason)
+            peer.close()
+            return
         log.warning("peer %s (%s) misbehaved: %s (ban score %d)", peer.addr,
-                    peer.address or "no handshake", reason, peer.banscore)
+                    peer.address, reason, peer.banscore)
         if peer.banscore >= BAN_SCORE:
-            if peer.address_hash:
-                self.bans[peer.address_hash] = time.time() + BAN_SECONDS
-                log.warning("banning %s for %d s", peer.address, BAN_SECONDS)
+            self.bans[peer.address_hash] = time.time() + BAN_SECONDS
+            log.warning("banning %s for %d s", peer.address, BAN_SECONDS)
             self._drop(peer, reason)
 
     def is_banned(self, address_hash: bytes) -> bool:
@@ -279,54 +371,75 @@ class Network:
         return wallet.default
 
     async def _handshake(self, peer: Peer) -> bool:
-        challenge = os.urandom(32)
-        first = True
+        """Key exchange, then the signed transcript, then permission; True once both sides
+        accepted (READY). Nothing of the chain's state is sent before the peer proved a key
+        with connect permission (its READY carries our height and tip)."""
+        # Short, because an unauthenticated connection holds a slot: a flood of idle ones
+        # is cut loose quickly (the connection caps in _accept do the rest).
+        async with asyncio.timeout(PREAUTH_TIMEOUT):
+            return await self._run_handshake(peer)
+
+    async def _key_exchange(self, peer: Peer) -> bool:
+        noise = NoiseHandshake(initiator=not peer.inbound, static_secret=self._noise_static)
+        if peer.inbound:
+            msg_type, payload = await self._read_first(peer)
+            if msg_type is None:
+                return False  # a joining node's GETPARAMS, answered
+        else:
+            peer.send(Msg.NOISE, noise.first())
+            msg_type, payload = await read_frame(peer.reader, self.magic, MAX_CLEAR_FRAME)
+        while True:
+            peer.bytesrecv += len(payload) + HEADER_SIZE
+            if msg_type != Msg.NOISE:
+                raise HandshakeError(f"message {msg_type} in clear during the key exchange")
+            reply = noise.receive(payload)
+            if reply is not None:
+                peer.send(Msg.NOISE, reply)
+            if noise.complete:
+                break
+            msg_type, payload = await read_frame(peer.reader, self.magic, MAX_CLEAR_FRAME)
+        peer.session_hash = noise.handshake_hash
+        peer.transport = noise.transport()
+        return True
+
+    async def _run_handshake(self, peer: Peer) -> bool:
+        if not await self._key_exchange(peer):
+            return False
+        key = self._handshake_key()
+        initiator = not peer.inbound
+        peer.local_address = self.ctx.codec.encode(key.pubkey_hash)
+        peer.send(Msg.HELLO, m.Hello(m.PROTOCOL, self.chain.chain_id, self.genesis,
+                                     self.port if self.listen else 0, key.pubkey).encode())
         peer_hello: m.Hello | None = None
+        ready: m.Ready | None = None
         authed = False
-        sent_auth = False
         # Neither side counts the connection before the other has accepted it (READY):
         # a node refused for lacking connect must never show up as connected, even briefly.
-        accepted = False
-        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-        while not (authed and sent_auth and accepted):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            if first and not peer.inbound:
-                peer.send(Msg.HELLO, self._hello(challenge).encode())
-            if first and peer.inbound:
-                msg_type, payload = await asyncio.wait_for(
-                    self._read_first(peer), remaining)
-                if msg_type is None:
-                    return False
-                peer.send(Msg.HELLO, self._hello(challenge).encode())
-            else:
-                msg_type, payload = await asyncio.wait_for(
-                    read_frame(peer.reader, self.magic, 1 << 16), remaining)
-            first = False
-            peer.bytesrecv += len(payload) + 13
+        while not (authed and ready is not None):
+            msg_type, payload = await peer.read(MAX_HANDSHAKE_MESSAGE)
             if msg_type == Msg.REJECT:
                 reason = m.decode_text(payload)
                 self.refused_reason = reason
                 log.warning("peer %s refused the connection: %s", peer.addr, reason)
                 return False
-            if msg_type == Msg.HELLO:
+            if msg_type == Msg.HELLO and peer_hello is None:
                 peer_hello = m.Hello.decode(payload)
                 if peer_hello.chain_id != self.chain.chain_id or peer_hello.genesis != self.genesis:
                     self._reject(peer, "different chain (parameters or genesis differ)")
                     return False
-                key = self._handshake_key()
-                sig = key.sign(handshake_digest(self.chain.chain_id, peer_hello.challenge,
-                                                key.pubkey))
-                peer.local_address = self.ctx.codec.encode(key.pubkey_hash)
+                if not is_valid_pubkey(peer_hello.pubkey):
+                    raise HandshakeError("the HELLO claims an invalid public key")
+                sig = sign_auth(key, self.chain.chain_id, peer.session_hash, initiator,
+                                peer_hello.pubkey)
                 peer.send(Msg.AUTH, m.encode_auth(key.pubkey, sig))
-                sent_auth = True
-            elif msg_type == Msg.AUTH:
-                if peer_hello is None:
-                    raise DecodeError("AUTH before HELLO")
+            elif msg_type == Msg.AUTH and peer_hello is not None and not authed:
                 pub, sig = m.decode_auth(payload)
-                if not verify(pub, sig, handshake_digest(self.chain.chain_id, challenge, pub)):
-                    self._reject(peer, "handshake signature does not verify")
+                try:
+                    check_auth(pub, sig, chain_id=self.chain.chain_id,
+                               handshake_hash=peer.session_hash, signer_initiator=not initiator,
+                               claimed_pub=peer_hello.pubkey, my_pub=key.pubkey)
+                except HandshakeError as e:
+                    self._reject(peer, str(e))
                     return False
                 peer.address_hash = hash160(pub)
                 peer.address = self.ctx.codec.encode(peer.address_hash)
@@ -335,40 +448,42 @@ class Network:
                     self._reject(peer, why)
                     return False
                 authed = True
-                peer.send(Msg.READY, b"")
-            elif msg_type == Msg.READY:
-                if not sent_auth:
-                    raise DecodeError("READY before AUTH")
-                accepted = True
+                peer.send(Msg.READY, m.Ready(self.chain.height, bytes(
+                    self.chain.state.tip_hash or ZERO_HASH)).encode())
+            elif msg_type == Msg.READY and authed and ready is None:
+                # The peer sends AUTH (on our HELLO) before READY (on our AUTH), so a READY
+                # before we accepted its AUTH is out of order.
+                ready = m.Ready.decode(payload)
             else:
-                raise DecodeError(f"unexpected message {msg_type} during handshake")
+                raise HandshakeError(f"unexpected message {msg_type} during the handshake")
         assert peer_hello is not None
         for other in self.ready_peers():
             if other.address_hash == peer.address_hash:
                 # Keep the connection dialed by the node with the smaller address, so both
                 # ends drop the same duplicate.
-                mine = self._handshake_key().pubkey_hash
+                mine = key.pubkey_hash
                 keep_new = (not peer.inbound) == (mine < peer.address_hash)
                 victim = other if keep_new else peer
                 self._drop(victim, "duplicate connection")
                 if victim is peer:
                     return False
         peer.listen_port = peer_hello.listen_port
-        peer.start_height = peer.best_height = peer_hello.height
-        peer.best_tip = peer_hello.tip
+        peer.start_height = peer.best_height = ready.height
+        peer.best_tip = ready.tip
         peer.ready = True
         self.refused_reason = ""
         self._announce_pool(peer)
-        log.info("connected to %s peer %s (address %s, height %d)",
+        log.info("connected to %s peer %s (address %s, height %d, encrypted)",
                  "inbound" if peer.inbound else "outbound", peer.addr, peer.address,
-                 peer_hello.height)
+                 ready.height)
         self._maybe_sync(peer)
         return True
 
     async def _read_first(self, peer: Peer) -> tuple[int | None, bytes]:
-        """An inbound connection's first frame: a HELLO, or a joining node's GETPARAMS."""
+        """An inbound connection's first frame: a Noise message, or a joining node's
+        GETPARAMS (the one exchange open to anyone: the chain's parameters)."""
         head_magic = await peer.reader.readexactly(4)
-        data = head_magic + await peer.reader.readexactly(9)
+        data = head_magic + await peer.reader.readexactly(HEADER_SIZE - 4)
         magic = head_magic
         if magic not in (self.magic, BOOTSTRAP_MAGIC):
             raise FrameError("wrong network magic (another chain?)")
@@ -376,10 +491,10 @@ class Network:
         feeder = asyncio.StreamReader()
         feeder.feed_data(data)
         length = int.from_bytes(data[5:9], "little")
-        if length > 1 << 16:
+        if length > MAX_CLEAR_FRAME:
             raise FrameError("oversized first frame")
         feeder.feed_data(await peer.reader.readexactly(length))
-        msg_type, payload = await read_frame(feeder, magic, 1 << 16)
+        msg_type, payload = await read_frame(feeder, magic, MAX_CLEAR_FRAME)
         if magic == BOOTSTRAP_MAGIC:
             if msg_type != Msg.GETPARAMS:
                 raise FrameError("only GETPARAMS may use the bootstrap magic")
@@ -422,9 +537,7 @@ class Network:
             Msg.NOTFOUND: self.on_notfound, Msg.REJECT: self.on_reject,
         }
         while not peer.closed:
-            msg_type, payload = await read_frame(peer.reader, self.magic, self.max_frame)
-            peer.bytesrecv += len(payload) + 13
-            peer.lastrecv = int(time.time())
+            msg_type, payload = await peer.read(self.max_frame)
             handler = handlers.get(msg_type)
             if handler is None:
                 self.misbehave(peer, 10, f"unknown message type {msg_type}")
@@ -432,6 +545,9 @@ class Network:
             if "incoming" in self.ctx.paused and msg_type in (Msg.TX, Msg.BLOCK, Msg.BLOCKS):
                 continue
             await handler(peer, payload)
+            # A peer whose messages are already buffered would otherwise keep the loop
+            # (reading buffered data does not yield): let RPC and other peers run.
+            await asyncio.sleep(0)
 
     async def on_ping(self, peer: Peer, payload: bytes) -> None:
         peer.send(Msg.PONG, payload[:8])
@@ -446,12 +562,13 @@ class Network:
 
     async def on_notfound(self, peer: Peer, payload: bytes) -> None:
         for _, h in m.decode_inv(payload):
-            self._requested.discard(h)
+            self._answered(peer, h)
 
     async def _pinger(self) -> None:
         while True:
             await asyncio.sleep(PING_EVERY)
             for p in self.ready_peers():
+                self._expire_requests(p)
                 p.ping_sent = time.monotonic()
                 p.send(Msg.PING, os.urandom(8))
 
@@ -462,6 +579,12 @@ class Network:
     def announce_block(self, block: Block, source: Peer | None = None) -> None:
         h = block.hash
         for p in self.ready_peers():
+            # A block may revoke a peer's connect permission: from then on it gets nothing
+            # (as MultiChain, which disconnects such peers).
+            why = self._refusal(p.address_hash)
+            if why:
+                self._drop(p, f"no longer permitted: {why}")
+                continue
             if h not in p.known and p is not source:
                 p.remember(h)
                 p.send(Msg.INV, m.encode_inv([(Inv.BLOCK, h)]))
@@ -493,17 +616,62 @@ class Network:
                 p.send(Msg.INV, m.encode_inv(items[i:i + m.MAX_INV]))
 
     async def on_inv(self, peer: Peer, payload: bytes) -> None:
+        self._expire_requests(peer)
+        room = MAX_REQUESTED_PER_PEER - len(peer.requested)
+        blocks_looked_up = 0
         want = []
         for kind, h in m.decode_inv(payload):
-            peer.remember(h)
+            if h in self._requested:
+                peer.remember(h)
+                continue
             if kind == Inv.TX:
-                if h not in self.ctx.mempool.entries and h not in self._requested:
-                    want.append((kind, h))
-            elif self.ctx.store.block_row(hash_hex=h.hex()) is None and h not in self._requested:
-                want.append((kind, h))
+                if h in self.ctx.mempool.entries:
+                    peer.remember(h)
+                    continue
+            else:
+                blocks_looked_up += 1
+                if blocks_looked_up > MAX_BLOCK_INV:
+                    continue  # a store lookup each: not for a flood
+                if self.ctx.store.block_row(hash_hex=h.hex()) is not None:
+                    peer.remember(h)
+                    continue
+            if len(want) >= room:
+                continue  # over this peer's budget: ignored (and not remembered)
+            peer.remember(h)
+            want.append((kind, h))
         if want:
-            self._requested.update(h for _, h in want)
+            deadline = time.monotonic() + REQUEST_TIMEOUT
+            for _, h in want:
+                self._requested[h] = peer.id
+                peer.requested[h] = deadline
             peer.send(Msg.GETDATA, m.encode_inv(want))
+
+    def _answered(self, peer: Peer, h: bytes) -> None:
+        """`h` arrived (or the peer has not got it): no longer outstanding."""
+        if peer.requested.pop(h, None) is not None and self._requested.get(h) == peer.id:
+            del self._requested[h]
+
+    def _expire_requests(self, peer: Peer) -> None:
+        """Forget hashes asked of `peer` that it never answered (oldest first)."""
+        now = time.monotonic()
+        while peer.requested:
+            h, deadline = next(iter(peer.requested.items()))
+            if deadline > now:
+                break
+            del peer.requested[h]
+            if self._requested.get(h) == peer.id:
+                del self._requested[h]
+
+    def _forget_peer(self, peer: Peer) -> int:
+        """Drop everything outstanding with a peer that left; returns how many hashes."""
+        n = len(peer.requested)
+        for h in peer.requested:
+            if self._requested.get(h) == peer.id:
+                del self._requested[h]
+        peer.requested.clear()
+        peer.known.clear()
+        peer.known_order.clear()
+        return n
 
     async def on_getdata(self, peer: Peer, payload: bytes) -> None:
         missing = []
@@ -526,11 +694,35 @@ class Network:
 
     async def on_tx(self, peer: Peer, payload: bytes) -> None:
         tx = Transaction.decode(payload)
-        self._requested.discard(tx.txid)
+        self._answered(peer, tx.txid)
         peer.remember(tx.txid)
-        if not tx.signature_valid(self.chain.chain_id):
-            self.misbehave(peer, BAN_SCORE, f"transaction {tx.txid.hex()} has a bad signature")
+        if tx.txid in self.ctx.mempool.entries:
             return
+        # Signatures are checked in batches on the verifier's threads, not one by one on
+        # the event loop; a full queue holds this peer's reading back (TCP backpressure).
+        while len(self._tx_queue) >= RELAY_QUEUE and not peer.closed:
+            self._tx_drained.clear()
+            await self._tx_drained.wait()
+        self._tx_queue.append((peer, tx))
+        if self._tx_task is None or self._tx_task.done():
+            self._tx_task = self._spawn(self._admit_relayed())
+
+    async def _admit_relayed(self) -> None:
+        """Verify queued relayed transactions a batch at a time (the queue fills while a
+        batch is checked, so the batch size follows the load), then admit them in order."""
+        while self._tx_queue:
+            batch = self._tx_queue[:RELAY_BATCH]
+            del self._tx_queue[:RELAY_BATCH]
+            self._tx_drained.set()
+            results = await asyncio.to_thread(self.chain.verifier, [t for _, t in batch])
+            for (peer, tx), ok in zip(batch, results, strict=True):
+                if not ok:
+                    self.misbehave(peer, BAN_SCORE,
+                                   f"transaction {tx.txid.hex()} has a bad signature")
+                    continue
+                self._admit_tx(peer, tx)
+
+    def _admit_tx(self, peer: Peer, tx: Transaction) -> None:
         try:
             self.ctx.submit_tx(tx, local=False, verified=True, relay=False)
         except AlreadyInChain:
@@ -544,7 +736,7 @@ class Network:
     async def on_block(self, peer: Peer, payload: bytes) -> None:
         block = Block.decode(payload, self.max_frame)
         h = block.hash
-        self._requested.discard(h)
+        self._answered(peer, h)
         peer.remember(h)
         if block.height > peer.best_height:
             peer.best_height, peer.best_tip = block.height, h

@@ -1,4 +1,8 @@
-"""One peer connection: a framed reader and a queued writer, with the stats getpeerinfo shows."""
+"""One peer connection: a framed reader and a queued writer, with the stats getpeerinfo shows.
+
+Until the key exchange finishes only clear frames (Noise messages, the bootstrap GETPARAMS)
+pass; after it every message is sealed by the session's `Transport`.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,13 @@ import time
 from collections import deque
 
 from node.p2p.framing import encode_frame
+from node.p2p.session import Transport
 
 log = logging.getLogger(__name__)
 
 WRITE_QUEUE_BYTES = 64 * 1024 * 1024
+KNOWN_LIMIT = 50_000
+"""Hashes remembered per peer so they are not announced back to it (oldest forgotten)."""
 
 
 class Peer:
@@ -51,25 +58,49 @@ class Peer:
         self.pingtime = 0.0
         self.known: set[bytes] = set()
         self.known_order: deque[bytes] = deque()
+        self.requested: dict[bytes, float] = {}
+        """Hashes asked of this peer (GETDATA) and not answered yet, with their deadline
+        (monotonic); insertion order is deadline order."""
+        self.transport: Transport | None = None
+        self.session_hash = b""
         self.ready = False
         self.closed = False
+        self.opened = time.monotonic()
 
+    @property
+    def encrypted(self) -> bool:
+        """True once the key exchange finished: every message since is sealed."""
+        return self.transport is not None
     def remember(self, h: bytes) -> None:
         """Inventory this peer is known to have, so it is not announced back to it."""
         if h not in self.known:
             self.known.add(h)
             self.known_order.append(h)
-            if len(self.known_order) > 200_000:
+            if len(self.known_order) > KNOWN_LIMIT:
                 self.known.discard(self.known_order.popleft())
 
     def send(self, msg_type: int, payload: bytes) -> None:
+        """Queue a message, sealed by the session (clear only before the key exchange)."""
+        if self.transport is None:
+            self._write(encode_frame(self.magic, msg_type, payload))
+        else:
+            self._write(self.transport.seal(msg_type, payload))
+
+    async def read(self, max_size: int) -> tuple[int, bytes]:
+        """The next sealed message; raises TransportError, or IncompleteReadError at EOF."""
+        assert self.transport is not None, "read before the key exchange"
+        msg_type, payload = await self.transport.read(self.reader, max_size)
+        self.bytesrecv += len(payload)
+        self.lastrecv = int(time.time())
+        return msg_type, payload
+
+    def _write(self, frame: bytes) -> None:
         if self.closed:
             return
         if self.writer.transport.get_write_buffer_size() > WRITE_QUEUE_BYTES:
             log.warning("peer %s does not read its messages; dropping it", self.addr)
             self.close()
             return
-        frame = encode_frame(self.magic, msg_type, payload)
         self.writer.write(frame)
         self.bytessent += len(frame)
         self.lastsend = int(time.time())

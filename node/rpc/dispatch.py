@@ -197,6 +197,9 @@ class Dispatcher:
         self.before_reply = before_reply
         self.warmup_status: str | None = None
         self.observe: Callable[[str, str, float], None] | None = None
+        self.read_barrier: asyncio.Event | None = None
+        """When set by the node: methods run only while this event is set (the node clears it
+        while a block is being committed, so no method sees a half-applied block)."""
         # `help` is always allowed (spec §1.7 step 9).
         self._allowed = None if allow_methods is None else frozenset(allow_methods) | {"help"}
         self._methods = table._methods  # the live dict: one lookup per request
@@ -251,6 +254,9 @@ class Dispatcher:
                 return _error(rid, RPC_INVALID_PARAMETER,
                               f"Too many entries in parameter {position + 1}: {len(param)} "
                               f"(at most {MAX_PARAM_ITEMS} in one call)"), 500
+        barrier = self.read_barrier if name not in WARMUP_METHODS else None  # stop, help
+        while barrier is not None and not barrier.is_set():
+            await barrier.wait()  # loop: another block may start before this task resumes
         try:
             if method.is_async:
                 result = await method.handler(params)

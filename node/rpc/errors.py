@@ -16,6 +16,7 @@ from ledger.errors import (
     InvalidTransaction,
     PermissionDenied,
     StoreError,
+    TxLimitExceeded,
     TxNotFound,
 )
 from node.rpc.limits import RateLimitedLog
@@ -107,6 +108,10 @@ DOMAIN_ERROR_CODES: dict[type[BaseException], int] = {
     PermissionDenied: RPC_INSUFFICIENT_PERMISSIONS,
     DuplicateName: RPC_DUPLICATE_NAME,
     AlreadyInChain: RPC_VERIFY_ALREADY_IN_CHAIN,
+    # Before InvalidTransaction and DecodeError: a tx an RPC call would build beyond a limit
+    # of the encoding is a bad parameter (-8), as MultiChain reports too many keys or too
+    # large a field; the most specific class in the MRO wins.
+    TxLimitExceeded: RPC_INVALID_PARAMETER,
     InvalidTransaction: RPC_VERIFY_REJECTED,
     InvalidBlock: RPC_VERIFY_ERROR,
     DecodeError: RPC_DESERIALIZATION_ERROR,

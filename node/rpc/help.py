@@ -128,10 +128,11 @@ _METHODS: dict[str, _Method] = {
         "Sets a runtime parameter of this node while it runs.",
         (
             _req('"parameter-name"', "string",
-                 "One of: miningrequirespeers, mineemptyrounds, miningturnover, "
-                 "lockadminminerounds, maxshowndata, maxqueryscanitems, bantx, lockblock, "
-                 "autosubscribe, handshakelocal, hideknownopdrops, acceptfiltertimeout, "
-                 "sendfiltertimeout, lockinlinemetadata."),
+                 "One of: miningrequirespeers, mineemptyblocks, mineblocksondemand, "
+                 "mineemptyrounds, miningturnover, lockadminminerounds, maxshowndata, "
+                 "maxqueryscanitems, bantx, lockblock, autosubscribe, handshakelocal, "
+                 "hideknownopdrops, acceptfiltertimeout, sendfiltertimeout, "
+                 "lockinlinemetadata."),
             _req("parameter-value", "any",
                  'The new value; booleans also accept "true", "false", 1 and 0.'),
         ),
@@ -550,7 +551,7 @@ _METHODS: dict[str, _Method] = {
         "Wallet",
         "Returns the state of the wallet.",
         (),
-        "(object) walletversion, balance, txcount, walletdbversion, keypoololdest, "
+        "(object) walletversion, balance, walletdbversion, txcount, utxocount, keypoololdest, "
         "keypoolsize, unlocked_until (only when encrypted).",
     ),
     "createkeypairs": _Method(
@@ -558,6 +559,177 @@ _METHODS: dict[str, _Method] = {
         "Creates key pairs without storing them in the wallet.",
         (_opt("count", "numeric", "1", "The number of key pairs."),),
         "(array) {address, pubkey, privkey} objects.",
+    ),
+    # -- wallet transactions, keys and balances (MultiChain 2.3, issue 11 item 1) --
+    "getwallettransaction": _Method(
+        "Wallet",
+        "Returns a transaction of this wallet in MultiChain's wallet-transaction shape.",
+        (_req('"txid"', "string", "The transaction id."),
+         _opt("include-watch-only", "boolean", "false", "Also consider watch-only addresses."),
+         _verbose("If true, also returns vin and vout.")),
+        "(object) balance, myaddresses, addresses, permissions, items, data, confirmations, "
+        "blockhash, blockindex, blocktime, txid, valid, time, timereceived.",
+    ),
+    "listwallettransactions": _Method(
+        "Wallet",
+        "Lists the transactions of this wallet, oldest first.",
+        (_count("10"), _opt("skip", "numeric", "0", "Skip this many of the newest."),
+         _opt("include-watch-only", "boolean", "false", "Also list watch-only addresses."),
+         _verbose("If true, also returns vin and vout.")),
+        "(array) Wallet transactions as returned by getwallettransaction.",
+    ),
+    "listaddresstransactions": _Method(
+        "Wallet",
+        "Lists the transactions of one wallet or watch-only address, oldest first.",
+        (_req('"address"', "string", "The address."), _count("10"),
+         _opt("skip", "numeric", "0", "Skip this many of the newest."),
+         _verbose("If true, also returns vin and vout.")),
+        "(array) Wallet transactions as returned by getwallettransaction.",
+    ),
+    "getaddresstransaction": _Method(
+        "Wallet",
+        "Returns a transaction as it concerns one wallet or watch-only address.",
+        (_req('"address"', "string", "The address."),
+         _req('"txid"', "string", "The transaction id."),
+         _verbose("If true, also returns vin and vout.")),
+        "(object) A wallet transaction as returned by getwallettransaction.",
+    ),
+    "listaddresses": _Method(
+        "Wallet",
+        "Lists the addresses of this wallet, including watch-only ones.",
+        (_opt('"address(es)"', "string|array", '"*"', "Addresses to list."),
+         _verbose(), _count("MAX"), _START),
+        "(array) {address, ismine} objects; more fields when verbose.",
+    ),
+    "importaddress": _Method(
+        "Wallet",
+        "Adds addresses or public keys to the wallet as watch-only.",
+        (_req('"address(es)"', "string|array", "Address, public key, comma-delimited list or "
+              "array of them."),
+         _opt('"label"', "string", '""', "Ignored (no accounts)."),
+         _opt("rescan", "boolean", "true", "Their past transactions are listed either way.")),
+        "null",
+    ),
+    "importprivkey": _Method(
+        "Wallet",
+        "Adds private keys (WIF) to the wallet.",
+        (_req('"privkey(s)"', "string|array", "WIF key, comma-delimited list or array."),
+         _opt('"label"', "string", '""', "Ignored (no accounts)."),
+         _opt("rescan", "boolean", "true", "Their past transactions are listed either way.")),
+        "null",
+    ),
+    "dumpprivkey": _Method(
+        "Wallet",
+        "Returns the private key (WIF) of a wallet address.",
+        (_req('"address"', "string", "A wallet address."),),
+        '"privkey" (string) The WIF private key.',
+    ),
+    "signmessage": _Method(
+        "Wallet",
+        "Signs a message with the key of an address (Bitcoin message format).",
+        (_req('"address|privkey"', "string", "A wallet address or a WIF private key."),
+         _req('"message"', "string", "The message.")),
+        '"signature" (string) Compact recoverable signature, base64.',
+    ),
+    "verifymessage": _Method(
+        "Wallet",
+        "Verifies a message signature made by signmessage.",
+        (_req('"address"', "string", "The signing address."),
+         _req('"signature"', "string", "Base64 signature from signmessage."),
+         _req('"message"', "string", "The message.")),
+        "true|false (boolean) Whether the signature is valid.",
+    ),
+    "getmultibalances": _Method(
+        "Wallet",
+        "Balances of wallet addresses (empty: this chain has no native currency or assets).",
+        (_opt('"address(es)"', "string|array", '"*"', "Addresses."),
+         _opt('"asset(s)"', "string|array", '"*"', "Assets."),
+         _opt("minconf", "numeric", "1", "Minimum confirmations."),
+         _opt("includeWatchOnly", "boolean", "false", "Include watch-only addresses."),
+         _opt("includeLocked", "boolean", "false", "Include locked outputs.")),
+        '(object) {"total": []}',
+    ),
+    "gettotalbalances": _Method(
+        "Wallet",
+        "Total balances of the wallet (empty: no native currency or assets).",
+        (_opt("minconf", "numeric", "1", "Minimum confirmations."),
+         _opt("includeWatchOnly", "boolean", "false", "Include watch-only addresses."),
+         _opt("includeLocked", "boolean", "false", "Include locked outputs.")),
+        "(array) Empty.",
+    ),
+    "getaddressbalances": _Method(
+        "Wallet",
+        "Balances of one address (empty: no native currency or assets).",
+        (_req('"address"', "string", "The address."),
+         _opt("minconf", "numeric", "1", "Minimum confirmations."),
+         _opt("includeLocked", "boolean", "false", "Include locked outputs.")),
+        "(array) Empty.",
+    ),
+    "listunspent": _Method(
+        "Wallet",
+        "Unspent outputs of the wallet (none: chainmill has no UTXOs).",
+        (_opt("minconf", "numeric", "1", "Minimum confirmations."),
+         _opt("maxconf", "numeric", "9999999", "Maximum confirmations."),
+         _opt("addresses", "array", "", "Addresses to filter by.")),
+        "(array) Empty.",
+    ),
+    "getbalance": _Method(
+        "Wallet",
+        "The wallet's native currency balance (0: no native currency).",
+        (_opt('"account"', "string", '""', "Ignored."),
+         _opt("minconf", "numeric", "1", "Minimum confirmations."),
+         _opt("includeWatchonly", "boolean", "false", "Include watch-only addresses.")),
+        "(numeric) 0.0",
+    ),
+    "decoderawtransaction": _Method(
+        "Blockchain",
+        "Decodes a serialized chainmill transaction without submitting it.",
+        (_req('"hex"', "string", "The transaction's hex."),),
+        "(object) The transaction as getrawtransaction verbose shows it.",
+    ),
+    "sendrawtransaction": _Method(
+        "Blockchain",
+        "Submits a serialized, signed chainmill transaction.",
+        (_req('"hex"', "string", "The transaction's hex."),
+         _opt("allowhighfees", "boolean", "false", "Ignored (no fees).")),
+        '"txid" (string) The transaction id.',
+    ),
+    "getchaintips": _Method(
+        "Blockchain",
+        "Returns the tips of the known block tree.",
+        (),
+        "(array) {height, hash, branchlen, status} objects.",
+    ),
+    "gettxoutsetinfo": _Method(
+        "Blockchain",
+        "Statistics of the unspent output set (empty: chainmill has no UTXOs).",
+        (),
+        "(object) height, bestblock, transactions, txouts, bytes_serialized, "
+        "hash_serialized, total_amount.",
+    ),
+    "getchunkqueueinfo": _Method(
+        "Blockchain",
+        "Off-chain chunks waiting to be retrieved (none: items are on-chain).",
+        (),
+        "(object) {chunks, bytes}",
+    ),
+    "getchunkqueuetotals": _Method(
+        "Blockchain",
+        "Totals of off-chain chunk retrieval (zero: items are on-chain).",
+        (),
+        "(object) {chunks, bytes}",
+    ),
+    "ping": _Method(
+        "Network",
+        "Requests a ping of every peer (pingtime in getpeerinfo).",
+        (),
+        "null",
+    ),
+    "getnettotals": _Method(
+        "Network",
+        "Returns the bytes sent and received over the P2P network.",
+        (),
+        "(object) totalbytesrecv, totalbytessent, timemillis.",
     ),
     # == Network ==
     "getpeerinfo": _Method(
@@ -613,7 +785,7 @@ _METHODS: dict[str, _Method] = {
         "Returns the state of block production.",
         (),
         "(object) blocks, currentblocksize, currentblocktx, difficulty, errors, generate, "
-        "genproclimit, hashespersec, pooledtx, testnet, chain.",
+        "genproclimit, networkhashps, hashespersec, pooledtx, testnet, chain.",
     ),
 }
 

@@ -118,3 +118,21 @@ def as_hex(value: Any, name: str) -> bytes:
         except (binascii.Error, ValueError):
             pass
     raise _invalid(f"{name} should be a hexadecimal string")
+
+
+def given(p: list[Any], i: int) -> bool:
+    """Whether optional parameter `i` was given: present and not JSON null.
+
+    MultiChain reads every optional parameter as `params.size() > i && !params[i].isNull()`,
+    so a client may send null for any optional parameter to mean its default.
+    """
+    return len(p) > i and p[i] is not None
+
+
+def from_address(value: Any) -> str | None:
+    """A from-address parameter: None for "*" (let the wallet choose, as MultiChain does)."""
+    if value == "*":
+        return None
+    if not isinstance(value, str):
+        raise _invalid("from-address should be a string")
+    return value

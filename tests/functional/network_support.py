@@ -12,8 +12,11 @@ Builds on framework.py (which stays the one place for a single node). What is he
   disconnectnode both ways), and bring it back.
 - `publish_items`: many items fast (publishmulti in JSON-RPC batches).
 - `stream_digest`: everything a stream holds on one node, for exact comparison.
-- `RawPeer`: a minimal P2P peer speaking node/p2p's framing and messages over a blocking
-  socket, with its own key, so a test can send forged blocks and transactions.
+- `RawPeer`: a minimal P2P peer speaking node/p2p's key exchange, handshake and sealed
+  messages over a blocking socket, with its own key, so a test can send forged blocks and
+  transactions or take the handshake apart.
+- `TcpRelay`: a man in the middle on loopback that forwards a link and records every byte,
+  to check what crosses the wire.
 - `Daemons`: ``chainmill start --daemon`` processes a test started, stopped by their pid
   files at the end (the harness only knows its own child processes).
 """
@@ -29,6 +32,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,7 +54,7 @@ from framework import (
 from config.params import read_params_file
 from ledger.addresses import AddressCodec
 from ledger.blocks import BLOCK_VERSION, Block, BlockHeader
-from ledger.keys import KeyPair, verify
+from ledger.keys import KeyPair
 from ledger.merkle import merkle_root
 from ledger.transactions import DataFormat, Publish, Transaction
 from ledger.types import ZERO_HASH
@@ -58,12 +62,12 @@ from node.client import RpcError
 from node.p2p import messages as m
 from node.p2p.framing import HEADER_SIZE, encode_frame
 from node.p2p.messages import Msg
-from node.p2p.network import handshake_digest
+from node.p2p.session import NoiseHandshake, Transport, check_auth, sign_auth
 
 log = logging.getLogger("functional.network")
 
 GRANTS = "connect,send,receive,mine"
-RPC_TX_UNKNOWN = -5
+RPC_TX_UNKNOWN = -710
 """getrawtransaction of a transaction this node has not seen."""
 ITEMS_PER_TX = 32
 """max-std-op-returns-count of a default chain: items per publishmulti transaction."""
@@ -295,16 +299,20 @@ class PeerClosed(AssertionError):
 
 
 class RawPeer:
-    """A minimal peer: the node's framing and messages over a blocking socket.
+    """A minimal peer: the node's framing, key exchange and sealed messages over a blocking
+    socket.
 
-    It dials the node, runs the signed handshake with `key` (which needs connect permission
-    to be accepted), and can then send any frame. Everything the node sends is kept in
-    `received` (type, payload); the peer never answers requests, so keep it from being the
-    node's sync source (its HELLO claims no blocks).
+    It dials the node, runs the Noise key exchange and the signed handshake with `key`
+    (which needs connect permission to be accepted), and can then send any message. The
+    steps are separate methods (`key_exchange`, `send_hello`, `auth_for`) so an attack test
+    can take them out of order or claim another node's key. Everything the node sends after
+    the key exchange is kept in `received` (type, payload); the peer never answers requests,
+    so keep it from being the node's sync source (it never sends blocks unless told to).
     """
 
-    def __init__(self, node: TestNode, key: KeyPair) -> None:
+    def __init__(self, node: TestNode, key: KeyPair, port: int | None = None) -> None:
         self.node = node
+        self.port = port or node.port
         self.key = key
         params = read_params_file(node.chain_dir / "params.dat")
         self.magic = bytes(params["network-message-start"])
@@ -317,57 +325,126 @@ class RawPeer:
         self.sock: socket.socket | None = None
         self.buf = b""
         self.received: list[tuple[int, bytes]] = []
+        self.transport: Transport | None = None
+        self.session_hash = b""
+        self.node_hello: m.Hello | None = None
+        self.node_auth: tuple[bytes, bytes] | None = None
+        self.node_ready: m.Ready | None = None
+        self._partial: tuple[int, int, bytearray] | None = None
 
     # -- frames -----------------------------------------------------------------------------
     def send(self, msg_type: int, payload: bytes) -> None:
+        """A message: sealed after the key exchange, a clear frame before it."""
         assert self.sock is not None
-        self.sock.sendall(encode_frame(self.magic, msg_type, payload))
+        # recv() leaves a short timeout on the socket; a node busy reading a flood must not
+        # make sendall fail with it.
+        self.sock.settimeout(scaled(DEFAULT_TIMEOUT))
+        if self.transport is None:
+            self.sock.sendall(encode_frame(self.magic, msg_type, payload))
+        else:
+            self.sock.sendall(self.transport.seal(msg_type, payload))
 
     def send_raw(self, data: bytes) -> None:
         assert self.sock is not None
+        self.sock.settimeout(scaled(DEFAULT_TIMEOUT))
         self.sock.sendall(data)
 
-    def recv(self, timeout: float) -> tuple[int, bytes] | None:
-        """The next frame, or None if none arrives within `timeout`; raises PeerClosed."""
+    def _fill(self, deadline: float) -> bool:
+        """Read more bytes into the buffer; False when `deadline` passed first."""
         assert self.sock is not None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except TimeoutError:
+            return False
+        except ConnectionError as e:
+            raise PeerClosed(f"connection reset: {e}") from None
+        if not chunk:
+            raise PeerClosed("the node closed the connection")
+        self.buf += chunk
+        return True
+
+    def _take_frame(self) -> tuple[int, bytes] | None:
+        if len(self.buf) < HEADER_SIZE:
+            return None
+        magic, msg_type, length, _ = struct.unpack("<4sBI4s", self.buf[:HEADER_SIZE])
+        assert magic == self.magic, "the node sent a frame with another magic"
+        if len(self.buf) < HEADER_SIZE + length:
+            return None
+        payload = self.buf[HEADER_SIZE:HEADER_SIZE + length]
+        self.buf = self.buf[HEADER_SIZE + length:]
+        return msg_type, payload
+
+    def _take_message(self) -> tuple[int, bytes] | None:
+        """The next whole sealed message (records: u16 length | ciphertext), decrypting
+        each record once, in order, as it completes."""
+        assert self.transport is not None
+        while len(self.buf) >= 2:
+            n = int.from_bytes(self.buf[:2], "big")
+            if len(self.buf) < 2 + n:
+                return None
+            plain = self.transport.open(self.buf[2:2 + n])
+            self.buf = self.buf[2 + n:]
+            if self._partial is None:
+                msg_type, length = struct.unpack_from("<BI", plain)
+                self._partial = (msg_type, length, bytearray(plain[5:]))
+            else:
+                self._partial[2].extend(plain)
+            msg_type, length, body = self._partial
+            if len(body) >= length:
+                self._partial = None
+                return msg_type, bytes(body)
+        return None
+
+    def recv(self, timeout: float) -> tuple[int, bytes] | None:
+        """The next message, or None if none arrives within `timeout`; raises PeerClosed."""
         deadline = time.monotonic() + timeout
         while True:
-            if len(self.buf) >= HEADER_SIZE:
-                magic, msg_type, length, _ = struct.unpack("<4sBI4s", self.buf[:HEADER_SIZE])
-                assert magic == self.magic, "the node sent a frame with another magic"
-                if len(self.buf) >= HEADER_SIZE + length:
-                    payload = self.buf[HEADER_SIZE:HEADER_SIZE + length]
-                    self.buf = self.buf[HEADER_SIZE + length:]
-                    self.received.append((msg_type, payload))
-                    return msg_type, payload
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            frame = self._take_frame() if self.transport is None else self._take_message()
+            if frame is not None:
+                self.received.append(frame)
+                return frame
+            if not self._fill(deadline):
                 return None
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except TimeoutError:
-                return None
-            except ConnectionError as e:
-                raise PeerClosed(f"connection reset: {e}") from None
-            if not chunk:
-                raise PeerClosed("the node closed the connection")
-            self.buf += chunk
 
     # -- handshake ---------------------------------------------------------------------------
-    def connect(self, timeout: float = 10.0) -> None:
-        """Dial and handshake; returns once the node lists this peer as connected.
-        Raises PeerRefused with the node's reason, or PeerClosed."""
-        self.sock = socket.create_connection(("127.0.0.1", self.node.port), timeout=timeout)
+    def key_exchange(self, timeout: float = 10.0) -> None:
+        """Dial and run the Noise XX exchange (anyone may: it proves nothing yet)."""
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         self.buf = b""
-        challenge = os.urandom(32)
-        hello = m.Hello(m.PROTOCOL, self.chain_id, self.genesis, -1, ZERO_HASH, 0, challenge)
-        self.send(Msg.HELLO, hello.encode())
-        accepted = False
+        noise = NoiseHandshake(initiator=True)
+        self.send(Msg.NOISE, noise.first())
+        while not noise.complete:
+            frame = self.recv(scaled(timeout))
+            if frame is None:
+                raise AssertionError("the node did not answer the key exchange")
+            msg_type, payload = frame
+            assert msg_type == Msg.NOISE, f"message {msg_type} during the key exchange"
+            reply = noise.receive(payload)
+            if reply is not None:
+                self.send(Msg.NOISE, reply)
+        self.session_hash = noise.handshake_hash
+        self.transport = noise.transport()
+
+    def send_hello(self, pubkey: bytes | None = None) -> None:
+        """HELLO claiming `pubkey` (default: this peer's own key)."""
+        self.send(Msg.HELLO, m.Hello(m.PROTOCOL, self.chain_id, self.genesis, 0,
+                                     pubkey or self.key.pubkey).encode())
+
+    def auth_for(self, node_pub: bytes, key: KeyPair | None = None) -> bytes:
+        """The AUTH payload this (initiator) side owes the node on this session."""
+        key = key or self.key
+        return m.encode_auth(key.pubkey, sign_auth(key, self.chain_id, self.session_hash,
+                                                   True, node_pub))
+
+    def read_handshake(self, until: int, timeout: float = 10.0) -> None:
+        """Read the node's handshake messages (kept as node_hello, node_auth, node_ready)
+        until one of type `until` arrived; raises PeerRefused on REJECT."""
         deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
-            if accepted and self.address in peer_addresses(self.node):
-                return
             frame = self.recv(0.1)
             if frame is None:
                 continue
@@ -375,17 +452,33 @@ class RawPeer:
             if msg_type == Msg.REJECT:
                 raise PeerRefused(m.decode_text(payload))
             if msg_type == Msg.HELLO:
-                theirs = m.Hello.decode(payload)
-                digest = handshake_digest(self.chain_id, theirs.challenge, self.key.pubkey)
-                self.send(Msg.AUTH, m.encode_auth(self.key.pubkey, self.key.sign(digest)))
+                self.node_hello = m.Hello.decode(payload)
             elif msg_type == Msg.AUTH:
-                pub, sig = m.decode_auth(payload)
-                assert verify(pub, sig, handshake_digest(self.chain_id, challenge, pub)), \
-                    "the node's handshake signature does not verify"
-                self.send(Msg.READY, b"")
+                self.node_auth = m.decode_auth(payload)
             elif msg_type == Msg.READY:
-                accepted = True
-        raise AssertionError(f"handshake with node{self.node.index} did not complete")
+                self.node_ready = m.Ready.decode(payload)
+            if msg_type == until:
+                return
+        raise AssertionError(f"no message {until} from node{self.node.index}")
+
+    def connect(self, timeout: float = 10.0) -> None:
+        """Key exchange and signed handshake; returns once the node lists this peer as
+        connected. Raises PeerRefused with the node's reason, or PeerClosed."""
+        self.key_exchange(timeout)
+        self.send_hello()
+        self.read_handshake(Msg.HELLO, timeout)
+        assert self.node_hello is not None
+        self.send(Msg.AUTH, self.auth_for(self.node_hello.pubkey))
+        self.read_handshake(Msg.AUTH, timeout)
+        assert self.node_auth is not None
+        pub, sig = self.node_auth
+        check_auth(pub, sig, chain_id=self.chain_id, handshake_hash=self.session_hash,
+                   signer_initiator=False, claimed_pub=self.node_hello.pubkey,
+                   my_pub=self.key.pubkey)
+        self.read_handshake(Msg.READY, timeout)
+        self.send(Msg.READY, m.Ready(-1, ZERO_HASH).encode())
+        wait_until(lambda: self.address in peer_addresses(self.node), timeout=timeout,
+                   msg=f"node{self.node.index} to list {self.address} as a peer")
 
     def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Read (and keep) frames until the node closes the connection."""
@@ -426,6 +519,50 @@ class RawPeer:
         block.signature = (signer or self.key).sign_recoverable(
             Block.sighash(self.chain_id, block.hash))
         return block
+
+
+class TcpRelay:
+    """Forwards every connection made to `port` on to 127.0.0.1:`target` and keeps the bytes
+    of both directions (`recorded`): what an eavesdropper between two nodes would see."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.server.getsockname()[1]
+        self.recorded = bytearray()
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                return
+            with self._lock:
+                self._socks += [client, upstream]
+                self.connections += 1
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := src.recv(1 << 16):
+                with self._lock:
+                    self.recorded += chunk
+                dst.sendall(chunk)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with self._lock:
+            for s in self._socks:
+                with contextlib.suppress(OSError):
+                    s.close()
 
 
 def new_key_with(node: TestNode, permissions: str | None) -> KeyPair:

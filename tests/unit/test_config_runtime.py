@@ -3,6 +3,7 @@
 import ipaddress
 import os
 import random
+import re
 import stat
 from pathlib import Path
 
@@ -12,11 +13,13 @@ from config.errors import ConfigError
 from config.params import default_params
 from config.runtime import (
     RUNTIME_SPECS,
+    SETTABLE_RUNTIME,
     RuntimeConfig,
     base58,
     ensure_chain_conf,
     load_runtime_config,
     merge_runtime,
+    parse_setruntimeparam,
     read_conf_file,
     runtime_defaults,
     write_conf_file,
@@ -250,3 +253,47 @@ def test_runtime_metricsallowip_is_a_network_list_named_in_its_errors() -> None:
     assert merge(chain_file=CREDENTIALS).metricsallowip == ()
     with pytest.raises(ConfigError, match="metricsallowip: 'nowhere'"):
         merge(cli={"metricsallowip": "nowhere"})
+
+
+# -- setruntimeparam --------------------------------------------------------------------------
+
+
+def test_config_runtime_settable_set_is_multichains():
+    assert set(SETTABLE_RUNTIME) == {
+        "miningrequirespeers", "mineemptyblocks", "mineblocksondemand", "hideknownopdrops",
+        "lockinlinemetadata", "mineemptyrounds", "miningturnover", "lockadminminerounds",
+        "maxshowndata", "maxqueryscanitems", "acceptfiltertimeout", "sendfiltertimeout",
+        "bantx", "lockblock", "handshakelocal", "autosubscribe"}
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("miningrequirespeers", "true", True), ("hideknownopdrops", 0, False),
+    ("lockinlinemetadata", "1", True), ("miningturnover", "0.5", 0.5),
+    ("miningturnover", 1, 1.0), ("mineemptyrounds", -1, -1.0), ("maxshowndata", "20", 20),
+    ("maxqueryscanitems", 0, 0), ("autosubscribe", "streams,assets", ("streams", "assets")),
+    ("autosubscribe", "", ()), ("bantx", "AB" * 32, "ab" * 32), ("lockblock", "", ""),
+    ("handshakelocal", " 1abc ", "1abc"),
+])
+def test_config_runtime_setruntimeparam_accepts(name, value, expected):
+    assert parse_setruntimeparam(name, value) == expected
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("nosuch", 1, "Unsupported runtime parameter: nosuch"),
+    ("rpcpassword", "x", "Unsupported runtime parameter"),
+    ("maxshowndata", -1, "Should be non-negative"),
+    ("maxshowndata", "ten", "Invalid parameter value type"),
+    ("maxshowndata", 1.5, "Invalid parameter value type"),
+    ("maxshowndata", True, "Invalid parameter value type"),
+    ("miningturnover", 1.5, "Should be in range (0,1)"),
+    ("mineemptyrounds", "nan", "Invalid parameter value type"),
+    ("miningrequirespeers", "maybe", "should be boolean"),
+    ("autosubscribe", "bogus", "Invalid parameter value"),
+    ("autosubscribe", "streams,bogus", "Invalid parameter value"),
+    ("autosubscribe", ["streams"], "Invalid parameter value type"),
+    ("bantx", "00ff", "Invalid txid"), ("lockblock", "zz", "Invalid block hash"),
+    ("handshakelocal", "", "Invalid address"), ("handshakelocal", 5, "value type"),
+])
+def test_config_runtime_setruntimeparam_refuses(name, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_setruntimeparam(name, value)

@@ -12,10 +12,10 @@ import pytest
 from test_consensus_rules import ADMIN, CHAIN_ID, OTHER, USER, grant, make_rules, tx
 
 from consensus.blocks import MAX_FUTURE_MS, connect_block, verify_sequential
-from consensus.rules import Rules
+from consensus.rules import Rules, apply_tx
 from consensus.state import ChainState
 from ledger.blocks import BLOCK_VERSION, Block, BlockHeader
-from ledger.errors import InvalidBlock
+from ledger.errors import InvalidBlock, InvalidTransaction
 from ledger.keys import KeyPair
 from ledger.merkle import merkle_root
 from ledger.transactions import CreateStream, DataFormat, Publish, Transaction
@@ -187,3 +187,35 @@ def test_blocks_genesis_must_be_signed_by_the_genesis_key():
     c.refuses(c.build(ADMIN, [], prev_hash=b"\x01" * 32), "genesis")
     fx = c.connect(c.build(ADMIN, []))
     assert {ch.perm for ch in fx.perm_log} >= {"admin", "mine", "send", "create"}
+
+
+def _unchecked(key: KeyPair, ops: tuple) -> Transaction:
+    """A transaction signed without Transaction.create's structural check."""
+    t = Transaction(key.pubkey, 9, 1, ops)
+    t.signature = key.sign(t.sighash(CHAIN_ID))
+    return t
+
+
+def _mined_locally(chain: Chain, key: KeyPair, txs: list[Transaction]) -> Block:
+    """A block as this node's miner builds it (never decoded, unlike a peer's)."""
+    prev = chain.headers[-1]
+    return Block.build(key, CHAIN_ID, prev.height + 1, prev.hash, prev.time_ms + 200, txs)
+
+
+def test_blocks_refuse_a_transaction_the_decoder_would_refuse(chain):
+    # What used to make an undecodable tip: a tx with no operations, one with 1,025 keys.
+    chain.refuses(_mined_locally(chain, OTHER, [_unchecked(USER, ())]),
+                  "1 to 100000 operations")
+    keys = tuple(f"k{i}" for i in range(1025))
+    too_many = _unchecked(USER, (Publish(chain.stream_tx.txid, keys, DataFormat.TEXT, b""),))
+    chain.refuses(_mined_locally(chain, OTHER, [too_many]), "keys")
+
+
+def test_blocks_a_transaction_larger_than_an_empty_block_is_refused_on_admission(chain):
+    # max-std-tx-size may exceed maximum-block-size: such a tx must not wait in the mempool
+    # for a block it can never fit in (apply_tx is what mempool admission runs).
+    rules = make_rules(genesis_pubkey=ADMIN.pubkey, setup_first_blocks=SETUP,
+                       max_block_size=400, max_tx_size=100_000)
+    big = tx(USER, Publish(chain.stream_tx.txid, ("k",), DataFormat.TEXT, b"x" * 300))
+    with pytest.raises(InvalidTransaction, match="does not fit in a block"):
+        apply_tx(chain.state.copy(), rules, big, chain.state.height + 1)

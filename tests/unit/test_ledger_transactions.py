@@ -41,7 +41,7 @@ def publishes() -> st.SearchStrategy[Publish]:
 
 def creates() -> st.SearchStrategy[CreateStream]:
     return st.builds(CreateStream, _utf8_at_most(32), st.integers(0, 15), st.booleans(),
-                     st.binary(max_size=64))
+                     _utf8_at_most(64).map(str.encode))  # custom fields are UTF-8 text
 
 
 def permissions() -> st.SearchStrategy[Permission]:

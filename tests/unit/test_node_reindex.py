@@ -14,6 +14,7 @@ import pytest
 from config.params import default_params, write_params_file
 from config.runtime import ensure_chain_conf
 from ledger.blocks import Block
+from ledger.errors import DecodeError
 from ledger.store import ChainStore
 from ledger.transactions import DataFormat, Publish, Transaction
 from node.app import NodeApp, store_url
@@ -83,3 +84,57 @@ def test_node_reindex_interrupted_part_way_loses_no_block_and_resumes(chain_with
     assert _snapshot(reopened.store, root) == before
     reopened.close()
     reopened.store.close()
+
+
+def _store_unchecked_block(chain: Chain, key, txs: list[Transaction]) -> Block:
+    """Write a block to the store without validating it, as an older version let through."""
+    from consensus.blocks import BlockEffects
+
+    tip = chain.tip_header
+    block = Block.build(key, chain.chain_id, tip.height + 1, tip.hash, tip.time_ms + 1, txs)
+    write, _ = chain._write_for(block, BlockEffects(key.pubkey_hash, [], []))
+    chain.store.put_block(write)
+    return block
+
+
+def _zero_op_tx(key, chain_id: bytes) -> Transaction:
+    """A transaction with no operations, signed directly (Transaction.create refuses it)."""
+    tx = Transaction(sender=key.pubkey, nonce=1, time=int(time.time()), ops=())
+    tx.signature = key.sign(tx.sighash(chain_id))
+    return tx
+
+
+def test_node_reindex_stops_at_an_undecodable_block_and_the_node_opens_again(chain_with_blocks):
+    ctx, root, tmp_path = chain_with_blocks
+    chain, key = ctx.chain, ctx.wallet.default
+    before = _snapshot(ctx.store, root)
+    _store_unchecked_block(chain, key, [_zero_op_tx(key, chain.chain_id)])
+    assert ctx.store.tip().height == 8
+    reopened = Chain(ChainStore(store_url(tmp_path / "rx", None)), ctx.params, ctx.codec)
+    assert reopened.height == 8, "a tip whose body does not decode must not stop the opening"
+    quarantine = tmp_path / "rx"
+    assert reopened.reindex(quarantine=quarantine) == 7
+    assert reopened.store.tip().height == 7
+    assert not reopened.reindex_pending()
+    saved = (quarantine / "invalid-blocks-8-8.hex").read_text().split()
+    assert len(saved) == 1  # the refused block is kept for the operator
+    with pytest.raises(DecodeError):
+        Block.decode(bytes.fromhex(saved[0]))
+    assert _snapshot(reopened.store, root) == before
+    again = Chain(ChainStore(store_url(tmp_path / "rx", None)), ctx.params, ctx.codec)
+    assert again.height == 7 and not again.reindex_pending()
+    for c in (reopened, again):
+        c.close()
+        c.store.close()
+
+
+def test_node_reindex_without_a_quarantine_says_what_failed_and_what_to_run(chain_with_blocks):
+    from ledger.errors import StoreError
+
+    ctx, _, _ = chain_with_blocks
+    chain, key = ctx.chain, ctx.wallet.default
+    _store_unchecked_block(chain, key, [_zero_op_tx(key, chain.chain_id)])
+    with pytest.raises(StoreError, match=r"stored block 8 .*chainmill start CHAIN --reindex"):
+        chain.reindex()
+    assert chain.reindex_pending(), "the next start must finish the reindex"
+    assert chain.reindex(quarantine=chain_with_blocks[2]) == 7

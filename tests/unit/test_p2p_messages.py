@@ -19,8 +19,8 @@ from node.p2p.messages import Inv, Msg
 H = [bytes([i]) * 32 for i in range(4)]
 
 
-def hello(height: int = 7) -> m.Hello:
-    return m.Hello(m.PROTOCOL, H[0], H[1], height, H[2], 8571, os.urandom(32))
+def hello() -> m.Hello:
+    return m.Hello(m.PROTOCOL, H[0], H[1], 8571, b"\x02" + H[2])
 
 
 def test_p2p_messages_types_are_distinct_single_bytes():
@@ -30,10 +30,19 @@ def test_p2p_messages_types_are_distinct_single_bytes():
     assert {Inv.TX, Inv.BLOCK} == {1, 2}
 
 
-@pytest.mark.parametrize("height", [-1, 0, 1, 2**32 - 2])
-def test_p2p_messages_hello_round_trip(height):
-    h = hello(height)
+def test_p2p_messages_hello_round_trip():
+    h = hello()
     assert m.Hello.decode(h.encode()) == h
+
+
+@pytest.mark.parametrize("height", [-1, 0, 1, 2**32 - 2])
+def test_p2p_messages_ready_round_trip(height):
+    r = m.Ready(height, H[2])
+    assert m.Ready.decode(r.encode()) == r
+    with pytest.raises(DecodeError):
+        m.Ready.decode(r.encode()[:-1])
+    with pytest.raises(DecodeError):
+        m.Ready.decode(r.encode() + b"\0")
 
 
 def test_p2p_messages_hello_strict():
@@ -134,3 +143,10 @@ def test_p2p_messages_text_round_trip_truncated_to_1000_bytes():
     w.var_bytes(b"y" * 1001)
     with pytest.raises(DecodeError, match="exceeds"):
         m.decode_text(w.getvalue())
+
+
+def test_messages_params_that_are_not_utf8_are_a_decode_error():
+    # Found by bench/fuzz (handshake target): a UnicodeDecodeError escaped the handlers that
+    # turn DecodeError into "malformed message" and a ban.
+    with pytest.raises(DecodeError, match="UTF-8"):
+        m.decode_params(b"\x02\xa5\xa5\x01")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from ledger.blocks import BLOCK_VERSION, BlockHeader
 from node.rpc.dispatch import Dispatcher, MethodTable
 from node.rpc.errors import RPC_INVALID_PARAMETER, RpcError
 from node.rpc.methods import blocks
@@ -46,6 +47,10 @@ class FakeBlockStore:
         assert self.hold.wait(30)
         return [FakeRow(h, f"{h:064x}", f"{h - 1:064x}", 1000 + h, "miner", 1, 300)
                 for h in heights]
+
+    def block_raw(self, height):
+        # listblocks verbose reads the header (version, merkle root) of each block.
+        return BlockHeader(BLOCK_VERSION, height, bytes(32), bytes(32), 0).encode()
 
 
 class FakeBlockContext:

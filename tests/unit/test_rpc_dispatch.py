@@ -201,3 +201,25 @@ def test_rpc_dispatch_before_reply_is_awaited_once_per_request_before_the_reply(
                        b'{"method":"mark","id":1}')
     assert status == 500
     assert orjson.loads(out)["error"]["message"].startswith("Cannot write to disk")
+
+
+def test_dispatch_methods_wait_while_the_read_barrier_is_cleared():
+    """The node clears the barrier while a block is committed; no method runs meanwhile."""
+    table = MethodTable()
+    ran: list[str] = []
+    table.register("probe", lambda params: ran.append("probe") or "ok", min_params=0,
+                   max_params=0, help="probe\n\nRecords that it ran.", category="Control")
+    dispatcher = Dispatcher(table, chain_name="c")
+
+    async def scenario() -> None:
+        barrier = asyncio.Event()
+        dispatcher.read_barrier = barrier
+        call = asyncio.ensure_future(dispatcher.handle_object({"method": "probe", "id": 1}))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert ran == [] and not call.done()
+        barrier.set()
+        envelope, status = await call
+        assert envelope["result"] == "ok" and status == 200
+
+    asyncio.run(scenario())

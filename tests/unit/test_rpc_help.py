@@ -25,6 +25,11 @@ liststreampublisheritems getstreamitem liststreamtxitems liststreamqueryitems
 liststreamblockitems getpeerinfo addnode getaddednodeinfo getconnectioncount getnetworkinfo
 getblockchaininfo getmininginfo pause resume getinitstatus createkeypairs
 disconnectnode
+getwallettransaction listwallettransactions listaddresstransactions getaddresstransaction
+listaddresses importaddress importprivkey dumpprivkey signmessage verifymessage
+getmultibalances gettotalbalances getaddressbalances listunspent getbalance
+decoderawtransaction sendrawtransaction getchaintips gettxoutsetinfo getchunkqueueinfo
+getchunkqueuetotals ping getnettotals
 """.split()
 
 

@@ -13,9 +13,11 @@ from node.rpc.params import (
     as_hex,
     as_int,
     as_str,
+    from_address,
     identifier_list,
     window,
 )
+from node.rpc.params import given as param_given
 
 
 def assert_invalid(fn, *args, message=None):
@@ -117,3 +119,16 @@ def test_rpc_params_window_examples():
     assert window(100, 10, 200) == (100, 0)
     assert window(100, 10, -3) == (97, 3)
     assert window(0, 10, None) == (0, 0)
+
+
+def test_rpc_params_null_optional_parameter_is_not_given():
+    assert param_given([1, None, 3], 0) and param_given([1, None, 3], 2)
+    assert not param_given([1, None, 3], 1) and not param_given([1, None, 3], 3)
+    assert all(param_given([False, 0, ""], i) for i in range(3))
+
+
+def test_rpc_params_star_from_address_lets_the_wallet_choose():
+    assert from_address("*") is None
+    assert from_address("1abc") == "1abc"
+    for bad in (None, 1, ["*"]):
+        assert_invalid(from_address, bad)

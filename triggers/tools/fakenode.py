@@ -18,6 +18,7 @@ from node.client import RpcConnectionError, RpcError
 __all__ = ["FakeNode"]
 
 NOT_FOUND = -710
+NOT_ALLOWED = -701
 
 
 class FakeNode:
@@ -159,9 +160,11 @@ class FakeNode:
         return self.add_tx(address, out)
 
     def rpc_getstreamitem(self, stream: str, txid: str, verbose: bool = False) -> dict[str, Any]:
-        for item in self._ordered(self._stream(stream)):
-            if item["txid"] == txid:
-                return self.view(item)
+        found = [i for i in self._ordered(self._stream(stream)) if i["txid"] == txid]
+        if len(found) > 1:  # MultiChain 2.3: -701 for a transaction with several items
+            raise RpcError(NOT_ALLOWED, "This transaction has more than one item in this stream")
+        if found:
+            return self.view(found[0])
         raise RpcError(NOT_FOUND, "Item with this txid not found in this stream")
 
     def rpc_liststreamtxitems(self, stream: str, txids: Any, verbose: bool = False

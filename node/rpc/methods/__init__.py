@@ -18,7 +18,15 @@ def register(table: MethodTable, name: str, fn: Callable[[list[Any]], Any],
 
 
 def register_all(table: MethodTable, ctx: Any) -> None:
-    from node.rpc.methods import blocks, control, network, permissions, streams, wallet
+    from node.rpc.methods import (
+        blocks,
+        control,
+        network,
+        permissions,
+        streams,
+        wallet,
+        wallettxs,
+    )
 
-    for module in (control, blocks, wallet, permissions, streams, network):
+    for module in (control, blocks, wallet, wallettxs, permissions, streams, network):
         module.register_methods(table, ctx)

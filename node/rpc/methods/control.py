@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from config.runtime import parse_setruntimeparam
+from ledger.errors import InvalidAddress
 from node.rpc import help as rpc_help
 from node.rpc.dispatch import MethodTable
-from node.rpc.errors import RPC_GENERAL_FILE_ERROR, RPC_INVALID_PARAMETER, RpcError
+from node.rpc.errors import (
+    RPC_GENERAL_FILE_ERROR,
+    RPC_INVALID_ADDRESS_OR_KEY,
+    RPC_INVALID_PARAMETER,
+    RpcError,
+)
 from node.rpc.methods import register
-from node.rpc.params import as_bool, as_bool_lenient
+from node.rpc.params import as_bool, given
 
 log = logging.getLogger(__name__)
 
@@ -18,14 +25,21 @@ NODE_VERSION = 100901
 STOP_MESSAGE = "chainmill server stopping"
 
 RUNTIME_SHOWN = (
-    "port", "reindex", "rescan", "txindex", "autosubscribe", "handshakelocal",
-    "hideknownopdrops", "maxshowndata", "maxqueryscanitems", "v1apicompatible",
-    "miningrequirespeers", "mineemptyrounds", "miningturnover", "lockadminminerounds", "gen",
+    "port", "reindex", "rescan", "txindex", "autocombineminconf", "autocombinemininputs",
+    "autocombinemaxinputs", "autocombinedelay", "autocombinesuspend", "autosubscribe",
+    "handshakelocal", "bantx", "lockblock", "hideknownopdrops", "maxshowndata",
+    "maxqueryscanitems", "v1apicompatible", "miningrequirespeers", "mineemptyrounds",
+    "miningturnover", "lockadminminerounds", "gen", "genproclimit", "lockinlinemetadata",
+    "acceptfiltertimeout", "sendfiltertimeout",
 )
-SETTABLE = {
-    "miningrequirespeers": "bool", "mineemptyrounds": "float", "miningturnover": "fraction",
-    "lockadminminerounds": "int", "maxshowndata": "int", "maxqueryscanitems": "int",
-    "autosubscribe": "str", "handshakelocal": "str", "hideknownopdrops": "bool",
+"""getruntimeparams keys, in MultiChain 2.3's order (getruntimeparams in rpcmisc.cpp)."""
+RUNTIME_FIXED = {
+    # MultiChain's defaults for what chainmill has no use for (no native currency to
+    # combine, no filters, one mining thread); shown so typed clients find every key.
+    "autocombineminconf": 1, "autocombinemininputs": 50, "autocombinemaxinputs": 100,
+    "autocombinedelay": 1, "autocombinesuspend": 15, "bantx": "", "lockblock": "",
+    "genproclimit": 1, "lockinlinemetadata": True, "acceptfiltertimeout": 1000,
+    "sendfiltertimeout": 10000, "mineemptyblocks": True, "mineblocksondemand": False,
 }
 TASKS = ("incoming", "mining", "offchain")
 
@@ -41,9 +55,16 @@ def runtime_value(ctx: Any, name: str) -> Any:
                      "lockadminminerounds": "lock-admin-mine-rounds"}
     if name == "port":
         return ctx.network.port if ctx.network is not None else ctx.params["default-network-port"]
-    v = ctx.setting(name) if hasattr(ctx.runtime, name) or name in ctx.settings else None
+    if name in ctx.settings:
+        v = ctx.settings[name]
+    elif hasattr(ctx.runtime, name):
+        v = getattr(ctx.runtime, name)
+    else:
+        v = RUNTIME_FIXED.get(name)
     if v is None and name in param_default:
         v = ctx.params[param_default[name]]
+    if v is None and name == "handshakelocal":
+        v = ctx.codec.encode(ctx.wallet.default.pubkey_hash)
     if isinstance(v, tuple):
         v = ",".join(str(x) for x in v)
     return v
@@ -74,37 +95,45 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         }
 
     def getblockchainparams(p: list) -> dict:
-        display = as_bool(p[0], "display-names") if p else True
-        if len(p) > 1:
+        display = as_bool(p[0], "display-names") if given(p, 0) else True
+        if given(p, 1):
             as_bool(p[1], "with-upgrades")
-        return ctx.params.as_display() if display else ctx.params.as_compact()
+        shown = ctx.params.as_display() if display else ctx.params.as_compact()
+        # MultiChain 2.3 lists minimum-block-txs after mining-turnover; chainmill mines
+        # whenever it may, so its value is MultiChain's default, 0.
+        turnover = "mining-turnover" if display else "miningturnover"
+        out: dict[str, Any] = {}
+        for name, value in shown.items():
+            out[name] = value
+            if name == turnover:
+                out["minimum-block-txs" if display else "minimumblocktxs"] = 0
+        return out
 
     def getruntimeparams(p: list) -> dict:
         return {n: runtime_value(ctx, n) for n in RUNTIME_SHOWN}
 
     def setruntimeparam(p: list) -> None:
         name, value = p[0], p[1]
-        kind = SETTABLE.get(name) if isinstance(name, str) else None
-        if kind is None:
-            raise _bad(f"Unsupported runtime parameter: {name}")
-        if kind == "bool":
-            v: Any = as_bool_lenient(value, name)
-        elif kind in ("float", "fraction"):
+        if not isinstance(name, str):
+            raise _bad("parameter-name should be a string")
+        v = parse_setruntimeparam(name, value)  # ConfigError -> -8, nothing changed
+        if name == "handshakelocal":
             try:
-                v = float(value)
-            except (TypeError, ValueError):
-                raise _bad(f"{name} should be a number") from None
-            if kind == "fraction" and not 0 <= v <= 1:
-                raise _bad(f"{name} should be between 0 and 1")
-        elif kind == "int":
+                ctx.codec.decode(v)
+            except InvalidAddress:
+                raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Invalid address") from None
+        settings = {**ctx.settings, name: v}
+        if ctx.runtime.storeruntimeparams:
+            # Stored before it is applied, so a failed write leaves the old value in force.
             try:
-                v = int(value)
-            except (TypeError, ValueError):
-                raise _bad(f"{name} should be an integer") from None
-        else:
-            v = str(value)
-            if name == "autosubscribe":
-                v = tuple(x.strip() for x in v.split(",") if x.strip())
+                path = ctx.chain_dir / "setruntimeparam.conf"
+                lines = [f"{k}={','.join(map(str, x)) if isinstance(x, tuple) else x}"
+                         for k, x in settings.items()]
+                path.write_text("\n".join(lines) + "\n")
+                path.chmod(0o600)
+            except OSError as e:
+                raise RpcError(RPC_GENERAL_FILE_ERROR,
+                               f"Cannot store new parameter value permanently: {e}") from None
         ctx.settings[name] = v
         if ctx.miner is not None:
             if name == "miningturnover":
@@ -113,16 +142,6 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
                 ctx.miner.empty_rounds = v
             elif name == "miningrequirespeers":
                 ctx.miner.requires_peers = v
-        if ctx.runtime.storeruntimeparams:
-            try:
-                path = ctx.chain_dir / "setruntimeparam.conf"
-                lines = [f"{k}={','.join(map(str, x)) if isinstance(x, tuple) else x}"
-                         for k, x in ctx.settings.items()]
-                path.write_text("\n".join(lines) + "\n")
-                path.chmod(0o600)
-            except OSError as e:
-                raise RpcError(RPC_GENERAL_FILE_ERROR, f"Cannot store runtime parameters: {e}"
-                               ) from None
 
     def help_(p: list) -> str:
         if not p:
@@ -156,7 +175,8 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         return {
             "blocks": ctx.chain.height, "currentblocksize": 0, "currentblocktx": 0,
             "difficulty": 6e-08, "errors": "", "generate": bool(ctx.runtime.gen),
-            "genproclimit": 1, "hashespersec": 0, "pooledtx": len(ctx.mempool),
+            "genproclimit": 1, "networkhashps": 0, "hashespersec": 0,
+            "pooledtx": len(ctx.mempool),
             "testnet": bool(ctx.params["chain-is-testnet"]),
             "chain": "test" if ctx.params["chain-is-testnet"] else "main",
         }

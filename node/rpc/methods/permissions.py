@@ -21,7 +21,8 @@ from node.rpc.errors import (
     RpcError,
 )
 from node.rpc.methods import register
-from node.rpc.params import MAX_IDENTIFIERS, as_bool, as_int, identifier_list
+from node.rpc.params import MAX_IDENTIFIERS, as_bool, as_int, given, identifier_list
+from node.rpc.params import from_address as parse_from
 from node.views import stream_for
 
 
@@ -49,11 +50,20 @@ def parse_permissions(ctx: Any, text: Any) -> tuple[bytes, list[str]]:
 
 
 def _addresses(ctx: Any, value: Any) -> list[bytes]:
+    """Target addresses: a comma-delimited string; a repeated address is refused (-8)."""
     if not isinstance(value, str) or not value:
         raise _bad("addresses should be a comma-delimited string")
     if value.count(",") >= MAX_IDENTIFIERS:
         raise _bad(f"Too many addresses (at most {MAX_IDENTIFIERS} in one call)")
-    return [ctx.codec.decode(a.strip()) for a in value.split(",") if a.strip()]
+    out: list[bytes] = []
+    for text in (a.strip() for a in value.split(",")):
+        if not text:
+            continue
+        pkh = ctx.codec.decode(text)
+        if pkh in out:
+            raise _bad(f"Invalid parameter, duplicated address: {text}")
+        out.append(pkh)
+    return out
 
 
 def _has_authority(ctx: Any, addr: bytes, entity: bytes, names: list[str]) -> bool:
@@ -75,24 +85,23 @@ def _has_authority(ctx: Any, addr: bytes, entity: bytes, names: list[str]) -> bo
     return True
 
 
-def change(ctx: Any, from_address: Any | None, p: list, *, revoke: bool) -> str:
+def change(ctx: Any, from_param: Any | None, p: list, *, revoke: bool) -> str:
+    from_address = None if from_param is None else parse_from(from_param)
     targets = _addresses(ctx, p[0])
     entity, names = parse_permissions(ctx, p[1])
-    amount = p[2] if len(p) > 2 else 0
+    amount = p[2] if given(p, 2) else 0
     if amount not in (0, 0.0) or isinstance(amount, bool):
         raise _bad("native-amount must be 0: this chain has no native currency")
     if revoke:
         start, end = 0, 0
     else:
-        start = as_int(p[3], "start-block") if len(p) > 3 else 0
-        end = as_int(p[4], "end-block") if len(p) > 4 else NO_END
+        start = as_int(p[3], "start-block") if given(p, 3) else 0
+        end = as_int(p[4], "end-block") if given(p, 4) else NO_END
         if end == -1:
             end = NO_END
         if not 0 <= start <= NO_END or not 0 <= end <= NO_END or start > end:
             raise _bad("Invalid block range")
     if from_address is not None:
-        if not isinstance(from_address, str):
-            raise _bad("from-address should be a string")
         signer = ctx.codec.decode(from_address)
         if signer not in ctx.wallet:
             raise RpcError(RPC_WALLET_ADDRESS_NOT_FOUND,
@@ -114,9 +123,28 @@ def change(ctx: Any, from_address: Any | None, p: list, *, revoke: bool) -> str:
     return tx.txid.hex()
 
 
+def _granting_admins(ctx: Any) -> dict[tuple[str, str, str], list[str]]:
+    """(address, entity hex, permission) -> the admins whose grant put it in force.
+
+    From the permission log: the admin of the last "set" and the admins whose votes for the
+    same block range preceded it (MultiChain's verbose listpermissions `admins`).
+    """
+    votes: dict[tuple[str, str, str], dict[str, tuple[int, int]]] = {}
+    out: dict[tuple[str, str, str], list[str]] = {}
+    for r in ctx.store.perm_log():
+        key = (r.address, r.entity, r.perm)
+        if r.kind == "vote":
+            votes.setdefault(key, {})[r.admin] = (r.start_block, r.end_block)
+            continue
+        earlier = votes.pop(key, {})
+        rng = (r.start_block, r.end_block)
+        out[key] = [a for a, v in earlier.items() if v == rng and a != r.admin] + [r.admin]
+    return out
+
+
 def register_methods(table: MethodTable, ctx: Any) -> None:
     def listpermissions(p: list) -> list:
-        perm_text = p[0] if p else "*"
+        perm_text = p[0] if given(p, 0) else "*"
         entity_filter: bytes | None = b""
         names: list[str] | None
         if perm_text in ("*", "all"):
@@ -127,9 +155,9 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
             names = None
         else:
             entity_filter, names = parse_permissions(ctx, perm_text)
-        addrs = identifier_list(p[1], "addresses") if len(p) > 1 else None
+        addrs = identifier_list(p[1], "addresses") if given(p, 1) else None
         wanted = None if addrs is None else {ctx.codec.decode(a) for a in addrs}
-        verbose = as_bool(p[2], "verbose") if len(p) > 2 else False
+        verbose = as_bool(p[2], "verbose") if given(p, 2) else False
         state = ctx.chain.state
         h = ctx.chain.height + 1
         anyone = ctx.chain.rules.anyone_can
@@ -153,6 +181,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
                 continue
             rows.append((entity, order[perm], ctx.codec.encode(addr), key, rng, pending))
         rows.sort(key=lambda r: (r[0], r[1], r[2]))
+        granted_by = _granting_admins(ctx) if verbose else {}
         out = []
         for entity, _, address, key, rng, pending in rows:
             item: dict[str, Any] = {
@@ -163,7 +192,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
                 "endblock": rng[1] if rng else 0,
             }
             if verbose:
-                item["admins"] = []
+                item["admins"] = granted_by.get((address, entity.hex(), key[2]), [])
                 groups: dict[tuple[int, int], list[str]] = {}
                 for v in (pending or {}).values():
                     groups.setdefault((v.start, v.end), []).append(ctx.codec.encode(v.admin))

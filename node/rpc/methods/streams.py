@@ -24,6 +24,7 @@ from node.rpc.dispatch import MethodTable
 from node.rpc.errors import (
     RPC_INSUFFICIENT_PERMISSIONS,
     RPC_INVALID_PARAMETER,
+    RPC_NOT_ALLOWED,
     RPC_NOT_SUPPORTED,
     RPC_TX_NOT_FOUND,
     RPC_WALLET_ADDRESS_NOT_FOUND,
@@ -31,13 +32,17 @@ from node.rpc.errors import (
 )
 from node.rpc.methods import register
 from node.rpc.methods.blocks import parse_block_set
-from node.rpc.params import MAX_COUNT, as_bool, as_count, as_int, identifier_list, window
+from node.rpc.params import MAX_COUNT, as_bool, as_count, as_int, given, identifier_list, window
+from node.rpc.params import from_address as parse_from
 from node.views import details_view, item_view, restrict_view
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2})*$")
 _STREAMREF = re.compile(r"^\d+-\d+-\d+$")
 MAX_KEY_BYTES = 256
+STREAM_INDEXES = ("items", "keys", "publishers", "items-local", "keys-local",
+                  "publishers-local")
+"""The indexes MultiChain 2.3 lists for a stream subscribed with all of them."""
 _RESTRICT_WORDS = {"write": RESTRICT_WRITE, "read": RESTRICT_READ,
                    "onchain": RESTRICT_ONCHAIN, "offchain": RESTRICT_OFFCHAIN}
 
@@ -103,7 +108,8 @@ def _can_write(ctx: Any, addr: bytes, info: StreamInfo) -> bool:
     return not info.restrict & RESTRICT_WRITE or state.holds(addr, "write", h, info.createtxid)
 
 
-def _publisher(ctx: Any, streams: list[StreamInfo], from_address: Any | None) -> bytes:
+def _publisher(ctx: Any, streams: list[StreamInfo], from_param: Any | None) -> bytes:
+    from_address = None if from_param is None else parse_from(from_param)
     if from_address is not None:
         addr = _wallet_address(ctx, from_address)
         if not all(_can_write(ctx, addr, s) for s in streams):
@@ -128,7 +134,7 @@ def publish(ctx: Any, from_address: Any | None, p: list) -> str:
     info = ctx.resolve_stream(p[0])
     keys = parse_keys(p[1])
     fmt, data = parse_data(p[2])
-    parse_options(p[3] if len(p) > 3 else None)
+    parse_options(p[3] if given(p, 3) else None)
     addr = _publisher(ctx, [info], from_address)
     return _submit(ctx, addr, [Publish(info.createtxid, keys, fmt, data)])
 
@@ -138,7 +144,7 @@ def publishmulti(ctx: Any, from_address: Any | None, p: list) -> str:
     items = p[1]
     if not isinstance(items, list) or not items:
         raise _bad("items should be a non-empty array")
-    parse_options(p[2] if len(p) > 2 else None)
+    parse_options(p[2] if given(p, 2) else None)
     ops, streams = [], {}
     for it in items:
         if not isinstance(it, dict):
@@ -200,13 +206,15 @@ def create(ctx: Any, from_address: Any | None, p: list) -> str:
         raise _bad("Third parameter should be boolean (open) or an object of restrictions")
     if restrict & RESTRICT_OFFCHAIN:
         raise RpcError(RPC_NOT_SUPPORTED, "Off-chain items are not supported by chainmill")
-    details = p[3] if len(p) > 3 else {}
+    details = p[3] if given(p, 3) else {}
     if details is None:
         details = {}
     if not isinstance(details, dict):
         raise _bad("custom-fields should be an object")
     op = CreateStream(name, restrict, salted, orjson.dumps(details, option=orjson.OPT_SORT_KEYS))
     state, rules, h = ctx.mempool.state, ctx.chain.rules, ctx.chain.height + 1
+    if from_address is not None:
+        from_address = parse_from(from_address)
     if from_address is not None:
         addr = _wallet_address(ctx, from_address)
     else:
@@ -229,11 +237,18 @@ def stream_view(ctx: Any, info: StreamInfo, verbose: bool) -> dict[str, Any]:
     out["createtxid"] = txid
     out["streamref"] = info.streamref or None
     out["restrict"] = restrict_view(info.restrict)
+    out["salted"] = bool(info.salted)
     out["details"] = details_view(info.details)
     if verbose:
         out["creators"] = [ctx.codec.encode(info.creator)]
+    out["filters"] = []  # chainmill has no stream filters
     sub = txid in ctx.subscriptions
     out["subscribed"] = sub
+    # MultiChain 2.3 subscription fields: what this node retrieves and indexes. chainmill
+    # keeps every item on-chain and indexes all of a subscribed stream.
+    out["retrieve"] = sub
+    out["canretrieve"] = True
+    out["indexes"] = list(STREAM_INDEXES) if sub else []
     if sub:
         pending = ctx.mempool.stream_items(txid)
         confirmed = ctx.store.count_items(txid)
@@ -280,10 +295,10 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         return [item_view(r, facts, verbose) for r in rows]
 
     def verbose_at(p: list, i: int) -> bool:
-        return as_bool(p[i], "verbose") if len(p) > i else False
+        return as_bool(p[i], "verbose") if given(p, i) else False
 
     def liststreams(p: list) -> list:
-        wanted = identifier_list(p[0], "streams") if p else None
+        wanted = identifier_list(p[0], "streams") if given(p, 0) else None
         verbose = verbose_at(p, 1)
         state = ctx.mempool.state
         if wanted is None:
@@ -293,8 +308,8 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
             infos = confirmed + pending
         else:
             infos = [ctx.resolve_stream(w) for w in wanted]
-        count = as_count(p[2]) if len(p) > 2 else MAX_COUNT
-        start = as_int(p[3], "start") if len(p) > 3 else None
+        count = as_count(p[2]) if given(p, 2) else MAX_COUNT
+        start = as_int(p[3], "start") if given(p, 3) else None
         off, n = window(len(infos), count, start)
         return [stream_view(ctx, s, verbose) for s in infos[off:off + n]]
 
@@ -303,9 +318,9 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
 
     def subscribe(p: list) -> None:
         idents = p[0] if isinstance(p[0], list) else [p[0]]
-        if len(p) > 1:
+        if given(p, 1):
             as_bool(p[1], "rescan")
-        if len(p) > 2 and p[2] not in (None, "", []):
+        if given(p, 2) and p[2] not in (None, "", []):
             raise RpcError(RPC_NOT_SUPPORTED, "Subscription parameters are not supported")
         infos = [ctx.resolve_stream(i) for i in idents]
         for info in infos:
@@ -313,7 +328,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
 
     def unsubscribe(p: list) -> None:
         idents = p[0] if isinstance(p[0], list) else [p[0]]
-        if len(p) > 1:
+        if given(p, 1):
             as_bool(p[1], "purge")
         infos = [ctx.resolve_stream(i) for i in idents]
         for info in infos:
@@ -322,7 +337,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
     def liststreamitems(p: list) -> list:
         info = ctx.readable_stream(p[0])
         verbose = verbose_at(p, 1)
-        if len(p) > 4:
+        if given(p, 4):
             as_bool(p[4], "local-ordering")
         return views(_window_items(ctx, info, _opt(p, 2), _opt(p, 3)), verbose)
 
@@ -332,7 +347,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         if not isinstance(key, str):
             raise _bad("key should be a string")
         verbose = verbose_at(p, 2)
-        if len(p) > 5:
+        if given(p, 5):
             as_bool(p[5], "local-ordering")
         return views(_window_items(ctx, info, _opt(p, 3), _opt(p, 4),
                                    key=None if key == "*" else key), verbose)
@@ -345,7 +360,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         if address != "*":
             ctx.codec.decode(address)
         verbose = verbose_at(p, 2)
-        if len(p) > 5:
+        if given(p, 5):
             as_bool(p[5], "local-ordering")
         return views(_window_items(ctx, info, _opt(p, 3), _opt(p, 4),
                                    publisher=None if address == "*" else address), verbose)
@@ -354,7 +369,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         info = ctx.readable_stream(p[0])
         txid = info.createtxid.hex()
         wanted = None
-        if len(p) > 1 and p[1] != "*":
+        if given(p, 1) and p[1] != "*":
             if isinstance(p[1], str):
                 wanted = [p[1]]
             elif isinstance(p[1], list) and all(isinstance(x, str) for x in p[1]):
@@ -365,7 +380,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
                 for a in wanted:
                     ctx.codec.decode(a)
         verbose = verbose_at(p, 2)
-        if len(p) > 5:
+        if given(p, 5):
             as_bool(p[5], "local-ordering")
         rows = (ctx.store.key_counts(txid, wanted) if kind == "key"
                 else ctx.store.publisher_counts(txid, wanted))
@@ -376,8 +391,8 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
                 if wanted is None or name in wanted:
                     counts.setdefault(name, [0, 0])[0] += 1
         names = list(counts)
-        count = as_count(p[3]) if len(p) > 3 else MAX_COUNT
-        start = as_int(p[4], "start") if len(p) > 4 else None
+        count = as_count(p[3]) if given(p, 3) else MAX_COUNT
+        start = as_int(p[4], "start") if given(p, 4) else None
         off, n = window(len(names), count, start)
         out = []
         facts = ctx.facts() if verbose else None
@@ -422,7 +437,10 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         rows = _items_of(info, [txid])
         if not rows:
             raise RpcError(RPC_TX_NOT_FOUND, "Item with this txid not found in this stream")
-        return views(rows[:1], verbose_at(p, 2))[0]
+        if len(rows) > 1:
+            raise RpcError(RPC_NOT_ALLOWED, "This transaction has more than one item in this "
+                           "stream; use liststreamtxitems")
+        return views(rows, verbose_at(p, 2))[0]
 
     def liststreamtxitems(p: list) -> list:
         info = ctx.readable_stream(p[0])
@@ -463,8 +481,8 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         heights = parse_block_set(ctx, p[1])
         verbose = verbose_at(p, 2)
         rows = ctx.store.items_in_heights(info.createtxid.hex(), heights)
-        count = as_count(p[3]) if len(p) > 3 else MAX_COUNT
-        start = as_int(p[4], "start") if len(p) > 4 else None
+        count = as_count(p[3]) if given(p, 3) else MAX_COUNT
+        start = as_int(p[4], "start") if given(p, 4) else None
         off, n = window(len(rows), count, start)
         return views(rows[off:off + n], verbose)
 

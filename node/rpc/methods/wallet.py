@@ -11,7 +11,7 @@ from ledger.keys import KeyPair, is_valid_pubkey
 from node.rpc.dispatch import MethodTable
 from node.rpc.errors import RPC_INVALID_PARAMETER, RpcError
 from node.rpc.methods import register
-from node.rpc.params import as_bool, as_count
+from node.rpc.params import as_bool, as_count, given
 
 _PUBKEY = re.compile(r"^0[23][0-9a-fA-F]{64}$")
 
@@ -22,8 +22,12 @@ def address_view(ctx: Any, pkh: bytes, pubkey: bytes | None = None) -> dict[str,
     if key is not None:
         out.update({"iswatchonly": False, "isscript": False, "pubkey": key.pubkey.hex(),
                     "iscompressed": True, "account": "", "synchronized": True})
-    elif pubkey is not None:
-        out.update({"pubkey": pubkey.hex(), "iscompressed": True})
+    else:
+        if pkh in ctx.wallet.watch_only():
+            out.update({"iswatchonly": True, "isscript": False, "account": "",
+                        "synchronized": True})
+        if pubkey is not None:
+            out.update({"pubkey": pubkey.hex(), "iscompressed": True})
     return out
 
 
@@ -32,7 +36,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         return ctx.codec.encode(ctx.wallet.new_key().pubkey_hash)
 
     def getaddresses(p: list) -> list:
-        verbose = as_bool(p[0], "verbose") if p else False
+        verbose = as_bool(p[0], "verbose") if given(p, 0) else False
         if not verbose:
             return [ctx.codec.encode(h) for h in ctx.wallet.hashes()]
         return [address_view(ctx, h) for h in ctx.wallet.hashes()]
@@ -58,12 +62,13 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
             return {"isvalid": False}
 
     def getwalletinfo(p: list) -> dict:
-        return {"walletversion": 60000, "balance": 0.0, "txcount": ctx.store.tx_count(),
-                "walletdbversion": 3, "keypoololdest": int(ctx.started),
-                "keypoolsize": len(ctx.wallet)}
+        # getwalletinfo in rpcwallet.cpp; no native currency, so no unspent outputs.
+        return {"walletversion": 60000, "balance": 0.0, "walletdbversion": 3,
+                "txcount": ctx.store.tx_count(), "utxocount": 0,
+                "keypoololdest": int(ctx.started), "keypoolsize": len(ctx.wallet)}
 
     def createkeypairs(p: list) -> list:
-        n = as_count(p[0]) if p else 1
+        n = as_count(p[0]) if given(p, 0) else 1
         if n < 1 or n > 1000:
             raise RpcError(RPC_INVALID_PARAMETER, "count should be between 1 and 1000")
         out = []

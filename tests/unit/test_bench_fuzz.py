@@ -1,0 +1,27 @@
+"""The README's fuzz command runs, reports executions and writes its results file.
+
+A seconds-long smoke run of two targets (the real runs are minutes long and not in CI).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_fuzz_command_runs_targets_and_writes_results(tmp_path):
+    out = tmp_path / "fuzz.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.fuzz", "--minutes", "0.02", "--targets", "tx,xml",
+         "--seed", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = json.loads(out.read_text())
+    assert [t["target"] for t in results["targets"]] == ["tx", "xml"]
+    for t in results["targets"]:
+        assert t["executions"] > 0 and t["crashes"] == 0
+    assert "executions" in run.stdout
