@@ -98,6 +98,8 @@ _TABLE: tuple[RuntimeSpec, ...] = (
     _r("rpcallowip", "networks", (), "Client IP, IP/netmask or IP/CIDR allowed besides loopback."),
     _r("rpcbind", "list", (), "Addresses to bind the JSON-RPC server to (with rpcallowip)."),
     _r("rpcallowmethod", "methods", (), "Permitted JSON-RPC methods; empty: all."),
+    _r("metricsallowip", "networks", (), "Client IP, IP/netmask or IP/CIDR that may read "
+       "/health and /metrics without credentials besides loopback (it must pass rpcallowip)."),
     _r("rpckeepalive", "bool", True, "Keep HTTP connections open between requests (0 turns it off)."),
     _r("rpcthreads", "int", 4, "JSON-RPC worker threads.", 1, 1024),
     _r("rpcmaxbody", "int", 32 * 1024 * 1024, "Largest accepted JSON-RPC request body in bytes.",
@@ -178,6 +180,7 @@ class RuntimeConfig:
     rpcallowip: tuple[IPNetwork, ...] = ()
     rpcbind: tuple[str, ...] = ()
     rpcallowmethod: tuple[str, ...] = ()
+    metricsallowip: tuple[IPNetwork, ...] = ()
     rpckeepalive: bool = True
     rpcthreads: int = 4
     rpcmaxbody: int = 32 * 1024 * 1024
@@ -267,7 +270,7 @@ def _lookup(name: str) -> RuntimeSpec:
     return spec
 
 
-def _parse_network(text: str) -> IPNetwork:
+def _parse_network(text: str, name: str = "rpcallowip") -> IPNetwork:
     try:
         if "/" in text:
             address, mask = text.split("/", 1)
@@ -275,7 +278,7 @@ def _parse_network(text: str) -> IPNetwork:
                 return ipaddress.ip_network(f"{address}/{mask}", strict=False)
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise ConfigError(f"rpcallowip: {text!r} is not an IP, IP/netmask or IP/CIDR") from None
+        raise ConfigError(f"{name}: {text!r} is not an IP, IP/netmask or IP/CIDR") from None
 
 
 def _split_list(values: Sequence[str]) -> list[str]:
@@ -291,7 +294,7 @@ def parse_runtime_value(spec: RuntimeSpec, values: Sequence[str]) -> object:
     if kind in _REPEATABLE:
         items = _split_list(values)
         if kind == "networks":
-            return tuple(_parse_network(item) for item in items)
+            return tuple(_parse_network(item, spec.name) for item in items)
         if kind == "methods":
             return tuple(dict.fromkeys(item.lower() for item in items))
         for item in items:

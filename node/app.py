@@ -30,17 +30,20 @@ from ledger.transactions import RESTRICT_WRITE, CreateStream, Transaction
 from ledger.types import ZERO_HASH
 from node.chain import Chain, now_ms
 from node.context import NodeContext
+from node.health import health_facts, health_report
 from node.hooks import HookRunner
 from node.integrity import TipMarker, check_store
 from node.journal import JOURNAL_FILE, OwnTxJournal
 from node.journal import restore as restore_own_txs
 from node.lockfile import ChainLock
 from node.mempool import Mempool
+from node.metrics import NodeMetrics, node_state
 from node.miner import Miner
 from node.p2p.network import Network
 from node.rpc import limits
 from node.rpc.dispatch import Dispatcher, MethodTable
 from node.rpc.methods import register_all
+from node.rpc.probes import Probes
 from node.rpc.server import check_rpc_tls_files, settings_from_runtime, start_rpc_server
 from node.wallet import WALLET_FILE, Wallet, WalletDamaged
 
@@ -296,6 +299,21 @@ class NodeApp:
             log.info("remembered %s in %s", ", ".join(sorted(given)), paths.CONF_FILE)
 
     # -- running ------------------------------------------------------------------------------
+    @staticmethod
+    def _probes(ctx: NodeContext, dispatcher: Dispatcher, runtime: Any) -> Probes:
+        """/health and /metrics, with the metrics counted at the dispatcher, the context's
+        block-connect and reorganisation paths and the hook runner."""
+        metrics = NodeMetrics(lambda: node_state(ctx))
+        ctx.metrics = metrics
+        dispatcher.observe = metrics.observe_rpc
+        ctx.hooks.observe = metrics.observe_hook
+
+        async def health() -> tuple[int, dict[str, Any]]:
+            return health_report(await health_facts(ctx, dispatcher.warmup_status))
+
+        return Probes(health=health, metrics=metrics.render,
+                      open_networks=tuple(runtime.metricsallowip))
+
     async def run(self) -> int:
         cdir, _ = load_chain_files(self.datadir, self.chain_name)
         lock = ChainLock(cdir)
@@ -323,6 +341,7 @@ class NodeApp:
         dispatcher = Dispatcher(table, chain_name=self.chain_name,
                                 allow_methods=set(runtime.rpcallowmethod) or None,
                                 before_reply=ctx.own_txs_durable)
+        probes = self._probes(ctx, dispatcher, runtime)
         # Descriptor budgets (issue 15.2): P2P and RPC each get their own cap, so a flood of
         # one cannot exhaust the descriptors the other needs.
         descriptors = limits.raise_descriptor_limit()
@@ -344,7 +363,7 @@ class NodeApp:
             settings = settings_from_runtime(
                 runtime, self.chain_name, ctx.chain_dir,
                 runtime.rpcport if runtime.rpcport is not None else ctx.params.rpc_port, rpc_cap)
-            server = await start_rpc_server(dispatcher, settings)
+            server = await start_rpc_server(dispatcher, settings, probes)
             port = ctx.params.network_port if runtime.port is None else runtime.port
             if not runtime.offline:
                 net = Network(ctx, port=port, listen=runtime.listen,

@@ -56,6 +56,8 @@ class NodeContext:
         self.tip_marker: Any = None
         """node.integrity.TipMarker: the best height reached, kept beside the store."""
         """The own-transaction journal (set by the composition root; None in unit tests)."""
+        self.metrics: Any = None
+        """node.metrics.NodeMetrics (set by the composition root; None in unit tests)."""
         self.stopping = asyncio.Event()
         self.paused: set[str] = set()
         self.started = time.time()
@@ -181,7 +183,10 @@ class NodeContext:
             preverified = {t.txid for t in block.txs
                            if (e := entries.get(t.txid)) is not None
                            and e.tx.signature == t.signature}
+        start = time.perf_counter()
         connected = await asyncio.to_thread(self.chain.connect, block, preverified)
+        if self.metrics is not None:
+            self.metrics.observe_block(len(block.txs), time.perf_counter() - start)
         self.after_connect(connected)
         return connected
 
@@ -211,6 +216,8 @@ class NodeContext:
             for b in removed:
                 await self._connect_unlocked(b, None)
             return False, []
+        if self.metrics is not None:
+            self.metrics.observe_reorg(len(removed))
         kept = {t.txid for b in branch for t in b.txs}
         returned = [t for b in removed for t in b.txs if t.txid not in kept]
         dropped = self.mempool.readmit(returned)

@@ -16,7 +16,7 @@ import os
 import re
 import shlex
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -125,6 +125,8 @@ class HookRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._procs: set[asyncio.subprocess.Process] = set()
         self._closed = False
+        self.observe: Callable[[str, str | None], None] | None = None
+        """Called when a run ends: (hook name, None or why it failed); set for /metrics."""
 
     async def wallet_event(
         self,
@@ -214,6 +216,7 @@ class HookRunner:
             )
         except (OSError, ValueError) as exc:
             log.warning("%s: cannot run %s: %s", name, program, exc)
+            self._observe(name, "cannot-run")
             return
         self._procs.add(proc)
         try:
@@ -224,17 +227,24 @@ class HookRunner:
                             self._timeout)
                 _kill(proc)
                 await proc.wait()
+                self._observe(name, "timeout")
                 return
             if code != 0:
                 log.warning("%s: %s exited with code %d", name, program, code)
+            self._observe(name, None if code == 0 else "exit-code")
         except asyncio.CancelledError:
             _kill(proc)
             raise
         except Exception:  # the outermost level of a hook: never let it reach the node
             log.exception("%s: error while running %s", name, program)
             _kill(proc)
+            self._observe(name, "error")
         finally:
             self._procs.discard(proc)
+
+    def _observe(self, name: str, failure: str | None) -> None:
+        if self.observe is not None:
+            self.observe(name, failure)
 
     async def close(self, grace: float = 2.0) -> None:
         """Stop accepting events, drop queued ones, give running hooks `grace` seconds, kill."""

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from node.metrics import UNKNOWN_METHOD
 from node.rpc import help as rpc_help
 from node.rpc.errors import (
     RPC_IN_WARMUP,
@@ -176,6 +178,10 @@ class Dispatcher:
 
     `before_reply`, if given, is awaited once per HTTP request before its reply goes out
     (the node makes its new transactions durable there: one wait covers a whole batch).
+
+    `observe`, if set, is called after each request object with (method, outcome, seconds):
+    the method name (node.metrics.UNKNOWN_METHOD for names not registered), "ok" or the
+    error code, and the time it took (the node's /metrics counts calls there).
     """
 
     def __init__(
@@ -190,6 +196,7 @@ class Dispatcher:
         self.chain_name = chain_name
         self.before_reply = before_reply
         self.warmup_status: str | None = None
+        self.observe: Callable[[str, str, float], None] | None = None
         self.read_barrier: asyncio.Event | None = None
         """When set by the node: methods run only while this event is set (the node clears it
         while a block is being committed, so no method sees a half-applied block)."""
@@ -199,6 +206,18 @@ class Dispatcher:
 
     async def handle_object(self, obj: Any) -> tuple[dict[str, Any], int]:
         """One request object -> (response envelope, HTTP status)."""
+        observe = self.observe
+        if observe is None:
+            return await self._handle_object(obj)
+        start = time.perf_counter()
+        envelope, status = await self._handle_object(obj)
+        name = obj.get("method") if isinstance(obj, dict) else None
+        error = envelope["error"]
+        observe(name if isinstance(name, str) and name in self._methods else UNKNOWN_METHOD,
+                "ok" if error is None else str(error["code"]), time.perf_counter() - start)
+        return envelope, status
+
+    async def _handle_object(self, obj: Any) -> tuple[dict[str, Any], int]:
         if not isinstance(obj, dict):
             return _error(None, RPC_INVALID_REQUEST, "Invalid Request object"), 400
         rid = obj.get("id")

@@ -31,6 +31,7 @@ from node.rpc.limits import (
     RateLimitedLog,
     TlsGuardedProtocol,
 )
+from node.rpc.probes import PROBE_PATHS, Probes, open_access, probe_response
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,10 @@ def _unauthorized() -> web.Response:
 
 
 def make_rpc_app(dispatcher: Dispatcher, settings: RpcSettings,
-                 guard: ConnectionGuard | None = None) -> web.Application:
-    """The aiohttp application serving JSON-RPC at `/` for `dispatcher`.
+                 guard: ConnectionGuard | None = None,
+                 probes: Probes | None = None) -> web.Application:
+    """The aiohttp application serving JSON-RPC at `/` for `dispatcher` (and with `probes`,
+    /health and /metrics: see node/rpc/probes.py).
 
     With a `guard`, each call marks its connection busy, so the idle deadline and eviction
     spare connections whose call is running. Raises ConfigError if rpcpassword is empty or
@@ -177,6 +180,23 @@ def make_rpc_app(dispatcher: Dispatcher, settings: RpcSettings,
     max_body = settings.max_body
     keepalive = settings.keepalive
     handle_body = dispatcher.handle_body
+    probe_open = open_access(probes.open_networks if probes is not None else ())
+
+    async def answer_probe(probes: Probes, request: web.Request, host: str | None
+                           ) -> web.StreamResponse:
+        if not probe_open(host):  # beyond loopback and metricsallowip: the RPC credentials
+            header = request.headers.get("Authorization")
+            if header is None:
+                return _unauthorized()
+            if not auth.check(header):
+                await asyncio.sleep(AUTH_FAILURE_DELAY)
+                failed_login("RPC: incorrect password attempt from %s", host)
+                return _unauthorized()
+        response = await probe_response(probes, request)
+        response.headers["Server"] = SERVER_HEADER
+        if not keepalive:
+            response.force_close()
+        return response
 
     async def handle(request: web.Request) -> web.StreamResponse:
         transport = request.transport
@@ -184,6 +204,8 @@ def make_rpc_app(dispatcher: Dispatcher, settings: RpcSettings,
         host = peer[0] if peer else None
         if not allowed(host):
             return _plain(403, "Forbidden")
+        if probes is not None and request.path in PROBE_PATHS:
+            return await answer_probe(probes, request, host)
         if request.path != "/":
             return _plain(404, "Not Found")
         if request.method != "POST" and request.method != "GET":
@@ -276,7 +298,8 @@ def _hosts(settings: RpcSettings) -> list[tuple[str, bool]]:
     return [("0.0.0.0", False), ("::", False)]
 
 
-async def start_rpc_server(dispatcher: Dispatcher, settings: RpcSettings) -> RpcServer:
+async def start_rpc_server(dispatcher: Dispatcher, settings: RpcSettings,
+                           probes: Probes | None = None) -> RpcServer:
     """Bind and start the server (spec §1.1): loopback only unless rpcallowip is set.
 
     With port 0 the first address picks a free port and the others bind the same one.
@@ -286,7 +309,7 @@ async def start_rpc_server(dispatcher: Dispatcher, settings: RpcSettings) -> Rpc
     guard = ConnectionGuard(max_total=settings.max_connections,
                             max_per_host=settings.max_connections_per_host,
                             idle_timeout=settings.idle_timeout)
-    app = make_rpc_app(dispatcher, settings, guard)
+    app = make_rpc_app(dispatcher, settings, guard, probes)
     # lingering_time=0: a refused request's unread body (413, 401, ...) is not drained; the
     # connection is closed right after the answer. No access log: this is the hot path.
     # shutdown_timeout: on stop, aiohttp waits this long for each connection's handler task;

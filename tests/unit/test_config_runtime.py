@@ -246,6 +246,15 @@ def test_load_runtime_config_reads_global_and_chain_files(tmp_path: Path) -> Non
     assert (config.maxshowndata, config.rpcport, config.gen) == (7, 2222, False)
 
 
+def test_runtime_metricsallowip_is_a_network_list_named_in_its_errors() -> None:
+    config = merge(chain_file={**CREDENTIALS, "metricsallowip": ["10.0.0.0/8,192.0.2.7"]})
+    assert config.metricsallowip == (ipaddress.ip_network("10.0.0.0/8"),
+                                     ipaddress.ip_network("192.0.2.7/32"))
+    assert merge(chain_file=CREDENTIALS).metricsallowip == ()
+    with pytest.raises(ConfigError, match="metricsallowip: 'nowhere'"):
+        merge(cli={"metricsallowip": "nowhere"})
+
+
 # -- setruntimeparam --------------------------------------------------------------------------
 
 

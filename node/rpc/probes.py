@@ -1,0 +1,71 @@
+"""`GET /health` and `GET /metrics` beside JSON-RPC: who may read them, and their answers.
+
+Clients on loopback, and those in `metricsallowip`, read them without credentials; any other
+client that passed the RPC server's address filter (rpcallowip) needs the RPC credentials.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+HEALTH_PATH = "/health"
+METRICS_PATH = "/metrics"
+PROBE_PATHS = frozenset({HEALTH_PATH, METRICS_PATH})
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
+"""The Prometheus text exposition format (aiohttp adds the charset)."""
+
+
+@dataclass
+class Probes:
+    """The node's answers to the two paths, and the networks that read them openly."""
+
+    health: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
+    metrics: Callable[[], bytes]
+    open_networks: Sequence[IPNetwork] = field(default_factory=tuple)
+    """metricsallowip: networks besides loopback that need no credentials."""
+
+
+def open_access(open_networks: Sequence[IPNetwork]) -> Callable[[str | None], bool]:
+    """A cached predicate: may a client at this address read the probes without credentials?
+    Loopback always may; others only inside `open_networks`."""
+    networks = tuple(open_networks)
+
+    @lru_cache(maxsize=4096)
+    def is_open(host: str | None) -> bool:
+        if host is None:
+            return False
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_loopback:
+            return True
+        return any(ip.version == net.version and ip in net for net in networks)
+
+    return is_open
+
+
+async def probe_response(probes: Probes, request: web.Request) -> web.Response:
+    """The answer to an already admitted request for /health or /metrics."""
+    if request.method not in ("GET", "HEAD"):
+        response = web.Response(status=405, text="Method Not Allowed",
+                                content_type="text/plain")
+        response.headers["Allow"] = "GET, HEAD"
+        return response
+    if request.path == HEALTH_PATH:
+        status, body = await probes.health()
+        return web.Response(status=status, body=orjson.dumps(body),
+                            content_type="application/json")
+    return web.Response(body=probes.metrics(),
+                        headers={"Content-Type": f"{METRICS_CONTENT_TYPE}; charset=utf-8"})
