@@ -126,14 +126,17 @@ class Client:
         if msg_type == m.Msg.HELLO and self.transport is not None:
             self.node_pub = m.Hello.decode(payload).pubkey
 
-    async def drain(self, timeout: float = WAIT) -> None:
-        """Read and note whatever the node sends within `timeout`."""
+    async def drain(self, until: tuple[int, ...] = ()) -> None:
+        """Read and note what the node sends until it pauses for WAIT seconds, or until a
+        message of a type in `until` (the answer a correct step expects) arrived."""
         while True:
             msg = self.take()
             if msg is not None:
                 self.note(msg)
+                if msg[0] in until:
+                    return
                 continue
-            if not await self.fill(timeout):
+            if not await self.fill(WAIT):
                 return
 
     async def noise_reply(self) -> bytes:
@@ -169,6 +172,7 @@ class Client:
 
     async def step(self, step: str, blob: bytes, kind: int, ops: list[Op]) -> None:
         live = self.live
+        expect: tuple[int, ...] = ()
         if step == "close":
             raise ScriptEnded("closed by the script")
         if step in ("noise", "noise-m1-mutated", "noise-m3-mutated"):
@@ -176,12 +180,15 @@ class Client:
                 raise ScriptEnded("one key exchange per connection")
             await self.key_exchange(ops if step == "noise-m1-mutated" else None,
                                     ops if step == "noise-m3-mutated" else None)
+            expect = (m.Msg.HELLO,)
         elif step == "hello":
             await self.send(m.Msg.HELLO, live.hello())
+            expect = (m.Msg.AUTH, m.Msg.REJECT)
         elif step == "hello-mutated":
             await self.send(m.Msg.HELLO, apply_ops(live.hello(), ops, blob))
         elif step == "auth":
             await self.send(m.Msg.AUTH, self.auth())
+            expect = (m.Msg.READY, m.Msg.REJECT)
         elif step == "auth-mutated":
             await self.send(m.Msg.AUTH, apply_ops(self.auth(), ops, blob))
         elif step == "ready":
@@ -202,7 +209,7 @@ class Client:
             await self.write(encode_frame(BOOTSTRAP_MAGIC, kind, blob))
         else:
             await self.write(blob)  # raw bytes, framing and all
-        await self.drain()
+        await self.drain(expect)
 
 
 class LiveNode:
@@ -236,18 +243,18 @@ class LiveNode:
 
     async def play(self, script: list[Step], *, stay: bool = False) -> Client:
         """Play `script` on one connection; with `stay`, keep it open until the node lists
-        the client as a ready peer (or half a second passed) before closing."""
+        the client as a ready peer (or a second passed) before closing."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         client = Client(self, reader, writer)
         try:
             for step in script:
                 await client.step(*step)
             if stay:
-                for _ in range(10):
+                for _ in range(200):
                     if any(p.ready for p in self.net.peers.values()):
                         client.types.append(-1)  # marker: the node counted the peer
                         break
-                    await client.drain()
+                    await asyncio.sleep(0.005)
         except (ScriptEnded, ConnectionError):
             pass
         finally:
