@@ -45,16 +45,33 @@ def frame_seeds() -> list[bytes]:
 
 
 def handshake_seeds() -> list[tuple[str, bytes]]:
-    hello = m.Hello(1, CHAIN_ID, bytes(32), 10, bytes(32), 7447, bytes(32))
+    """Valid payloads of every P2P message type that has a decoder (node/p2p/messages.py)."""
+    hello = m.Hello(m.PROTOCOL, CHAIN_ID, bytes(32), 7447, KEY.pubkey)
     sig = KEY.sign(bytes(32))
     return [
         ("hello", hello.encode()),
         ("auth", m.encode_auth(KEY.pubkey, sig)),
+        ("ready", m.Ready(-1, bytes(32)).encode()),
+        ("ready", m.Ready(41, bytes(range(32))).encode()),
         ("inv", m.encode_inv([(1, bytes(32)), (2, bytes(range(32)))])),
         ("locator", m.encode_locator([bytes(32)] * 3, 500)),
         ("blocks", m.encode_blocks(4, block_seeds()[:2])),
         ("params", m.encode_params("chain-name = x\n", True)),
         ("text", m.encode_text("bad block")),
+    ]
+
+
+def transport_messages() -> list[list[tuple[int, bytes]]]:
+    """Message sequences to seal as transport records: small, empty, several, and one that
+    spans two records (a payload longer than one record's 65,519 bytes)."""
+    hello = m.Hello(m.PROTOCOL, CHAIN_ID, bytes(32), 7447, KEY.pubkey).encode()
+    return [
+        [(m.Msg.HELLO, hello)],
+        [(m.Msg.PING, b"")],
+        [(m.Msg.HELLO, hello), (m.Msg.AUTH, m.encode_auth(KEY.pubkey, KEY.sign(bytes(32)))),
+         (m.Msg.READY, m.Ready(3, bytes(32)).encode())],
+        [(m.Msg.TX, tx_seeds()[0]), (m.Msg.INV, m.encode_inv([(1, bytes(32))]))],
+        [(m.Msg.BLOCK, bytes(70_000))],
     ]
 
 

@@ -20,6 +20,7 @@ from ledger.errors import DecodeError
 from ledger.transactions import Transaction, check_structure
 from node.p2p import messages as m
 from node.p2p.framing import HEADER_SIZE, FrameError, encode_frame, read_frame
+from node.p2p.session import HandshakeError, NoiseHandshake, TransportError
 from node.rpc import params as rp
 from node.rpc.dispatch import Dispatcher, MethodTable
 from node.rpc.errors import RpcError
@@ -38,28 +39,42 @@ class Target:
     what: str
 
 
+Op = tuple[int, float, int, bytes]
+"""One byte-level mutation: (operation, position as a fraction of the length, value, bytes)."""
+
+
+def havoc() -> st.SearchStrategy[list[Op]]:
+    """A few mutations, drawn before the bytes they apply to exist (a live session's)."""
+    op = st.tuples(st.integers(0, 5), st.floats(0, 1), st.integers(0, 255),
+                   st.binary(max_size=16))
+    return st.lists(op, max_size=4)
+
+
+def apply_ops(seed: bytes, ops: list[Op], splice: bytes | None = None) -> bytes:
+    """`seed` after `ops` (AFL's havoc, in miniature); splicing takes from `splice` (no
+    splicing when it is None)."""
+    data = bytearray(seed)
+    for code, where, value, blob in ops:
+        pos = min(int(where * len(data)), max(0, len(data) - 1))
+        if code == 0 and data:
+            data[pos] ^= 1 << (value % 8)
+        elif code == 1:
+            del data[pos:]
+        elif code == 2:
+            data[pos:pos] = blob
+        elif code == 3 and data:
+            data[pos] = INTERESTING[value % len(INTERESTING)]
+        elif code == 4:
+            del data[pos:pos + 1 + value % 8]
+        elif code == 5 and splice is not None:
+            data[pos:] = splice[int(where * len(splice)):]
+    return bytes(data)
+
+
 @st.composite
 def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
-    """A valid seed with a few byte-level mutations (AFL's havoc, in miniature)."""
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(0, 4))):
-        op = draw(st.integers(0, 5))
-        pos = draw(st.integers(0, max(0, len(data) - 1)))
-        if op == 0 and data:
-            data[pos] ^= 1 << draw(st.integers(0, 7))
-        elif op == 1:
-            del data[pos:]
-        elif op == 2:
-            data[pos:pos] = draw(st.binary(max_size=16))
-        elif op == 3 and data:
-            data[pos] = draw(st.sampled_from(INTERESTING))
-        elif op == 4:
-            del data[pos:pos + draw(st.integers(1, 8))]
-        else:
-            other = draw(st.sampled_from(seeds))
-            cut = draw(st.integers(0, len(other)))
-            data[pos:] = other[cut:]
-    return bytes(data)
+    """A valid seed with a few byte-level mutations."""
+    return apply_ops(draw(st.sampled_from(seeds)), draw(havoc()), draw(st.sampled_from(seeds)))
 
 
 def hostile(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
@@ -116,31 +131,24 @@ def check_frame(data: bytes) -> None:
 _HANDSHAKE: dict[str, Callable[[bytes], Any]] = {
     "hello": m.Hello.decode,
     "auth": m.decode_auth,
-    "inv": m.decode_inv,
-    "locator": m.decode_locator,
+    "ready": m.Ready.decode,
+    "inv": m.decode_inv,  # INV, GETDATA and NOTFOUND share it
+    "locator": m.decode_locator,  # GETBLOCKS
     "blocks": lambda raw: m.decode_blocks(raw, 1 << 20),
     "params": m.decode_params,
-    "text": m.decode_text,
+    "text": m.decode_text,  # REJECT
 }
 _REENCODE: dict[str, Callable[[Any], bytes]] = {
     "hello": lambda v: v.encode(),
     "auth": lambda v: m.encode_auth(*v),
+    "ready": lambda v: v.encode(),
     "inv": m.encode_inv,
     "locator": lambda v: m.encode_locator(*v),
     "blocks": lambda v: m.encode_blocks(*v),
 }
 
 
-@st.composite
-def handshake_inputs(draw: st.DrawFn) -> tuple[str, bytes]:
-    seeds = corpus.handshake_seeds()
-    kind = draw(st.sampled_from([k for k, _ in seeds]))
-    own = [raw for k, raw in seeds if k == kind]
-    return kind, draw(hostile(own))
-
-
-def check_handshake(value: tuple[str, bytes]) -> None:
-    kind, data = value
+def _check_decoder(kind: str, data: bytes) -> None:
     try:
         decoded = _HANDSHAKE[kind](data)
     except DecodeError:
@@ -148,6 +156,99 @@ def check_handshake(value: tuple[str, bytes]) -> None:
     encode = _REENCODE.get(kind)
     if encode is not None and encode(decoded) != data:
         raise AssertionError(f"{kind} message re-encodes to other bytes")
+
+
+def _check_noise(stage: int, ops: list[Op]) -> None:
+    """A real Noise XX exchange whose message `stage` (1: -> e; 2: <- e, ee, s, es;
+    3: -> s, se) arrives mutated. `receive` returns or raises HandshakeError; a message 2 or
+    3 that was changed at all must be refused (both are authenticated), and an exchange that
+    completes gives both sides the same handshake hash."""
+    i, r = NoiseHandshake(initiator=True), NoiseHandshake(initiator=False)
+    msgs = [i.first()]
+    sides = [(r, 1), (i, 2), (r, 3)]
+    for side, n in sides:
+        msg = msgs[-1]
+        sent = apply_ops(msg, ops) if n == stage else msg
+        try:
+            reply = side.receive(sent)
+        except HandshakeError:
+            return
+        if n == stage and n > 1 and sent != msg:
+            raise AssertionError(f"a changed Noise message {n} was accepted")
+        if reply is None:
+            break
+        msgs.append(reply)
+    if not (i.complete and r.complete):
+        raise AssertionError("the exchange neither completed nor failed")
+    if i.handshake_hash != r.handshake_hash:
+        raise AssertionError("the two sides completed with different handshake hashes")
+
+
+_session: dict[str, Any] = {}
+
+
+def _sealed() -> list[tuple[list[tuple[int, bytes]], bytes]]:
+    """The transport seeds sealed once per run under one real session (records start at
+    counter 0 in every fresh Transport of that session, so the seeds stay valid)."""
+    if not _session:
+        i, r = NoiseHandshake(initiator=True), NoiseHandshake(initiator=False)
+        m3 = i.receive(r.receive(i.first()) or b"")
+        r.receive(m3 or b"")
+        _session["pair"] = (i, r)
+        seeds = []
+        for msgs in corpus.transport_messages():
+            sender = i.transport()
+            seeds.append((msgs, b"".join(sender.seal(t, p) for t, p in msgs)))
+        _session["seeds"] = seeds
+    return _session["seeds"]
+
+
+def _check_record(index: int, ops: list[Op], max_size: int) -> None:
+    """Mutated records on a StreamReader: `Transport.read` returns or raises TransportError
+    or IncompleteReadError, and whatever it returns is the sender's messages, in order."""
+    msgs, data = _sealed()[index % len(_sealed())]
+    data = apply_ops(data, ops)
+    receiver = _session["pair"][1].transport()
+
+    async def read_all() -> list[tuple[int, bytes]]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        got = []
+        try:
+            while True:
+                got.append(await receiver.read(reader, max_size))
+        except (TransportError, asyncio.IncompleteReadError):
+            return got
+
+    got = _loop.run_until_complete(read_all())
+    if got != msgs[:len(got)]:
+        raise AssertionError("a mutated record decrypted to a message nobody sent")
+    if any(len(p) > max_size for _, p in got):
+        raise AssertionError("a message over the size limit was returned")
+
+
+@st.composite
+def handshake_inputs(draw: st.DrawFn) -> tuple[str, Any]:
+    seeds = corpus.handshake_seeds()
+    kind = draw(st.sampled_from([*dict.fromkeys(k for k, _ in seeds), "noise", "record"]))
+    if kind == "noise":
+        return kind, (draw(st.integers(1, 3)), draw(havoc()))
+    if kind == "record":
+        limit = draw(st.sampled_from([0, 16, 1000, 1 << 16, 1 << 20]))
+        return kind, (draw(st.integers(0, 63)), draw(havoc()), limit)
+    own = [raw for k, raw in seeds if k == kind]
+    return kind, draw(hostile(own))
+
+
+def check_handshake(value: tuple[str, Any]) -> None:
+    kind, data = value
+    if kind == "noise":
+        _check_noise(*data)
+    elif kind == "record":
+        _check_record(*data)
+    else:
+        _check_decoder(kind, data)
 
 
 # -- JSON-RPC parameters -------------------------------------------------------------------------
@@ -234,7 +335,7 @@ TARGETS = [
     Target("block", hostile(corpus.block_seeds()), check_block, "Block.decode"),
     Target("frame", hostile(corpus.frame_seeds()), check_frame, "p2p read_frame"),
     Target("handshake", handshake_inputs(), check_handshake,
-           "P2P handshake and sync message decoders"),
+           "P2P message decoders, Noise key exchange, transport records"),
     Target("rpc-params", param_inputs(), check_params, "node/rpc/params.py"),
     Target("rpc-body", hostile(_BODY_SEEDS), check_rpc_body, "JSON-RPC dispatcher bodies"),
     Target("xml", st.tuples(hostile(corpus.XML_SEEDS), st.booleans()), check_xml,

@@ -25,3 +25,18 @@ def test_bench_fuzz_command_runs_targets_and_writes_results(tmp_path):
     for t in results["targets"]:
         assert t["executions"] > 0 and t["crashes"] == 0
     assert "executions" in run.stdout
+
+
+def test_bench_fuzz_handshake_targets_speak_the_current_p2p_protocol(tmp_path):
+    """The decoder/Noise/record target and the live one run clean: every live execution ends
+    with a correct Noise key exchange and signed handshake that the real node accepts."""
+    out = tmp_path / "fuzz.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.fuzz", "--minutes", "0.01", "--targets",
+         "handshake,handshake-live", "--seed", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = json.loads(out.read_text())
+    assert [t["target"] for t in results["targets"]] == ["handshake", "handshake-live"]
+    for t in results["targets"]:
+        assert t["executions"] > 0 and t["crashes"] == 0, t
