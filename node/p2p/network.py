@@ -356,11 +356,6 @@ class Network:
         return True
 
     # -- handshake ------------------------------------------------------------------------------
-    def _hello(self, challenge: bytes) -> m.Hello:
-        return m.Hello(m.PROTOCOL, self.chain.chain_id, self.genesis, self.chain.height,
-                       bytes(self.chain.state.tip_hash or ZERO_HASH),
-                       self.port if self.listen else 0, challenge)
-
     def _handshake_key(self) -> Any:
         wallet = self.ctx.wallet
         local = self.ctx.setting("handshakelocal")
