@@ -9,9 +9,9 @@ credentials for both paths, unless metricsallowip lets its network in. (3) The R
 "Health and metrics" commands, run as written against a `chainmill cluster up` cluster,
 print a ready /health and a scrape that parses.
 
-How: real node processes; the "remote" client is this process connecting from the machine's
-own non-loopback address (the node sees that address as the peer, as it would see another
-machine's).
+How: real node processes; the "remote" client runs in a network namespace of the test's own,
+joined to this host by a veth pair on a private /30 (netns_support.py), so the node sees a
+client on another host while nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 from framework import REPO_ROOT, chainmill_command, child_env, scaled, wait_until
+from netns_support import NetNamespace
 from network_support import daemons_fixture, start_network  # noqa: F401 - `daemons`
 
 from node.client import RpcError
@@ -78,13 +78,26 @@ def health(node) -> tuple[int, dict]:
     return status, json.loads(body)
 
 
-def non_loopback_address() -> str:
-    """This machine's address on its default route (no packet is sent by a UDP connect)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("192.0.2.123", 9))
-        address = s.getsockname()[0]
-    assert not address.startswith("127."), "the test needs a non-loopback IPv4 address"
-    return address
+REMOTE_GET = """
+import base64, http.client, sys
+host, port, path, method, user, password = sys.argv[1:7]
+conn = http.client.HTTPConnection(host, int(port), timeout=30)
+headers = {}
+if user:
+    headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+conn.request(method, path, body=b"" if method == "POST" else None, headers=headers)
+r = conn.getresponse()
+print(r.status, r.getheader("WWW-Authenticate") or "")
+"""
+
+
+def remote_get(ns: NetNamespace, node, path: str, *, method: str = "GET",
+               credentials: tuple[str, str] | None = None) -> tuple[int, str]:
+    """(status, WWW-Authenticate) of a request from the namespace to the node's RPC port."""
+    user, password = credentials or ("", "")
+    out = ns.python(REMOTE_GET, ns.host_address, str(node.rpcport), path, method, user,
+                    password).split(maxsplit=1)
+    return int(out[0]), out[1] if len(out) > 1 else ""
 
 
 def test_health_and_metrics_follow_the_chain(harness):
@@ -156,37 +169,34 @@ def test_health_and_metrics_follow_the_chain(harness):
 
 
 def test_credentials_needed_beyond_loopback_unless_metricsallowip(harness):
-    address = non_loopback_address()
-    node = harness.add_node()
-    node.set_conf(rpcallowip=f"{address}/32")
-    node.start()
-    creds = (node.rpcuser, node.rpcpassword)
+    with NetNamespace() as ns:
+        node = harness.add_node()
+        node.set_conf(rpcallowip=f"{ns.address}/32")
+        node.start()
+        creds = (node.rpcuser, node.rpcpassword)
 
-    log.info("from %s without credentials: 401; with them: 200; loopback: open", address)
-    for path in ("/health", "/metrics"):
-        status, headers, _ = http_get(address, node.rpcport, path, source=address)
-        assert status == 401 and "Basic" in headers["WWW-Authenticate"]
-        status, _, _ = http_get(address, node.rpcport, path, source=address,
-                                credentials=(creds[0], "wrong"))
-        assert status == 401
-        status, _, _ = http_get(address, node.rpcport, path, source=address, credentials=creds)
-        assert status == 200
-        status, _, _ = http_get("127.0.0.1", node.rpcport, path)
-        assert status == 200
-    # An unauthenticated POST from beyond loopback learns nothing, not even the 405.
-    status, _, _ = http_get(address, node.rpcport, "/metrics", method="POST", source=address)
-    assert status == 401
+        log.info("from %s (another host) without credentials: 401; with them: 200; "
+                 "loopback: open", ns.address)
+        for path in ("/health", "/metrics"):
+            status, challenge = remote_get(ns, node, path)
+            assert status == 401 and "Basic" in challenge
+            assert remote_get(ns, node, path, credentials=(creds[0], "wrong"))[0] == 401
+            assert remote_get(ns, node, path, credentials=creds)[0] == 200
+            status, _, _ = http_get("127.0.0.1", node.rpcport, path)
+            assert status == 200
+        # An unauthenticated POST from beyond loopback learns nothing, not even the 405.
+        assert remote_get(ns, node, "/metrics", method="POST")[0] == 401
 
-    log.info("metricsallowip=%s: the same client reads them without credentials", address)
-    node.stop()
-    node.set_conf(metricsallowip=address)
-    node.start()
-    for path in ("/health", "/metrics"):
-        status, _, _ = http_get(address, node.rpcport, path, source=address)
-        assert status == 200
-    # JSON-RPC itself still needs the credentials.
-    status, _, _ = http_get(address, node.rpcport, "/", method="POST", source=address)
-    assert status == 401
+        log.info("metricsallowip=%s: the same client reads them without credentials",
+                 ns.address)
+        node.stop()
+        node.set_conf(metricsallowip=ns.address)
+        node.start()
+        for path in ("/health", "/metrics"):
+            assert remote_get(ns, node, path)[0] == 200
+        # JSON-RPC itself still needs the credentials.
+        assert remote_get(ns, node, "/", method="POST")[0] == 401
+        node.stop()
 
 
 def readme_lines() -> list[str]:
