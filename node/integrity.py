@@ -66,8 +66,10 @@ def check_store(store: ChainStore, codec: AddressCodec, chain_id: bytes, chain_n
                 f"the chain store disagrees with block {height}: {what}; rebuild the derived "
                 f"rows from the raw blocks with `chainmill start {chain_name} --reindex`")
         raise StoreDamaged(
-            f"block {height} in the chain store is damaged: {what}; restore the store from a "
-            f"backup, or remove it and start again to fetch the chain from peers")
+            f"block {height} in the chain store is damaged: {what}; "
+            f"`chainmill start {chain_name} --reindex` moves it and the blocks above it aside "
+            f"(to invalid-blocks-*.hex) and fetches them again from peers, or restore the "
+            f"store from a backup")
     return tip.height - lo + 1
 
 

@@ -1,7 +1,8 @@
 """Recovery from a stored block that no longer decodes (issue 14.1, the bricked node).
 
 What: a node whose store holds a block with a zero-operation transaction (as an older version
-mined after `grant " " send`) still starts; `start --reindex` stops the replay at that block,
+mined after `grant " " send`) is refused by a plain start with a line naming `--reindex`
+(the start-up store check of issue 14.3); `start --reindex` stops the replay at that block,
 moves it to `invalid-blocks-H-H.hex` in the chain directory, logs what failed, and the node
 then runs from the block before and mines on; the next plain start works too.
 
@@ -15,7 +16,7 @@ import logging
 import time
 
 import pytest
-from framework import wait_until
+from framework import NodeStartError, wait_until
 
 from consensus.blocks import BlockEffects
 from ledger.blocks import Block
@@ -53,10 +54,10 @@ def test_node_reindex_moves_an_undecodable_block_aside_and_mines_on(harness):
     log.info("damage: append a block the decoder refuses")
     bad_height = append_zero_op_block(node)
 
-    log.info("a plain start still opens the store")
-    node.start()
-    assert node.getblockcount() == bad_height
-    node.stop()
+    log.info("a plain start refuses the damaged store and names the fix")
+    with pytest.raises(NodeStartError, match=rf"block {bad_height} in the chain store is "
+                       rf"damaged: the raw block does not decode.*--reindex"):
+        node.start()
 
     log.info("start --reindex stops at the bad block, moves it aside and goes on")
     node.start(["--reindex"])
