@@ -30,7 +30,7 @@ __all__ = [
     "LIST_DEFAULT_LIMIT", "LIST_MAX_LIMIT", "MAX_STATIC_RECORDS",
     "MessageError", "Header", "Request", "Response",
     "canonical_topic", "build_request", "parse_request", "build_response", "parse_response",
-    "record_key", "kafka_headers", "encode",
+    "record_key", "kafka_headers", "encode", "is_client_id",
 ]
 
 TOPIC_RES = "BLK_Res"
@@ -123,6 +123,11 @@ class Response:
     error: str | None = None
     error_code: int | None = None
     extra: dict[str, Json] = field(default_factory=dict)
+
+
+def is_client_id(value: object) -> bool:
+    """A client id: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit."""
+    return isinstance(value, str) and _CLIENT_ID.fullmatch(value) is not None
 
 
 # -- encoding -------------------------------------------------------------------------------
