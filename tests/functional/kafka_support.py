@@ -81,6 +81,16 @@ def tansu_broker(directory: Path, port: int) -> Iterator[str]:
         out.close()
 
 
+async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll ``predicate`` until true; fail the test after the scaled ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + scaled(timeout)
+    while not predicate():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}", pytrace=False)
+        await asyncio.sleep(0.05)
+
+
 Answer = Callable[[m.Request], dict[str, Any] | None]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from framework import scaled
-from kafka_support import BridgeResponderDouble, tansu_broker
+from kafka_support import BridgeResponderDouble, tansu_broker, wait_for
 
 from mes.bridge import messages as m
 from mes.bridge.client import BridgeClient, BridgeTimeout
@@ -62,8 +62,7 @@ def test_bridge_client_concurrent_clients_never_receive_each_others_answers(brok
             tasks = [asyncio.create_task(c.request(m.TOPIC_PART_ANS, f"tok-{c.client_id}",
                                                    {"id": REQ_ID, "response": n % 2}))
                      for c, n in sends]
-            while len(batch) < len(sends):
-                await asyncio.sleep(0.05)
+            await wait_for(lambda: len(batch) == len(sends), "the responder to receive every request")
             rng.shuffle(batch)
             for request in batch:
                 await responder.send_raw(b"\x00garbage", key=request.header.client_id.encode())
@@ -103,8 +102,7 @@ def test_bridge_client_late_answer_is_not_taken_for_the_next_request(broker: str
             async with BridgeClient(broker, "mes-1") as client:
                 with pytest.raises(BridgeTimeout):
                     await client.request(m.TOPIC_ACT_LST, "tok-master", timeout=scaled(1))
-                while not responder.held:
-                    await asyncio.sleep(0.05)
+                await wait_for(lambda: bool(responder.held), "the held request")
                 # The late answer goes first on the same key, so the listener reads it first.
                 await responder.respond(responder.held[0], message="late")
                 response = await client.request(m.TOPIC_ACT_LST, "tok-master", timeout=scaled(15))
