@@ -1,0 +1,225 @@
+"""The MES side of the bridge: send a request on a BLK_* topic, get its answer (spec 3.5.4).
+
+One `BridgeClient` per MES process. Its single response listener reads ``BLK_Res`` by
+manual assignment of every partition (no consumer group, no offset commits), positioned at
+the end before the first request goes out. A request draws an ``interaction_id``, is
+registered in the pending table, and only then produced (``acks=all``, flushed), so an
+answer cannot arrive before anyone waits for it. Anything on ``BLK_Res`` that is not an open
+request of this client (another client's answer, an answer that came after its timeout,
+garbage) is ignored, never taken as an answer or a stop signal.
+
+    async with BridgeClient("127.0.0.1:9092", client_id="mes-1") as bridge:
+        requests = await bridge.request(TOPIC_PART_LST, auth=master_token, start=0, limit=10)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from config.errors import ChainmillError
+from mes.bridge import messages as m
+
+__all__ = ["BridgeError", "BridgeTimeout", "BridgeUnavailable", "PendingTable", "BridgeClient",
+           "PRODUCER_OPTIONS", "LISTENER_OPTIONS", "DEFAULT_TIMEOUT"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 15.0
+"""Seconds a caller waits for an answer (then HTTP 504)."""
+PRODUCER_OPTIONS: dict[str, Any] = {"acks": "all"}
+"""Every in-sync replica has the request before it counts as sent (the reference neither
+waited nor flushed). No idempotent producer: not every Kafka-protocol broker grants producer
+ids, and a retried duplicate is answered from the bridge's response store instead."""
+LISTENER_OPTIONS: dict[str, Any] = {"group_id": None, "enable_auto_commit": False,
+                                    "auto_offset_reset": "latest"}
+_RECENT_EXPIRED = 1024
+
+
+class BridgeError(ChainmillError):
+    """The bridge could not be asked or did not answer."""
+
+
+class BridgeTimeout(BridgeError):
+    """No answer within the timeout; the request may still be executed by the bridge."""
+
+
+class BridgeUnavailable(BridgeError):
+    """The broker or the response topic cannot be reached."""
+
+
+class PendingTable:
+    """Open requests of one client, keyed by interaction id, with the futures that wait."""
+
+    def __init__(self, client_id: str) -> None:
+        self.client_id = client_id
+        self._open: dict[int, asyncio.Future[m.Response]] = {}
+        self._expired: OrderedDict[int, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def register(self, future: asyncio.Future[m.Response]) -> int:
+        """A fresh interaction id (random, so a restarted process does not reuse its ids)
+        registered with ``future``."""
+        while True:
+            iid = secrets.randbelow(m.MAX_INTERACTION_ID) + 1
+            if iid not in self._open and iid not in self._expired:
+                self._open[iid] = future
+                return iid
+
+    def discard(self, iid: int) -> None:
+        """Close ``iid`` (answered or timed out); a later answer to it is logged and dropped."""
+        if self._open.pop(iid, None) is not None:
+            self._expired[iid] = None
+            while len(self._expired) > _RECENT_EXPIRED:
+                self._expired.popitem(last=False)
+
+    def resolve(self, response: m.Response) -> bool:
+        """Complete the request ``response`` answers, if it is open here."""
+        header = response.header
+        if header.client_id != self.client_id or header.interaction_id is None:
+            return False
+        future = self._open.get(header.interaction_id)
+        if future is None:
+            if header.interaction_id in self._expired:
+                log.info("late answer to interaction %d dropped", header.interaction_id)
+            return False
+        if not future.done():
+            future.set_result(response)
+        return True
+
+
+class BridgeClient:
+    """Requests to the bridge over Kafka, each correlated with its answer."""
+
+    def __init__(self, bootstrap_servers: str, client_id: str, *, timeout: float = DEFAULT_TIMEOUT,
+                 kafka_options: Mapping[str, Any] | None = None) -> None:
+        if not m.is_client_id(client_id):
+            raise BridgeError("client_id must be 1-64 letters, digits, '.', '_' or '-'")
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id
+        self.timeout = timeout
+        self._kafka_options = dict(kafka_options or {})
+        self.pending = PendingTable(client_id)
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> BridgeClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start the listener at the end of BLK_Res, then the producer."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers,
+                                    client_id=f"{self.client_id}-responses",
+                                    **LISTENER_OPTIONS, **self._kafka_options)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers,
+                                    client_id=f"{self.client_id}-requests",
+                                    **PRODUCER_OPTIONS, **self._kafka_options)
+        try:
+            await consumer.start()
+            self._consumer = consumer
+            partitions = await self._response_partitions(consumer)
+            consumer.assign(partitions)
+            await consumer.seek_to_end(*partitions)
+            # position() resolves the lazy seek now, before any request can be answered.
+            for tp in partitions:
+                await consumer.position(tp)
+            await producer.start()
+            self._producer = producer
+        except KafkaError as exc:
+            await self.stop()
+            raise BridgeUnavailable(f"Kafka at {self.bootstrap_servers}: {exc}") from None
+        except BaseException:
+            await self.stop()
+            raise
+        self._listener = asyncio.create_task(self._listen(), name=f"{self.client_id} BLK_Res listener")
+
+    async def _response_partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        partitions = consumer.partitions_for_topic(m.TOPIC_RES)
+        if not partitions:
+            await consumer._client.force_metadata_update()  # topics() would list all topics
+            partitions = consumer.partitions_for_topic(m.TOPIC_RES)
+        if not partitions:
+            raise BridgeUnavailable(f"topic {m.TOPIC_RES} does not exist on {self.bootstrap_servers}")
+        return [TopicPartition(m.TOPIC_RES, p) for p in sorted(partitions)]
+
+    async def stop(self) -> None:
+        """Stop the listener and the producer; open requests fail with BridgeUnavailable."""
+        if self._listener is not None:
+            self._listener.cancel()
+            try:
+                await self._listener
+            except asyncio.CancelledError:
+                pass
+            self._listener = None
+        for client in (self._producer, self._consumer):
+            if client is not None:
+                await client.stop()
+        self._producer = self._consumer = None
+
+    async def _listen(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            raise BridgeUnavailable("bridge client is not started")
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500)
+            except KafkaError as exc:  # the outermost loop: keep listening
+                log.warning("reading %s: %s; retrying", m.TOPIC_RES, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for records in batches.values():
+                for record in records:
+                    self.on_record(record.value)
+
+    def on_record(self, value: bytes | None) -> bool:
+        """Handle one BLK_Res value: True when it answered an open request of this client."""
+        try:
+            response = m.parse_response(value)
+        except m.MessageError as exc:
+            log.debug("unreadable message on %s ignored: %s", m.TOPIC_RES, exc)
+            return False
+        return self.pending.resolve(response)
+
+    async def request(self, topic: str, auth: str, body: Mapping[str, Any] | None = None, *,
+                      start: int | None = None, limit: int | None = None,
+                      timeout: float | None = None) -> m.Response:
+        """Send one request and return its answer (an ``error`` answer included).
+
+        BridgeTimeout after ``timeout`` seconds (default: the client's); the interaction is
+        closed then, so a late answer is dropped and never taken for another request's.
+        """
+        if self._producer is None:
+            raise BridgeUnavailable("bridge client is not started")
+        future: asyncio.Future[m.Response] = asyncio.get_running_loop().create_future()
+        iid = self.pending.register(future)
+        try:
+            header = m.Header(auth, iid, self.client_id, start, limit)
+            raw = m.build_request(topic, header, body)
+            try:
+                await self._producer.send_and_wait(m.canonical_topic(topic), raw,
+                                                   key=m.record_key(header),
+                                                   headers=m.kafka_headers(header))
+                await self._producer.flush()
+            except KafkaError as exc:
+                raise BridgeUnavailable(f"sending to {topic}: {exc}") from None
+            try:
+                return await asyncio.wait_for(future, self.timeout if timeout is None else timeout)
+            except TimeoutError:
+                raise BridgeTimeout(f"no answer on {m.TOPIC_RES} to {topic} request "
+                                    f"{iid} within the timeout") from None
+        finally:
+            self.pending.discard(iid)
