@@ -34,13 +34,18 @@ SCRIPT = JS_DIR / "drive_node.js"
 PACKAGE = JS_DIR / "node_modules" / "multichain-node" / "package.json"
 
 EXPECTED_CALLS = {
-    "getinfo", "getblockchainparams", "getruntimeparams", "getaddresses", "getnewaddress",
-    "validateaddress", "grant", "listpermissions", "revoke", "create", "liststreams",
-    "publish", "liststreamitems", "getstreamitem", "liststreamkeyitems", "liststreamkeys",
-    "liststreampublishers", "liststreampublisheritems", "getwallettransaction",
-    "listwallettransactions", "getrawtransaction", "decoderawtransaction", "getblock",
-    "getblockhash", "getpeerinfo", "getmempoolinfo", "getrawmempool", "getmininginfo",
-    "getblockchaininfo", "getnetworkinfo",
+    "getinfo", "getblockchainparams", "getruntimeparams", "setruntimeparam", "getaddresses",
+    "getnewaddress", "validateaddress", "listaddresses", "createkeypairs", "importaddress",
+    "dumpprivkey", "importprivkey", "signmessage", "verifymessage", "getwalletinfo",
+    "gettotalbalances", "getaddressbalances", "getmultibalances", "listunspent",
+    "getaddresstransaction", "listaddresstransactions", "grant", "grantfrom", "revoke",
+    "revokefrom", "listpermissions", "create", "createfrom", "liststreams", "subscribe",
+    "unsubscribe", "publish", "publishfrom", "liststreamitems", "getstreamitem",
+    "liststreamkeyitems", "liststreamkeys", "liststreampublishers", "liststreampublisheritems",
+    "getwallettransaction", "listwallettransactions", "getrawtransaction",
+    "decoderawtransaction", "getblock", "getblockhash", "listblocks", "getpeerinfo",
+    "getaddednodeinfo", "ping", "getmempoolinfo", "getrawmempool", "getmininginfo",
+    "getblockchaininfo", "getnetworkinfo", "pause", "resume", "help",
 }
 
 

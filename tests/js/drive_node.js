@@ -135,6 +135,59 @@ async function main() {
     assert.equal(typeof (await call("getBlockchainInfo")).bestblockhash, "string");
     assert.equal(typeof (await call("getNetworkInfo")).version, "number");
 
+    // The rest of the client's wallet, address, stream and control methods, with its defaults.
+    const verboseAddrs = await call("getAddresses", {verbose: true});
+    assert.ok(verboseAddrs.some((a) => a.address === me && a.ismine === true));
+    // The client's count default is the string "MAX", which MultiChain's paramtoint refuses
+    // (-8 invalid count) as chainmill does: give a number.
+    const listed = await call("listAddresses", {addresses: me, count: 10});
+    assert.deepEqual(listed.map((a) => a.address), [me]);
+    const pair = (await call("createKeyPairs"))[0];
+    assert.ok(pair.address && pair.privkey && pair.pubkey);
+    await call("importAddress", {address: pair.address, rescan: false});
+    assert.ok((await call("listAddresses", {verbose: true, count: 100})).some((a) => a.address === pair.address));
+    const wif = await call("dumpPrivKey", {address: user});
+    await call("importPrivKey", {privkey: wif});
+    const sig = await call("signMessage", {address: me, message: "npm"});
+    assert.equal(await call("verifyMessage", {address: me, signature: sig, message: "npm"}), true);
+    assert.equal(typeof (await call("getWalletInfo")).walletversion, "number");
+    assert.deepEqual(await call("getTotalBalances"), []);
+    assert.deepEqual(await call("getAddressBalances", {address: me}), []);
+    assert.deepEqual(await call("getMultiBalances"), {total: []});
+    assert.deepEqual(await call("listUnspent"), []);
+    assert.equal((await call("getAddressTransaction", {address: me, txid: one})).txid, one);
+    const mine = await call("listAddressTransactions", {address: me, count: 100});
+    assert.ok(mine.some((t) => t.txid === one));
+
+    const grantedFrom = await call("grantFrom", {from: me, to: user, permissions: "receive"});
+    await confirmed(grantedFrom);
+    assert.equal((await call("listPermissions", {permissions: "receive", addresses: user})).length, 1);
+    await confirmed(await call("revokeFrom", {from: me, to: user, permissions: "receive"}));
+    assert.deepEqual(await call("listPermissions", {permissions: "receive", addresses: user}), []);
+
+    const createdFrom = await call("createFrom", {from: me, type: "stream", name: "npm2",
+                                                  open: false});
+    await confirmed(createdFrom);
+    await call("subscribe", {stream: "npm2"});  // rescan true
+    const three = await call("publishFrom", {from: me, stream: "npm2", key: "k3",
+                                             data: {text: "three"}});
+    await confirmed(three);
+    assert.deepEqual((await call("getStreamItem", {stream: "npm2", txid: three})).data,
+                     {text: "three"});
+    await call("unsubscribe", {stream: "npm2"});
+
+    await call("setRunTimeparam", {param: "maxshowndata", value: 20});
+    assert.equal((await call("getRuntimeParams")).maxshowndata, 20);
+    assert.match(await call("getBlockHash", {height: 0}), /^[0-9a-f]{64}$/);
+    const blocks = await call("listBlocks", {blocks: String(block.height)});
+    assert.deepEqual(blocks.map((b) => b.hash), [block.hash]);
+    const added = await call("getAddedNodeinfo", {verbose: true});
+    assert.ok(Array.isArray(added));
+    await call("ping");
+    await call("pause", {tasks: "mining"});
+    await call("resume", {tasks: "mining"});
+    assert.ok((await call("help")).length > 0);
+
     // An RPC error reaches the caller as MultiChain's error object.
     await assert.rejects(call("getStreamItem", {stream: "nosuchstream", txid: one}),
                          (e) => e.code === -708);
