@@ -98,4 +98,5 @@ def test_console_erp_lists_and_accepts_a_partner_request(harness, consoles, tmp_
     after = api.check("GET", "/api/erp/partner-requests", web.get("/api/erp/partner-requests"))
     assert [r["status"] for r in after["rows"]] == ["ACCEPTED"]
     assert ">Accept</button>" not in web.get("/erp/partner-requests").text
-    log.info("OpenAPI operations checked: %s", sorted(api.checked))
+    erp_operations = {op for op in api.operations() if op[1].startswith("/api/erp/")}
+    assert len(erp_operations) == 4 and erp_operations <= api.checked
