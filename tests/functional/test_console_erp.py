@@ -5,7 +5,8 @@ process) loads the erp plug-in through its entry point, lists the request OPEN i
 API and on the page with Accept / Reject forms, refuses an answer without the CSRF token
 (nothing is published) and hostile parameters, accepts it through erp.api (published from
 B's agent address), refuses a second answer, and after `chainmill erp follow --once` the
-request is ACCEPTED in B's projection and in the console. Every API reply is validated
+request is ACCEPTED in B's projection and in the console. Then A sends an order, B's console
+lists it and rejects it with the page's form, and B's projection shows it REJECTED. Every API reply is validated
 against the served OpenAPI document.
 
 How: erp_console_support's two-company story; B's projection is the SQLite database that
@@ -18,8 +19,8 @@ import logging
 
 import pytest
 from console_support import Browser, ConsoleProcess, OpenApi
-from erp_console_support import partner_request_story, status_at
-from framework import wait_until
+from erp_console_support import erp_command, partner_request_story, status_at
+from framework import sync_blocks, wait_until
 
 pytestmark = pytest.mark.functional
 log = logging.getLogger("functional.console_erp")
@@ -98,5 +99,26 @@ def test_console_erp_lists_and_accepts_a_partner_request(harness, consoles, tmp_
     after = api.check("GET", "/api/erp/partner-requests", web.get("/api/erp/partner-requests"))
     assert [r["status"] for r in after["rows"]] == ["ACCEPTED"]
     assert ">Accept</button>" not in web.get("/erp/partner-requests").text
+
+    log.info("A sends an order; B's console lists it and rejects it with the page's form")
+    sync_blocks([story.n1, story.n2])
+    ordered = erp_command(story.n1, "order", story.mes_key, "--type", "dummy_action",
+                          "--metadata", '{"Part": "steering wheel"}', "--wait")
+    assert ordered["status"] == "applied", ordered
+    order_id = ordered["abs_action_id"]
+    sync_blocks([story.n1, story.n2])
+    wait_until(lambda: erp_command(story.n2, "follow", story.n2.chain, "--once") and [
+        r["status"] for r in web.get("/api/erp/orders").json()["rows"]] == ["OPEN"],
+        timeout=60, msg="the order at B")
+    [order] = api.check("GET", "/api/erp/orders", web.get("/api/erp/orders"))["rows"]
+    assert (order["abs_action_id"], order["type"], order["metadata"]) == (
+        order_id, "dummy_action", {"Part": "steering wheel"})
+    page = web.request("POST", "/erp/orders/answer", form={
+        "csrf_token": web.csrf, "id": order_id, "response": "reject"})
+    assert page.status == 200 and "rejected" in page.text, page.text[:500]
+    wait_until(lambda: erp_command(story.n2, "follow", story.n2.chain, "--once") and [
+        r["status"] for r in web.get("/api/erp/orders").json()["rows"]] == ["REJECTED"],
+        timeout=60, msg="the rejected order at B")
+
     erp_operations = {op for op in api.operations() if op[1].startswith("/api/erp/")}
     assert len(erp_operations) == 4 and erp_operations <= api.checked
