@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import create_engine
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from erp import rules, settings
 from erp.api import MAX_LIMIT, Erp
@@ -47,16 +48,22 @@ class _Views:
         self._error: str | None = None
 
     def erp(self) -> Erp | None:
-        """The company's Erp on this chain, or None (with the reason kept) without erp.conf."""
-        if self._erp is None and self._error is None:
+        """The company's Erp on this chain, or None (with the reason kept) without erp.conf.
+        Looked for again on each request until found, so a later `erp init` needs no restart."""
+        if self._erp is None:
             try:
                 resolved = settings.resolve(self.console.chain, str(self.console.datadir),
                                             None, None, None)
                 engine = create_engine(resolved.db_url, pool_pre_ping=True)
-                self._erp = Erp(engine, self.console.rpc, stream=resolved.stream,
-                                address=resolved.address)
             except ErpError as exc:
                 self._error = str(exc)
+                return None
+            except (ArgumentError, ImportError) as exc:
+                self._error = f"the database URL in erp.conf is not usable: {exc}"
+                return None
+            self._erp = Erp(engine, self.console.rpc, stream=resolved.stream,
+                            address=resolved.address)
+            self._error = None
         return self._erp
 
     def reason(self) -> str | None:
@@ -76,6 +83,9 @@ class _Views:
             agent = erp.public_key
         except ErpError as exc:
             raise self.console.json_error(400, -8, str(exc)) from None
+        except SQLAlchemyError as exc:
+            raise self.console.json_error(502, 0, f"the ERP database cannot be read: {exc}") \
+                from None
         return {"agent": agent, "issued": issued, "start": start, "count": count,
                 "rows": rows}
 
@@ -91,6 +101,9 @@ class _Views:
             raise self.console.json_error(400, -8, f"refused: {exc}") from None
         except ErpError as exc:
             raise self.console.json_error(400, -8, str(exc)) from None
+        except SQLAlchemyError as exc:
+            raise self.console.json_error(502, 0, f"the ERP database cannot be read: {exc}") \
+                from None
         log.info("console answered %s request %s with %d: %s", kind, ident, response,
                  made["txid"])
         return {"kind": kind, "id": made[id_field], "response": response, "txid": made["txid"]}

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from erp_helpers import ADDRESS_OF, BLOCKTIME, act, key
 from sqlalchemy import create_engine
 
-from erp import console_views
+from erp import console_views, settings
 from erp.api import Erp
 from erp.projection import Item, Projection
 from node.client import RpcClient
@@ -139,3 +139,17 @@ def test_erp_console_plugin_loads_and_says_when_no_erp_database_is_recorded(tmp_
 async def _serve(app: web.Application, scenario):
     async with TestClient(TestServer(app)) as client:
         return await scenario(client)
+
+
+def test_erp_console_unusable_database_url_is_a_reason_not_a_crash(tmp_path):
+    settings.write(settings.Settings(CHAIN, "nosuchdialect://x", "supplychain", None, tmp_path))
+    views = console_views._Views(_Console(tmp_path))
+    assert views.erp() is None and "not usable" in views.reason()
+
+
+def test_erp_console_unreadable_database_is_a_502(tmp_path):
+    views = console_views._Views(_Console(tmp_path))
+    views._erp = Erp(create_engine(f"sqlite:///{tmp_path / 'missing' / 'p.db'}"), None,
+                     address=ADDRESS_OF(B), public_key=B, address_of=ADDRESS_OF)
+    with pytest.raises(web.HTTPBadGateway):
+        views.listing("partner", 0, 20, False)
