@@ -6,7 +6,8 @@ replicated private document and unfolds its XML tree (operation table, parent ta
 buyer's name), retries the document that failed in the inbox and sees it APPLIED; on the third
 node, which holds no key, the same item reads "private — not for this node". Screenshots are
 saved under the test's tmp directory; with CHAINMILL_DOCS_SCREENSHOT=1 the item page is also
-saved to docs/console.png for the README.
+saved to docs/console.png for the README. On two companies' nodes, B's operator accepts A's
+partner request with its Accept button and, once B's projection follows, sees it ACCEPTED.
 
 How: console_story_support's three-node private RFQ story, one `chainmill console` process
 per node, `chromium.launch(executable_path=shutil.which("chromium"), ...)` as the README says
@@ -23,7 +24,8 @@ from pathlib import Path
 import pytest
 from console_story_support import create_supplier_tables, private_rfq_story
 from console_support import ConsoleProcess
-from framework import REPO_ROOT, scaled
+from erp_console_support import partner_request_story, status_at
+from framework import REPO_ROOT, scaled, wait_until
 
 pytestmark = pytest.mark.functional
 log = logging.getLogger("functional.console_browser")
@@ -141,3 +143,35 @@ def test_console_browser_block_search_document_tree_retry_and_private_item(
         other.screenshot(path=str(shots / "private.png"), full_page=True)
     assert {p.name for p in shots.iterdir()} == {"overview.png", "block.png", "document.png",
                                                  "inbox.png", "private.png"}
+
+
+def test_console_browser_accepts_a_partner_request_and_sees_its_status_change(
+        harness, consoles, browser, tmp_path, free_port_factory):
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    story = partner_request_story(harness, tmp_path, "erpbrowser")
+    console = ConsoleProcess(story.n2, free_port_factory())
+    consoles.append(console)
+
+    log.info("B's operator opens the partner requests: A's request is OPEN")
+    page = _login(browser, console)
+    page.click("header nav >> text=Partners")
+    assert page.locator("h1").inner_text() == "Partner requests"
+    row = page.locator(f"tr.erp-request[data-id='{story.request_id}']")
+    assert row.locator("td.status").inner_text() == "OPEN"
+    page.screenshot(path=str(shots / "partner-open.png"), full_page=True)
+
+    log.info("Accept: the console publishes the answer from B's agent address")
+    row.locator("button", has_text="Accept").click()
+    assert page.locator("h1").inner_text() == "Done"
+    assert story.request_id in page.locator("main").inner_text()
+
+    log.info("once B's projection follows, the page shows ACCEPTED and no more buttons")
+    wait_until(lambda: status_at(story.n2, story.db_b, story.request_id) == "ACCEPTED",
+               timeout=60, msg="the accepted request in B's projection")
+    page.click("text=Back")
+    row = page.locator(f"tr.erp-request[data-id='{story.request_id}']")
+    assert row.locator("td.status").inner_text() == "ACCEPTED"
+    assert row.locator("button").count() == 0
+    page.screenshot(path=str(shots / "partner-accepted.png"), full_page=True)
+    assert {p.name for p in shots.iterdir()} == {"partner-open.png", "partner-accepted.png"}
