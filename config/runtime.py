@@ -587,7 +587,8 @@ def _value_type_error() -> ConfigError:
     return ConfigError("Invalid parameter value type")
 
 
-def _set_bool(value: object) -> bool:
+def lenient_bool(value: object) -> bool:
+    """A boolean as setruntimeparam accepts it (raises ConfigError); also used by RPC."""
     # MultiChain's paramtobool(value, strict=false): booleans, integers, "true" and integer
     # strings; chainmill also refuses words that are neither (atoi would read them as 0).
     if value is True or value is False:
@@ -631,7 +632,7 @@ def parse_setruntimeparam(name: str, value: object) -> object:
     if kind is None:
         raise ConfigError(f"Unsupported runtime parameter: {name}")
     if kind == "bool":
-        return _set_bool(value)
+        return lenient_bool(value)
     if kind in ("float", "fraction"):
         number = float(_set_number(value, integer=False))
         if kind == "fraction" and not 0.0 <= number <= 1.0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import binascii
 from typing import Any
 
+from config.errors import ConfigError
+from config.runtime import lenient_bool
 from node.rpc.errors import RPC_INVALID_PARAMETER, RpcError
 
 MAX_COUNT = 2147483647
@@ -12,9 +14,6 @@ MAX_COUNT = 2147483647
 
 MAX_IDENTIFIERS = 10_000
 """Most entries of an identifier list (array or comma-delimited) in one call (issue 15.3)."""
-
-_TRUE_WORDS = frozenset({"true", "yes", "on"})
-_FALSE_WORDS = frozenset({"false", "no", "off", ""})
 
 
 def _invalid(message: str) -> RpcError:
@@ -32,22 +31,12 @@ def as_bool_lenient(value: Any, name: str) -> bool:
     """A boolean as setruntimeparam accepts it: true/false, 1/0, "true", "1", "yes", "off", ...
 
     Any other integer (or integer string) counts as true when non-zero, like MultiChain's atoi.
+    One rule with config.runtime, which parses setruntimeparam's values.
     """
-    if value is True or value is False:
-        return value
-    if type(value) is int:
-        return value != 0
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE_WORDS:
-            return True
-        if word in _FALSE_WORDS:
-            return False
-        try:
-            return int(word) != 0
-        except ValueError:
-            pass
-    raise _invalid(f"{name} should be boolean")
+    try:
+        return lenient_bool(value)
+    except ConfigError:
+        raise _invalid(f"{name} should be boolean") from None
 
 
 def as_int(value: Any, name: str) -> int:
