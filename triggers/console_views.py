@@ -341,21 +341,21 @@ def register(console: Any) -> None:
         config = await asyncio.to_thread(views.configuration)
         return console.render(request, "triggers_config.html", config=config)
 
-    async def outbox_page(request: web.Request) -> web.Response:
-        status = status_param(request, OUTBOX_STATUSES)
+    async def listing_page(request: web.Request, statuses: Any, lister: Any,
+                           template: str) -> web.Response:
+        """The outbox or inbox page: one status filter, paged; a reason when no database."""
+        status = status_param(request, statuses)
         engine = await asyncio.to_thread(views.engine)
-        result = (await asyncio.to_thread(views.outbox, status, *paging(request))
+        result = (await asyncio.to_thread(lister, status, *paging(request))
                   if engine is not None else None)
-        return console.render(request, "triggers_outbox.html", result=result,
-                              statuses=OUTBOX_STATUSES, reason=views._engine_error)
+        return console.render(request, template, result=result, statuses=statuses,
+                              reason=views._engine_error)
+
+    async def outbox_page(request: web.Request) -> web.Response:
+        return await listing_page(request, OUTBOX_STATUSES, views.outbox, "triggers_outbox.html")
 
     async def inbox_page(request: web.Request) -> web.Response:
-        status = status_param(request, INBOX_STATUSES)
-        engine = await asyncio.to_thread(views.engine)
-        result = (await asyncio.to_thread(views.inbox, status, *paging(request))
-                  if engine is not None else None)
-        return console.render(request, "triggers_inbox.html", result=result,
-                              statuses=INBOX_STATUSES, reason=views._engine_error)
+        return await listing_page(request, INBOX_STATUSES, views.inbox, "triggers_inbox.html")
 
     async def retry_page(request: web.Request) -> web.Response:
         form = await request.post()
