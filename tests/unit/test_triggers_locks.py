@@ -3,8 +3,6 @@ finds another one already queued behind the running walk leaves at once."""
 
 from __future__ import annotations
 
-import fcntl
-import os
 import threading
 from pathlib import Path
 
@@ -13,13 +11,16 @@ from triggers.locks import QUEUE_FILE, walk_lock
 
 
 def _queue_taken(directory: Path) -> bool:
-    fd = os.open(directory / QUEUE_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases a lock the probe may have got
+    """Whether some open file holds a flock on the queue file, read from /proc/locks so the
+    probe never takes the slot itself (a probe that took it, even for an instant, would make
+    the second walk find the slot busy and leave)."""
+    inode = (directory / QUEUE_FILE).stat().st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":
+            continue  # a waiter, or another kind of lock
+        if fields[5].rsplit(":", 1)[-1] == str(inode):
+            return True
     return False
 
 
@@ -40,10 +41,9 @@ def test_a_second_notification_queues_and_a_third_leaves(tmp_path: Path) -> None
     assert running.wait(10)
     second = threading.Thread(target=lambda: (walk("second", None), queued_done.set()))
     second.start()
-    # Wait until the second one holds the queue slot. Probe the slot without taking it: a
-    # probe that took it would itself queue behind the first walk (and race the second).
+    # Wait until the second one holds the queue slot (it creates the file first).
     for _ in range(1000):
-        if _queue_taken(tmp_path):
+        if (tmp_path / QUEUE_FILE).exists() and _queue_taken(tmp_path):
             break
         threading.Event().wait(0.01)
     else:
