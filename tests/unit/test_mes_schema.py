@@ -1,0 +1,75 @@
+"""The reference MES schema, token store and scheduler lease on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine, select
+from sqlalchemy.exc import IntegrityError
+
+from mes import schema
+from mes.daily import SchedulerLock
+from mes.tokens import TokenStore
+
+T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'mes.db'}"
+    else:
+        url = request.getfixturevalue(f"{request.param}_db").url
+    eng = create_engine(url)
+    schema.create_all(eng)
+    yield eng
+    eng.dispose()
+
+
+def test_mes_schema_creates_idempotently_and_keeps_exact_minutes(engine) -> None:
+    schema.create_all(engine)  # a second init changes nothing
+    with engine.begin() as conn:
+        conn.execute(schema.production_unit.insert().values(unit_id=10, code="PT10", updated_at=0))
+        conn.execute(schema.production_unit.insert().values(unit_id=11, code="pt10", updated_at=0))
+        conn.execute(schema.shift_record.insert().values(
+            unit_id=10, day=dt.date(2021, 1, 11), shift="A", shift_length=Decimal("480"),
+            planned_stop=Decimal("30.125"), unplanned_stop=Decimal("45"), failures=3,
+            repair_time=Decimal("45"), total_count=760, good_count=741, ideal_time=Decimal("380")))
+    with engine.connect() as conn:
+        row = conn.execute(select(schema.shift_record)).mappings().one()
+        codes = sorted(r.code for r in conn.execute(select(schema.production_unit.c.code)))
+    assert Decimal(row["planned_stop"]) == Decimal("30.125")
+    assert codes == ["PT10", "pt10"]  # codes compare byte-wise on every backend
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(schema.shift_record.insert().values(
+            unit_id=10, day=dt.date(2021, 1, 11), shift="A", shift_length=480))
+
+
+def test_mes_schema_token_store_encrypts_at_rest(engine) -> None:
+    store = TokenStore(engine, Fernet.generate_key())
+    store.set_master("master-secret-token", public_key="02" + "ab" * 32)
+    store.add_reporter(10, "reporter-secret", "03" + "cd" * 32, "PT10")
+    with engine.connect() as conn:
+        raw = [dict(r) for r in conn.execute(select(schema.token)).mappings()]
+    assert all("secret" not in (r["token"] or "") for r in raw)
+    assert store.master().token == "master-secret-token"
+    assert store.reporter(10).token == "reporter-secret"
+    assert store.reporter(10).record_id == "PT10"
+
+
+def test_mes_schema_lock_lease_has_one_holder(engine) -> None:
+    a = SchedulerLock(engine, "host-a:1", lease_ms=60_000)
+    b = SchedulerLock(engine, "host-b:2", lease_ms=60_000)
+    assert a.acquire(T0)
+    assert not b.acquire(T0 + dt.timedelta(seconds=30))
+    assert a.acquire(T0 + dt.timedelta(seconds=50))  # renewal moves the lease on
+    assert not b.acquire(T0 + dt.timedelta(seconds=100))
+    assert b.acquire(T0 + dt.timedelta(seconds=111))  # expired: taken over
+    assert not a.acquire(T0 + dt.timedelta(seconds=112))
+    b.release()
+    assert a.acquire(T0 + dt.timedelta(seconds=113))
+    a.set_last_run(T0)
+    assert b.last_run() == T0

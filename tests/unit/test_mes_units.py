@@ -1,0 +1,112 @@
+"""Production-unit changes (spec 3.2): outbox, change detection, record type and reporter once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from cryptography.fernet import Fernet
+from mes_contract_fake import MASTER_TOKEN, FakeBridge
+from sqlalchemy import create_engine, select
+
+from mes import schema
+from mes.bridge import messages as m
+from mes.bridge.client import BridgeError
+from mes.tokens import TokenStore
+from mes.units import UnitError, UnitSender, UnitUpdater, changed_properties
+
+
+@pytest.fixture
+def world(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'mes.db'}")
+    schema.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(schema.production_unit.insert().values(unit_id=10, code="PT10", updated_at=0))
+    tokens = TokenStore(engine, Fernet.generate_key())
+    tokens.set_master(MASTER_TOKEN)
+    bridge = FakeBridge()
+    yield engine, tokens, bridge
+    engine.dispose()
+
+
+def test_mes_units_changed_properties_sends_only_differences() -> None:
+    assert changed_properties(None, "RUNNING", None) == [
+        {"name": "Status", "data_type": "STRING", "value": "RUNNING"}]
+    sent = {"status": "RUNNING", "process_name": "milling"}
+    assert changed_properties(sent, "RUNNING", "milling") == []
+    assert changed_properties(sent, "STOPPED", "milling") == [
+        {"name": "Status", "data_type": "STRING", "value": "STOPPED"}]
+    assert [p["name"] for p in changed_properties(sent, None, "drilling")] == ["ProcessName"]
+
+
+def test_mes_units_updater_refuses_bad_changes_and_writes_nothing(world) -> None:
+    engine, _, _ = world
+    updater = UnitUpdater(engine)
+    for args, message in ((("X", None, 99), "no production unit"),
+                          ((None, None, 10), "status or a process name"),
+                          (("x" * 201, None, 10), "at most 200"),
+                          (("a\nb", None, 10), "control"),
+                          (("X", None, "10"), "integer")):
+        with pytest.raises(UnitError, match=message):
+            updater.update_production_unit(*args)
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.unit_outbox)).all() == []
+
+
+def test_mes_units_three_updates_send_changed_values_once_each(world) -> None:
+    engine, tokens, bridge = world
+    woken = []
+    updater = UnitUpdater(engine, notify=lambda: woken.append(1))
+    sender = UnitSender(engine, tokens, bridge)
+    updater.update_production_unit("RUNNING", "milling", 10)
+    updater.update_production_unit("RUNNING", "milling", 10)  # unchanged: nothing sent
+    updater.update_production_unit("STOPPED", None, 10)        # partial: only Status
+    assert len(woken) == 3
+    assert asyncio.run(sender.send_pending()) == 3
+    contract = bridge.contract
+    assert [h["values"] for h in contract.history["PT10"]] == [
+        {"Status": "RUNNING", "ProcessName": "milling"}, {"Status": "STOPPED"}]
+    actions = [r.action for r in contract.requests]
+    assert actions == ["ensure_record_type", "ensure_reporter", "update_properties",
+                       "update_properties"]
+    assert tokens.reporter(10).record_id == "PT10"
+    with engine.connect() as conn:
+        assert all(r.sent_at for r in conn.execute(select(schema.unit_outbox)))
+        sent = conn.execute(select(schema.unit_sent)).mappings().one()
+    assert (sent["status"], sent["process_name"]) == ("STOPPED", "milling")
+    # A new process: the record type is ensured again ("already exists" is success), the
+    # stored reporter is reused.
+    updater.update_production_unit("RUNNING", None, 10)
+    asyncio.run(UnitSender(engine, tokens, bridge).send_pending())
+    assert [r.action for r in contract.requests[4:]] == ["ensure_record_type", "update_properties"]
+    assert contract.history["PT10"][-1]["values"] == {"Status": "RUNNING"}
+
+
+def test_mes_units_bridge_away_keeps_the_change_queued(world) -> None:
+    engine, tokens, bridge = world
+
+    class AwayBridge:
+        async def request(self, *args, **kwargs):
+            raise BridgeError("broker away")
+
+    UnitUpdater(engine).update_production_unit("RUNNING", None, 10)
+    with pytest.raises(BridgeError):
+        asyncio.run(UnitSender(engine, tokens, AwayBridge()).send_pending())
+    assert asyncio.run(UnitSender(engine, tokens, bridge).send_pending()) == 1
+    assert bridge.contract.history["PT10"][0]["values"] == {"Status": "RUNNING"}
+
+
+def test_mes_units_refused_update_is_set_aside_after_retries(world) -> None:
+    engine, tokens, bridge = world
+    tokens.add_reporter(10, "not-a-reporter-token", "03" + "00" * 32, "PT10")
+    UnitUpdater(engine).update_production_unit("RUNNING", None, 10)
+    sender = UnitSender(engine, tokens, bridge)
+    for _ in range(5):
+        asyncio.run(sender.send_one())
+    assert not asyncio.run(sender.send_one())  # given up: the outbox is empty now
+    with engine.connect() as conn:
+        row = conn.execute(select(schema.unit_outbox)).mappings().one()
+    assert row["attempts"] == 5 and row["sent_at"] < 0 and "reporter" in row["error"]
+    updates = [r for r in bridge.contract.requests if r.action == "update_properties"]
+    assert len(updates) == 5 and all(r.topic == m.TOPIC_REC for r in updates)
+    assert "PT10" not in bridge.contract.history
