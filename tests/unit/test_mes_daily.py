@@ -1,0 +1,199 @@
+"""The day-report job (spec 3.3.5) with an injected clock: catch-up, lease, ledger idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from cryptography.fernet import Fernet
+from mes_contract_fake import MASTER_TOKEN, FakeBridge
+from sqlalchemy import create_engine, select
+
+from mes import schema
+from mes.daily import DayReportPublisher, DayReportScheduler, SchedulerLock
+from mes.dayreport.ids import flow_id
+from mes.dayreport.publication import CONFLICT, PENDING, PUBLISHED
+from mes.tokens import TokenStore
+
+LISBON = ZoneInfo("Europe/Lisbon")
+DAY1 = dt.date(2026, 3, 2)
+DAY2 = dt.date(2026, 3, 3)
+WORKED = {"A": (45, 3, 45, 760, 741), "B": (90, 2, 90, 700, 690), "C": (0, 0, 0, 880, 871)}
+
+
+def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=LISBON).astimezone(dt.UTC)
+
+
+class Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def add_report(engine, day: dt.date, shifts=("A", "B", "C")) -> None:
+    with engine.begin() as conn:
+        for letter in shifts:
+            unplanned, failures, repair, total, good = WORKED[letter]
+            conn.execute(schema.shift_record.insert().values(
+                unit_id=10, day=day, shift=letter, shift_length=480, planned_stop=30,
+                unplanned_stop=unplanned, failures=failures, repair_time=repair,
+                total_count=total, good_count=good, ideal_time=Decimal(total) / 2))
+        conn.execute(schema.day_report.insert().values(unit_id=10, day=day,
+                                                       finished=len(shifts) == 3))
+
+
+@pytest.fixture
+def world(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'mes.db'}")
+    schema.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(schema.production_unit.insert().values(unit_id=10, code="PT10", updated_at=0))
+    tokens = TokenStore(engine, Fernet.generate_key())
+    tokens.set_master(MASTER_TOKEN)
+    yield engine, tokens, FakeBridge()
+    engine.dispose()
+
+
+def scheduler(world, clock: Clock, holder: str = "host-a:1") -> DayReportScheduler:
+    engine, tokens, bridge = world
+    return DayReportScheduler(DayReportPublisher(engine, tokens, bridge, LISBON),
+                              SchedulerLock(engine, holder), clock=clock)
+
+
+def runs(engine) -> list[tuple[str, int]]:
+    with engine.connect() as conn:
+        return [(r.reason, r.published) for r in conn.execute(
+            select(schema.job_run).order_by(schema.job_run.c.id))]
+
+
+def ledger(engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return {r.flow_id: r.status for r in conn.execute(select(schema.publication))}
+
+
+def test_mes_daily_publishes_a_report_with_the_worked_example_values(world) -> None:
+    engine, _, bridge = world
+    add_report(engine, DAY1)
+    assert asyncio.run(scheduler(world, Clock(at(DAY2, 9, 30))).tick("schedule"))
+    contract = bridge.contract
+    fid = flow_id(DAY1, "PT10")
+    assert ledger(engine) == {fid: PUBLISHED}
+    assert len(contract.creations) == 28
+    values = {contract.records[r]["properties"]["shift"] + "_" +
+              contract.records[r]["properties"]["indicator"]: contract.records[r]["properties"]
+              for r in contract.creations}
+    assert values["T_OEE"]["value"] == 85.26 and values["T_MTBF"]["value"] == 243.0
+    assert values["C_MTBF"]["defined"] == 0 and values["C_MTBF"]["value"] == 0.0
+    creates = [r for r in contract.requests if r.action == "create_static_records"]
+    assert len(creates) == 1 and len(creates[0].body["records"]) == 28  # one atomic batch
+
+
+def test_mes_daily_report_is_released_at_0930_plant_time_only_when_finished(world) -> None:
+    engine, _, bridge = world
+    add_report(engine, DAY1)
+    add_report(engine, DAY2, shifts=("A", "B"))  # night shift not in yet
+    clock = Clock(at(DAY2, 9, 29))
+    job = scheduler(world, clock)
+    asyncio.run(job.tick("startup"))  # first start: runs, but DAY1 is not released before 09:30
+    assert bridge.contract.creations == []
+    clock.now = at(DAY2, 9, 30)
+    asyncio.run(job.tick("schedule"))
+    clock.now = at(DAY2 + dt.timedelta(days=1), 9, 30)
+    asyncio.run(job.tick("schedule"))
+    assert ledger(engine) == {flow_id(DAY1, "PT10"): PUBLISHED}  # DAY2 is not finished
+    assert runs(engine) == [("startup", 0), ("schedule", 1), ("schedule", 0)]
+
+
+def test_mes_daily_missed_0930_gives_exactly_one_late_run(world) -> None:
+    engine, _, bridge = world
+    clock = Clock(at(DAY1, 10, 0))
+    asyncio.run(scheduler(world, clock).tick("startup"))
+    add_report(engine, DAY1)
+    add_report(engine, DAY2)
+    # The process is down over two 09:30s (DAY2's and DAY3's); it starts again at 11:00.
+    day3 = DAY2 + dt.timedelta(days=1)
+    clock.now = at(day3, 11, 0)
+    job = scheduler(world, clock, holder="host-a:2")
+    asyncio.run(job.tick("startup"))
+    clock.now = at(day3, 11, 5)
+    asyncio.run(job.tick("check"))
+    asyncio.run(scheduler(world, clock, holder="host-a:2").tick("startup"))  # a restart
+    assert runs(engine) == [("startup", 0), ("startup", 2)]
+    assert set(ledger(engine).values()) == {PUBLISHED} and len(bridge.contract.creations) == 56
+    # The clock moved back: nothing runs; moved forward past a 09:30: one run.
+    clock.now = at(DAY2, 12, 0)
+    assert not asyncio.run(job.tick("check"))
+    clock.now = at(day3 + dt.timedelta(days=2), 15, 0)
+    assert asyncio.run(job.tick("check"))
+    assert not asyncio.run(job.tick("check"))
+    assert runs(engine)[2:] == [("check", 0)]
+
+
+def test_mes_daily_killed_between_publish_and_ledger_update_publishes_no_duplicate(world) -> None:
+    engine, tokens, bridge = world
+    add_report(engine, DAY1)
+    fid = flow_id(DAY1, "PT10")
+
+    class Killed(BaseException):
+        """Stands for SIGKILL: nothing after it runs in this process."""
+
+    def kill_after_create(request, response):
+        if request.action == "create_static_records":
+            raise Killed
+
+    bridge.after = kill_after_create
+    publisher = DayReportPublisher(engine, tokens, bridge, LISBON)
+    with pytest.raises(Killed):
+        asyncio.run(publisher.run(at(DAY2, 9, 30)))
+    assert ledger(engine) == {fid: PENDING} and len(bridge.contract.creations) == 28
+    bridge.after = None
+    # The restarted job sends the batch again: the bridge says the records exist, with their
+    # values; equal values count as published, nothing is created twice.
+    assert asyncio.run(DayReportPublisher(engine, tokens, bridge, LISBON)
+                       .run(at(DAY2, 9, 31))) == 1
+    assert ledger(engine) == {fid: PUBLISHED}
+    assert len(bridge.contract.creations) == len(set(bridge.contract.creations)) == 28
+    asyncio.run(DayReportPublisher(engine, tokens, bridge, LISBON).run(at(DAY2, 9, 32)))
+    assert sum(r.action == "create_static_records" for r in bridge.contract.requests) == 2
+
+
+def test_mes_daily_conflicting_value_on_chain_is_logged_never_overwritten(world, caplog) -> None:
+    engine, tokens, bridge = world
+    add_report(engine, DAY1)
+    fid = flow_id(DAY1, "PT10")
+    records = DayReportPublisher.records_of({
+        "flow_id": fid, "report_id": None, "day": DAY1, "code": "PT10",
+        "shifts": [{"shift": s, "shift_length": 480, "planned_stop": 30, "unplanned_stop": u,
+                    "failures": f, "repair_time": r, "total_count": t, "good_count": g,
+                    "ideal_time": Decimal(t) / 2} for s, (u, f, r, t, g) in WORKED.items()]})
+    forged = records[0]["record_id"]
+    bridge.contract.records[forged] = {"record_type": "DayReportIndicator",
+                                       "properties": {**records[0]["properties"], "value": 12.5}}
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(DayReportPublisher(engine, tokens, bridge, LISBON).run(at(DAY2, 9, 30)))
+    assert ledger(engine) == {fid: CONFLICT}
+    assert bridge.contract.creations == []  # nothing of a conflicting report is published
+    assert bridge.contract.records[forged]["properties"]["value"] == 12.5
+    assert f"record {forged} has value=12.5 on the chain" in caplog.text
+    with engine.connect() as conn:
+        assert "12.5" in conn.execute(select(schema.publication.c.detail)).scalar()
+
+
+def test_mes_daily_one_scheduler_per_deployment(world) -> None:
+    engine, _, bridge = world
+    add_report(engine, DAY1)
+    clock = Clock(at(DAY2, 9, 30))
+    first, second = scheduler(world, clock, "host-a:1"), scheduler(world, clock, "host-b:1")
+
+    async def both() -> list[bool]:
+        return list(await asyncio.gather(first.tick("schedule"), second.tick("schedule")))
+
+    assert sorted(asyncio.run(both())) == [False, True]
+    assert len(runs(engine)) == 1 and len(bridge.contract.creations) == 28
