@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
+import socket
+import subprocess
+import sys
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -197,3 +201,14 @@ def test_mes_daily_one_scheduler_per_deployment(world) -> None:
 
     assert sorted(asyncio.run(both())) == [False, True]
     assert len(runs(engine)) == 1 and len(bridge.contract.creations) == 28
+
+
+def test_mes_daily_lease_of_a_killed_process_of_this_host_is_taken_over(world) -> None:
+    engine, _, _ = world
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    now = at(DAY2, 9, 30)
+    assert SchedulerLock(engine, f"{socket.gethostname()}:{gone.pid}").acquire(now)
+    assert SchedulerLock(engine, f"{socket.gethostname()}:{os.getpid()}").acquire(now)
+    # A live holder (this process) keeps its lease; a holder on another host is never judged.
+    assert not SchedulerLock(engine, "other-host:1").acquire(now)
