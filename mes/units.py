@@ -34,7 +34,8 @@ from mes.bridge.client import BridgeError
 from mes.tokens import TokenStore
 
 __all__ = ["RECORD_TYPE", "PROPERTIES", "FIELDS", "MAX_ATTEMPTS", "UnitError", "Bridge",
-           "changed_properties", "UnitUpdater", "UnitSender", "SenderThread"]
+           "changed_properties", "UnitUpdater", "UnitSender", "SenderThread", "install",
+           "update_production_unit"]
 
 log = logging.getLogger(__name__)
 
@@ -309,3 +310,19 @@ class SenderThread:
             pass
         finally:
             self._ready.set()
+
+
+_installed: list[UnitUpdater] = []
+
+
+def install(updater: UnitUpdater) -> None:
+    """Make ``updater`` the one `mes.update_production_unit` uses in this MES process (the
+    reference's call takes only the three values, so the process configures it once at start)."""
+    _installed[:] = [updater]
+
+
+def update_production_unit(status: str | None, process_name: str | None, unit_id: int) -> int:
+    """The reference call (spec 3.2): queue the committed change of ``unit_id``; the outbox id."""
+    if not _installed:
+        raise UnitError("no unit updater installed (mes.units.install(UnitUpdater(engine)))")
+    return _installed[0].update_production_unit(status, process_name, unit_id)

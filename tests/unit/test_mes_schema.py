@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from mes import schema
 from mes.daily import SchedulerLock
 from mes.tokens import TokenStore
+from node.cli.main import main
 
 T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mariadb"])
-def engine(request, tmp_path):
+def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'mes.db'}"
-    else:
-        url = request.getfixturevalue(f"{request.param}_db").url
-    eng = create_engine(url)
+        return f"sqlite:///{tmp_path / 'mes.db'}"
+    return request.getfixturevalue(f"{request.param}_db").url
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = create_engine(db_url)
     schema.create_all(eng)
     yield eng
     eng.dispose()
@@ -73,3 +78,19 @@ def test_mes_schema_lock_lease_has_one_holder(engine) -> None:
     assert a.acquire(T0 + dt.timedelta(seconds=113))
     a.set_last_run(T0)
     assert b.last_run() == T0
+
+
+def test_mes_schema_init_command_creates_tables_and_key(db_url, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("CHAINMILL_MES_KEY", raising=False)
+    key_file = tmp_path / "k" / "mes.key"
+    assert main(["mes", "init", "--db", db_url, "--key-file", str(key_file)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["key_created"] and oct(key_file.stat().st_mode & 0o777) == "0o600"
+    eng = create_engine(db_url)
+    try:
+        assert {t.name for t in schema.TABLES} <= set(inspect(eng).get_table_names())
+    finally:
+        eng.dispose()
+    assert main(["mes", "init", "--db", db_url, "--key-file", str(key_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["key_created"] is False
+    assert main(["mes", "init", "--db", "nosuchdialect://x", "--key-file", str(key_file)]) == 1

@@ -110,3 +110,37 @@ def test_mes_units_refused_update_is_set_aside_after_retries(world) -> None:
     updates = [r for r in bridge.contract.requests if r.action == "update_properties"]
     assert len(updates) == 5 and all(r.topic == m.TOPIC_REC for r in updates)
     assert "PT10" not in bridge.contract.history
+
+
+def test_mes_units_reference_call_through_a_sender_thread(world) -> None:
+    """A non-asyncio MES process: mes.update_production_unit queues, the sender thread sends."""
+    import threading
+
+    import mes
+    from mes import units
+
+    engine, tokens, bridge = world
+    sent = threading.Event()
+
+    class Context:
+        async def __aexit__(self, *exc):
+            return None
+
+    async def make():
+        return UnitSender(engine, tokens, bridge), Context()
+
+    thread = units.SenderThread(make)
+    thread.start()
+    try:
+        units.install(UnitUpdater(engine, notify=thread.wake))
+        bridge.after = lambda request, response: (request.action == "update_properties"
+                                                  and sent.set())
+        assert mes.update_production_unit("RUNNING", "milling", 10) == 1
+        assert sent.wait(30)
+    finally:
+        thread.stop()
+        units._installed.clear()
+    assert bridge.contract.history["PT10"][0]["values"] == {"Status": "RUNNING",
+                                                           "ProcessName": "milling"}
+    with pytest.raises(UnitError, match="no unit updater"):
+        mes.update_production_unit("RUNNING", None, 10)
