@@ -11,9 +11,9 @@ a conflict, never overwriting it.
 `DayReportScheduler` runs the job at 09:30 in the plant's time zone (APScheduler 3 cron
 trigger with `JOB_OPTIONS`), once at start-up and on a periodic check when a 09:30 was missed
 (process down, busy, clock moved): a run happens only when a 09:30 lies between the last run
-(kept in the database) and now, so a missed 09:30 gives exactly one late run. Only the holder
-of the database lease (`SchedulerLock`) runs, so a deployment has one scheduler however many
-processes start one.
+(kept in the database) and now, so a missed 09:30 gives exactly one late run. A run holds the
+database lease (`SchedulerLock`) from its decision to its record, so however many processes
+start a scheduler, a deployment runs one job at a time and each 09:30 once.
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ class DayReportScheduler:
         self._busy = asyncio.Lock()
 
     async def tick(self, reason: str) -> bool:
-        """Run the job if this process holds the lease and a run is due; True if it ran.
+        """Run the job if this process gets the lease and a run is due; True if it ran.
 
         ``manual`` runs whenever the lease is held; the others only when a 09:30 lies between
         the last run and now.
@@ -308,14 +308,21 @@ class DayReportScheduler:
             if not await asyncio.to_thread(self.lock.acquire, now):
                 log.info("day-report job (%s): another process holds the scheduler lease", reason)
                 return False
-            last = await asyncio.to_thread(self.lock.last_run)
-            if reason != "manual" and not run_due(last, now, self.publisher.tz, self.publisher.at):
-                log.debug("day-report job (%s): no 09:30 since the last run at %s", reason, last)
-                return False
-            log.info("day-report job (%s) at %s, last run %s", reason, now.isoformat(), last)
-            published = await self.publisher.run(now)
-            await asyncio.to_thread(self._record, now, published, reason)
-            return True
+            try:
+                last = await asyncio.to_thread(self.lock.last_run)
+                if reason != "manual" and not run_due(last, now, self.publisher.tz,
+                                                      self.publisher.at):
+                    log.debug("day-report job (%s): no 09:30 since the last run at %s",
+                              reason, last)
+                    return False
+                log.info("day-report job (%s) at %s, last run %s", reason, now.isoformat(), last)
+                published = await self.publisher.run(now)
+                await asyncio.to_thread(self._record, now, published, reason)
+                return True
+            finally:
+                # Held for the run only: a second process (a manual publish, a standby
+                # scheduler) may run later, and then finds the 09:30 covered by last_run.
+                await asyncio.to_thread(self.lock.release)
 
     def _record(self, now: dt.datetime, published: int, reason: str) -> None:
         self.lock.set_last_run(now)
