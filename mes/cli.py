@@ -307,11 +307,22 @@ def _scheduler(args: argparse.Namespace, engine: Engine, tokens: Any, bridge: An
     return DayReportScheduler(publisher, SchedulerLock(engine, default_holder()))
 
 
+def _check_schema(engine: Engine) -> None:
+    from sqlalchemy import inspect
+
+    from mes import schema
+
+    missing = [t.name for t in schema.TABLES if not inspect(engine).has_table(t.name)]
+    if missing:
+        raise MesCliError(f"the MES database lacks {', '.join(missing)}: run chainmill mes init")
+
+
 def _serve(args: argparse.Namespace, engine: Engine) -> int:
     from aiohttp import web
 
     from mes.service import LazyBridge, MesService, build_app
 
+    _check_schema(engine)
     tokens = _tokens(args, engine)
     kafka = _kafka_address(args)
     scheduler_args = None if args.no_scheduler else _zone(args)
@@ -345,6 +356,7 @@ def _serve(args: argparse.Namespace, engine: Engine) -> int:
 def _publish(args: argparse.Namespace, engine: Engine) -> int:
     from mes.service import LazyBridge
 
+    _check_schema(engine)
     tokens = _tokens(args, engine)
     kafka = _kafka_address(args)
 

@@ -30,16 +30,17 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from mes import schema
 from mes.bridge import messages as m
 from mes.bridge.client import BridgeError
 from mes.dayreport import publication as pub
+from mes.dayreport.ids import IdError
 from mes.dayreport.ids import flow_id as canonical_flow_id
-from mes.dayreport.indicators import ShiftData, day_indicators
+from mes.dayreport.indicators import IndicatorError, ShiftData, day_indicators
 from mes.dayreport.schedule import JOB_OPTIONS, RUN_AT, released_through, run_due
-from mes.tokens import TokenStore
+from mes.tokens import TokenError, TokenStore
 from mes.units import Bridge
 
 __all__ = ["JOB_NAME", "LEASE_MS", "SchedulerLock", "DayReportPublisher", "DayReportScheduler",
@@ -281,7 +282,13 @@ class DayReportPublisher:
         reports = await asyncio.to_thread(self.reports_through, last_day)
         published = 0
         for report in reports:
-            if await self.publish_report(report) == pub.PUBLISHED:
+            try:
+                status = await self.publish_report(report)
+            except (IndicatorError, IdError, ValueError) as exc:
+                # One report's bad inputs must not hold back the others; it stays unpublished.
+                log.error("day report %s not published: %s", report["flow_id"], exc)
+                continue
+            if status == pub.PUBLISHED:
                 published += 1
         return published
 
@@ -336,6 +343,8 @@ class DayReportScheduler:
             await self.tick(reason)
         except BridgeError as exc:  # the job's outermost level: the next check retries
             log.warning("day-report job (%s) could not reach the bridge: %s", reason, exc)
+        except (SQLAlchemyError, TokenError) as exc:
+            log.error("day-report job (%s) failed: %s", reason, exc)
 
     async def start(self) -> None:
         """Start APScheduler (cron 09:30 plant time, and the missed-run check), then catch up."""

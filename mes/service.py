@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 UNIT_PATH = "/api/productionunit/{unit_id}"
-SERVICE_KEY: web.AppKey[MesService] = web.AppKey("mes", object)  # type: ignore[arg-type]
 
 
 class LazyBridge:
@@ -201,6 +200,9 @@ class MesService:
         if self.scheduler is not None:
             await asyncio.to_thread(self.scheduler.stop)
         await self.bridge.close()
+
+
+SERVICE_KEY = web.AppKey("mes", MesService)
 
 
 def build_app(service: MesService) -> web.Application:

@@ -26,12 +26,13 @@ from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from config.errors import ChainmillError
 from mes import schema
 from mes.bridge import messages as m
 from mes.bridge.client import BridgeError
-from mes.tokens import TokenStore
+from mes.tokens import TokenError, TokenStore
 
 __all__ = ["RECORD_TYPE", "PROPERTIES", "FIELDS", "MAX_ATTEMPTS", "UnitError", "Bridge",
            "changed_properties", "UnitUpdater", "UnitSender", "SenderThread", "install",
@@ -257,6 +258,10 @@ class UnitSender:
                 await self.send_pending()
             except BridgeError as exc:  # the outermost loop: the row stays queued
                 log.warning("unit changes wait for the bridge: %s", exc)
+                await asyncio.sleep(retry)
+                continue
+            except (SQLAlchemyError, TokenError) as exc:  # database away, key wrong: retry
+                log.error("unit sender: %s", exc)
                 await asyncio.sleep(retry)
                 continue
             self._wake.clear()

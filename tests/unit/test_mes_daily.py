@@ -212,3 +212,19 @@ def test_mes_daily_lease_of_a_killed_process_of_this_host_is_taken_over(world) -
     assert SchedulerLock(engine, f"{socket.gethostname()}:{os.getpid()}").acquire(now)
     # A live holder (this process) keeps its lease; a holder on another host is never judged.
     assert not SchedulerLock(engine, "other-host:1").acquire(now)
+
+
+def test_mes_daily_one_report_with_impossible_inputs_does_not_hold_back_the_others(world, caplog) -> None:
+    engine, tokens, bridge = world
+    add_report(engine, DAY1)
+    with engine.begin() as conn:
+        conn.execute(schema.production_unit.insert().values(unit_id=11, code="PT11", updated_at=0))
+        for letter in "ABC":  # more good parts than parts: the formulas refuse it
+            conn.execute(schema.shift_record.insert().values(
+                unit_id=11, day=DAY1, shift=letter, shift_length=480, total_count=5, good_count=9))
+        conn.execute(schema.day_report.insert().values(unit_id=11, day=DAY1, finished=True))
+    with caplog.at_level(logging.ERROR):
+        published = asyncio.run(DayReportPublisher(engine, tokens, bridge, LISBON)
+                                .run(at(DAY2, 9, 30)))
+    assert published == 1 and ledger(engine) == {flow_id(DAY1, "PT10"): PUBLISHED}
+    assert f"day report {flow_id(DAY1, 'PT11')} not published: good count exceeds" in caplog.text
