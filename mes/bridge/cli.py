@@ -42,6 +42,9 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent-name", default="MES",
                         help="agent name registered for that address if it is not an agent yet")
     parser.add_argument("--group-id", help="Kafka consumer group (default chainmill-mes-bridge)")
+    parser.add_argument("--session-timeout-ms", type=int, default=10_000,
+                        help="consumer-group session timeout: how soon a killed bridge's "
+                             "partitions go to its successor (default 10000)")
     parser.add_argument("--issue-master-token", metavar="NAME",
                         help="print a new Master token for the MES called NAME and exit")
 
@@ -63,6 +66,13 @@ def _db_url(args: argparse.Namespace) -> str:
         raise ChainmillError(f"no chain {args.chain!r} in {directory.parent} (pass --datadir "
                              "or --db)")
     return f"sqlite:///{directory / DB_FILE}"
+
+
+def _consumer_options(args: argparse.Namespace) -> dict[str, int]:
+    if not 1_000 <= args.session_timeout_ms <= 300_000:
+        raise ChainmillError("--session-timeout-ms must be from 1000 to 300000")
+    return {"session_timeout_ms": args.session_timeout_ms,
+            "heartbeat_interval_ms": max(300, args.session_timeout_ms // 3)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     erp = Erp(engine, client, stream=args.stream or DEFAULT_STREAM, address=args.address)
     erp.init(agent_name=args.agent_name)
     service = BridgeService(Executor(erp, store), store, args.kafka,
-                            group_id=args.group_id or DEFAULT_GROUP)
+                            group_id=args.group_id or DEFAULT_GROUP,
+                            consumer_options=_consumer_options(args))
 
     async def main_task() -> None:
         loop = asyncio.get_running_loop()

@@ -57,6 +57,7 @@ class BridgeService:
     def __init__(self, executor: Executor, store: BridgeStore, bootstrap_servers: str, *,
                  group_id: str = DEFAULT_GROUP, topics: tuple[str, ...] = m.LISTEN_TOPICS,
                  kafka_options: Mapping[str, Any] | None = None,
+                 consumer_options: Mapping[str, Any] | None = None,
                  clock: Callable[[], float] = time.time, idle_ms: int = 200) -> None:
         self.executor = executor
         self.store = store
@@ -66,6 +67,7 @@ class BridgeService:
         self.clock = clock
         self.idle_ms = idle_ms
         self._kafka_options = dict(kafka_options or {})
+        self._consumer_options = dict(consumer_options or {})
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mes-bridge")
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -89,7 +91,7 @@ class BridgeService:
         consumer = AIOKafkaConsumer(*self.topics, bootstrap_servers=self.bootstrap_servers,
                                     client_id="chainmill-mes-bridge", group_id=self.group_id,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
-                                    **self._kafka_options)
+                                    **self._kafka_options, **self._consumer_options)
         try:
             await producer.start()
             self._producer = producer

@@ -82,7 +82,7 @@ class BridgeProcess:
     def __init__(self, node: TestNode, db_url: str, bootstrap: str, log_path: Path) -> None:
         self.argv = [sys.executable, "-m", "mes.bridge.cli", node.chain, "--datadir",
                      str(node.datadir), "--kafka", bootstrap, "--db", db_url,
-                     "--agent-name", "ACME MES"]
+                     "--agent-name", "ACME MES", "--session-timeout-ms", "3000"]
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
