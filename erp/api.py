@@ -151,6 +151,10 @@ class Erp:
     def _now(self) -> int:
         return int(self.clock())
 
+    def new_action(self, kind: str, **body: Any) -> dict[str, Any]:
+        """An action of `kind` signed by this agent and dated now (for `publish_batch`)."""
+        return self._action(kind, **body)
+
     def _action(self, kind: str, **body: Any) -> dict[str, Any]:
         return {"erp": 1, "action": kind, "signer": self.public_key, "timestamp": self._now(),
                 **body}
@@ -162,14 +166,28 @@ class Erp:
         conn.execute(delete(schema.pending).where(done.exists()))
         conn.execute(delete(schema.pending).where(
             schema.pending.c.created < self._now() - PENDING_TTL))
+        waiting = []
         for row in conn.execute(select(schema.pending).order_by(schema.pending.c.created,
                                                                  schema.pending.c.txid)):
             ctx = rules.Context(publisher=row.publisher, txid=row.txid,
                                 blocktime=self._now(), address_of=self.address_of)
-            try:
-                state.apply(rules.decide(state, json.loads(row.body), ctx))
-            except ActionRefused:
-                pass  # the projection will reject it; it changes nothing meanwhile
+            waiting.extend((action, ctx) for action in _bodies(row.body))
+        # `created` has whole seconds, so actions published within one second come in txid
+        # order, not in the order they were sent: an action refused now is tried again
+        # after the others (a proposal to an agent created in the same second). What is
+        # still refused when nothing more applies, the projection will reject; it changes
+        # nothing meanwhile.
+        progress = True
+        while waiting and progress:
+            progress = False
+            refused = []
+            for action, ctx in waiting:
+                try:
+                    state.apply(rules.decide(state, action, ctx))
+                    progress = True
+                except ActionRefused:
+                    refused.append((action, ctx))
+            waiting = refused
         return state
 
     def check(self, action: dict[str, Any]) -> None:
@@ -198,12 +216,44 @@ class Erp:
         log.info("published %s for %s: %s", action["action"], key, txid)
         return txid
 
+    def publish_batch(self, actions: list[tuple[dict[str, Any], str]]) -> str:
+        """Check `actions` in order (each sees the ones before it), then publish them all
+        as the items of one transaction (publishmultifrom): they reach the chain together
+        or not at all. Each entry is (action, key); the txid."""
+        if not actions:
+            raise ActionRefused("a batch needs at least one action")
+        raws = []
+        for action, _key in actions:
+            try:
+                raw = canonical(action).encode()
+            except TypeError as exc:
+                raise ActionRefused(f"the action is not JSON the projection can read: {exc}") \
+                    from None
+            if len(raw) > rules.MAX_ACTION_BYTES:
+                raise ActionRefused(f"the action is {len(raw)} bytes, more than "
+                                    f"{rules.MAX_ACTION_BYTES}")
+            raws.append(raw.decode())
+        with self.engine.begin() as conn:
+            state = self._overlay(conn)
+            ctx = rules.Context(publisher=self.address, txid=_NO_TXID, blocktime=self._now(),
+                                address_of=self.address_of)
+            for action, _key in actions:
+                state.apply(rules.decide(state, action, ctx))
+        items = [{"key": key, "data": {"json": action}} for action, key in actions]
+        txid = str(self.client.call("publishmultifrom", self.address, self.stream, items))
+        with self.engine.begin() as conn:
+            conn.execute(insert(schema.pending).values(
+                txid=txid, created=self._now(), publisher=self.address,
+                body="[" + ",".join(raws) + "]"))
+        log.info("published %d actions in one transaction: %s", len(actions), txid)
+        return txid
+
     def _pending_of(self, kind: str, signer: str) -> bool:
         with self.engine.begin() as conn:
             self._overlay(conn)  # drops what is projected or expired
             bodies = conn.execute(select(schema.pending.c.body)).scalars()
-            return any(json.loads(b).get("action") == kind and json.loads(b).get("signer")
-                       == signer for b in bodies)
+            return any(a.get("action") == kind and a.get("signer") == signer
+                       for b in bodies for a in _bodies(b))
 
     # -- agents, record types, records, proposals -----------------------------------------
 
@@ -408,3 +458,9 @@ def _response(value: Any) -> int:
     if isinstance(value, bool) or value not in (0, 1):
         raise ActionRefused("response must be 1 (accept) or 0 (reject)")
     return int(value)
+
+
+def _bodies(text: str) -> list[dict[str, Any]]:
+    """The actions of an erp_pending row: one object, or a list for a batch transaction."""
+    value = json.loads(text)
+    return value if isinstance(value, list) else [value]

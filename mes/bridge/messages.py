@@ -423,8 +423,11 @@ def _response_head(header: Header | None, echo_auth: bool | None) -> dict[str, J
 
 def build_response(header: Header | None, *, data: list[Json] | dict[str, Json] | None = None,
                    message: str | None = None, error: str | None = None,
-                   error_code: int | None = None, echo_auth: bool | None = None) -> bytes:
-    """The BLK_Res value answering ``header``: exactly one of data, message or error."""
+                   error_code: int | None = None, echo_auth: bool | None = None,
+                   extra: Mapping[str, Json] | None = None) -> bytes:
+    """The BLK_Res value answering ``header``: exactly one of data, message or error.
+    ``extra`` adds keys next to it (e.g. the records an error is about); old clients
+    ignore them."""
     given = [name for name, v in (("data", data), ("message", message), ("error", error)) if v is not None]
     if len(given) != 1:
         raise ValueError("a response carries exactly one of data, message, error")
@@ -433,6 +436,10 @@ def build_response(header: Header | None, *, data: list[Json] | dict[str, Json] 
     body: dict[str, Json] = {given[0]: {"data": data, "message": message, "error": error}[given[0]]}
     if error_code is not None:
         body["error_code"] = error_code
+    for name, value in (extra or {}).items():
+        if name in ("data", "message", "error", "error_code"):
+            raise ValueError(f"extra key {name!r} would change the response's kind")
+        body[name] = value
     return encode([_response_head(header, echo_auth), body])
 
 
