@@ -43,7 +43,7 @@ from mes.dayreport.schedule import JOB_OPTIONS, RUN_AT, released_through, run_du
 from mes.tokens import TokenError, TokenStore
 from mes.units import Bridge
 
-__all__ = ["JOB_NAME", "LEASE_MS", "SchedulerLock", "DayReportPublisher", "DayReportScheduler",
+__all__ = ["JOB_NAME", "LEASE_MS", "RECORD_TYPE_PROPERTIES", "SchedulerLock", "DayReportPublisher", "DayReportScheduler",
            "existing_records", "default_holder"]
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,15 @@ def existing_records(response: m.Response) -> dict[str, dict[str, Any]] | None:
     return out
 
 
+RECORD_TYPE_PROPERTIES: tuple[dict[str, Any], ...] = (
+    {"name": "value", "data_type": "FLOAT", "required": True},
+    {"name": "defined", "data_type": "INT", "required": True},
+    *({"name": n, "data_type": "STRING", "required": True}
+      for n in ("flow_id", "date", "unit", "shift", "indicator", "uom")),
+)
+"""The ``DayReportIndicator`` record type (spec 3.3.3)."""
+
+
 class DayReportPublisher:
     """Publish finished day reports through the bridge, guarded by the publication ledger."""
 
@@ -178,6 +187,18 @@ class DayReportPublisher:
         self.bridge = bridge
         self.tz = tz
         self.at = at
+        self._type_ensured = False
+
+    async def _ensure_type(self, master: str) -> None:
+        """The record type, once per process ("already exists" is success)."""
+        if self._type_ensured:
+            return
+        body = {"action": "ensure_record_type", "name": pub.RECORD_TYPE,
+                "properties": list(RECORD_TYPE_PROPERTIES)}
+        response = await self.bridge.request(m.TOPIC_RTY, master, body)
+        if response.kind == "error" and "already exists" not in (response.error or ""):
+            raise BridgeError(f"record type {pub.RECORD_TYPE}: {response.error}")
+        self._type_ensured = True
 
     # -- database -------------------------------------------------------------------------
 
@@ -256,6 +277,7 @@ class DayReportPublisher:
                     log.info("day report %s: already on the chain (%d records)", fid,
                              len(plan.already))
                 return plan.status
+            await self._ensure_type(master.token)
             if status != pub.PENDING:
                 self.set_ledger(fid, pub.PENDING)
                 status = pub.PENDING

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,6 +51,7 @@ FIELDS = (("status", "Status"), ("process_name", "ProcessName"))
 MAX_ATTEMPTS = 5
 """Error answers for one change before it is set aside (kept with its error, not resent)."""
 _MAX_VALUE = 200
+_TXID_IN_MESSAGE = re.compile(r"\(txid ([0-9a-f]{64,128})\)")
 
 
 class UnitError(ChainmillError):
@@ -239,6 +241,9 @@ class UnitSender:
             await asyncio.to_thread(self._failed, row, response.error or "error")
             return True
         txid = response.data.get("txid") if isinstance(response.data, dict) else None
+        if txid is None and response.kind == "message":
+            found = _TXID_IN_MESSAGE.search(response.message or "")
+            txid = found.group(1) if found else None
         log.info("unit %s: sent %s (txid %s)", row["code"],
                  ", ".join(f"{p['name']}={p['value']!r}" for p in props), txid)
         await asyncio.to_thread(self._finish, row, sent, props, txid if isinstance(txid, str) else None)

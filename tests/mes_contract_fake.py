@@ -5,11 +5,14 @@ is written against, until the bridge service (mes.bridge.service) is merged.
 into `kafka_support.BridgeResponderDouble` on the real broker as well as into the in-process
 `FakeBridge` of the unit tests. Contract (the mesbridge branch implements the same):
 
-- ensure_record_type: message; a second call: error "... already exists" (success for the MES);
+- ensure_record_type: message; a second call: error "... already exists" (success for the MES;
+  the real bridge answers a message then);
 - ensure_reporter (Master auth): data {token, publicKey, record_id}; creates the record;
-- update_properties (reporter auth, only the properties it was authorised for): data {txid};
-- create_static_records (Master auth): one atomic batch; data {txids}; if any record exists:
-  error with ``existing`` = {record_id: current properties} and nothing created.
+- update_properties (reporter auth, only the properties it was authorised for): data {txid}
+  (the real bridge: message "... (txid T)");
+- create_static_records (Master auth, the record type must exist): one atomic batch; data
+  {txids}; if any record exists: error with ``existing`` = [{record_id, properties, ...}]
+  (as the real bridge answers) and nothing created.
 
 Each record keeps its history of property updates, so tests read "the unit's history".
 """
@@ -83,11 +86,17 @@ class RecordContractFake:
         if action == "create_static_records":
             if auth != self.master_token:
                 return {"error": "unknown token", "error_code": -1}
+            missing = {r["record_type"] for r in body["records"]} - set(self.record_types)
+            if missing:
+                return {"error": f"record type {sorted(missing)[0]!r} does not exist",
+                        "error_code": -8}
             existing = {r["record_id"]: dict(self.records[r["record_id"]]["properties"])
                         for r in body["records"] if r["record_id"] in self.records}
             if existing:
                 return {"error": f"{len(existing)} records exist already", "error_code": -705,
-                        "existing": existing}
+                        "existing": [{"record_id": rid, "record_type": "DayReportIndicator",
+                                      "final": True, "properties": props}
+                                     for rid, props in existing.items()]}
             for r in body["records"]:
                 self.records[r["record_id"]] = {"record_type": r["record_type"],
                                                 "properties": dict(r["properties"]), "final": True}

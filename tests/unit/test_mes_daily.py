@@ -228,3 +228,20 @@ def test_mes_daily_one_report_with_impossible_inputs_does_not_hold_back_the_othe
                                 .run(at(DAY2, 9, 30)))
     assert published == 1 and ledger(engine) == {flow_id(DAY1, "PT10"): PUBLISHED}
     assert f"day report {flow_id(DAY1, 'PT11')} not published: good count exceeds" in caplog.text
+
+
+def test_mes_daily_existing_records_of_an_error_answer() -> None:
+    from mes.bridge import messages as m
+    from mes.daily import existing_records
+
+    def error(**extra) -> m.Response:
+        return m.Response(m.Header(), "error", error="exists", extra=extra)
+
+    props = {"value": 1.0}
+    assert existing_records(error(existing=[{"record_id": "r1", "properties": props,
+                                             "final": True}])) == {"r1": props}
+    assert existing_records(error(existing={"r1": props})) == {"r1": props}
+    for bad in ({}, {"existing": []}, {"existing": [{"record_id": 5, "properties": props}]},
+                {"existing": {"r1": "x"}}, {"existing": "r1"}):
+        assert existing_records(error(**bad)) is None
+    assert existing_records(m.Response(m.Header(), "data", data={"txids": []})) is None
