@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from framework import chainmill_command, scaled, wait_until
 from kafka_support import tansu_broker
-from mes_support import ContractResponder, MesServer, make_db
+from mes_support import ContractResponder, MesServer, enter_report, make_db
 from sqlalchemy import create_engine, select, update
 
 from mes import schema
@@ -31,17 +31,6 @@ from mes.dayreport.ids import flow_id
 pytestmark = pytest.mark.functional
 
 TZ = "Europe/Lisbon"
-WORKED = {"A": ("45", 3, "45", 760, 741), "B": ("90", 2, "90", 700, 690),
-          "C": ("0", 0, "0", 880, 871)}
-
-
-def _enter_report(db, day: dt.date) -> None:
-    for shift, (unplanned, failures, repair, total, good) in WORKED.items():
-        db.cli("shift", "10", day.isoformat(), shift, "--length", "480", "--planned-stop", "30",
-               "--unplanned-stop", unplanned, "--failures", str(failures), "--repair", repair,
-               "--total", str(total), "--good", str(good), "--ideal-time", str(total / 2))
-
-
 def _query(url: str, statement):
     engine = create_engine(url)
     try:
@@ -58,7 +47,7 @@ def test_mes_dayreport_kill_between_publish_and_ledger_and_one_late_run(tmp_path
     today = dt.datetime.now(dt.UTC).date()
     day1, day2 = today - dt.timedelta(days=6), today - dt.timedelta(days=5)
     fid1, fid2 = flow_id(day1, "PT10"), flow_id(day2, "PT10")
-    _enter_report(db, day1)
+    enter_report(db, day1)
     with tansu_broker(tmp_path / "tansu", free_port_factory()) as kafka:
         holding = {"on": True}
         with ContractResponder(kafka, hold=lambda r: holding["on"] and
@@ -86,7 +75,7 @@ def test_mes_dayreport_kill_between_publish_and_ledger_and_one_late_run(tmp_path
             assert len(creates) == 2  # the third run found the report PUBLISHED
 
             # Down over a 09:30: the last run was four days ago; a new report waits.
-            _enter_report(db, day2)
+            enter_report(db, day2)
             four_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=4)
             _query(db.url, update(schema.scheduler_lock).values(
                 last_run=int(four_days_ago.timestamp() * 1000), holder=None, lease_until=0))

@@ -49,11 +49,26 @@ class MesDb:
         return done
 
 
-def make_db(directory: Path, url: str | None = None) -> MesDb:
+WORKED = {"A": ("45", 3, "45", 760, 741), "B": ("90", 2, "90", 700, 690),
+          "C": ("0", 0, "0", 880, 871)}
+"""Shift inputs of spec 3.3.4's worked example: unplanned stop, failures, repair, total, good
+(shift length 480, planned stop 30, ideal cycle time 0.5 min)."""
+
+
+def enter_report(db: MesDb, day: Any) -> None:
+    """The worked example's three shifts of unit 10 on ``day``, through `chainmill mes shift`."""
+    for shift, (unplanned, failures, repair, total, good) in WORKED.items():
+        db.cli("shift", "10", day.isoformat(), shift, "--length", "480", "--planned-stop", "30",
+               "--unplanned-stop", unplanned, "--failures", str(failures), "--repair", repair,
+               "--total", str(total), "--good", str(good), "--ideal-time", str(total / 2))
+
+
+def make_db(directory: Path, url: str | None = None, master_token: str = MASTER_TOKEN) -> MesDb:
     """init + Master token + unit 10 (PT10), all through the CLI."""
+    directory.mkdir(parents=True, exist_ok=True)
     db = MesDb(url or f"sqlite:///{directory / 'mes.db'}", directory / "mes.key")
     db.cli("init")
-    db.cli("token", "master", "--public-key", "02" + "11" * 32, input=MASTER_TOKEN + "\n")
+    db.cli("token", "master", "--public-key", "02" + "11" * 32, input=master_token + "\n")
     db.cli("unit", "add", "10", "PT10")
     return db
 
