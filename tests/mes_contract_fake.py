@@ -1,9 +1,11 @@
 """A fake of the bridge's record commands (spec 3.5.3), in memory: the contract the MES side
-is written against, until the bridge service (mes.bridge.service) is merged.
+is written against. The real bridge (mes.bridge.service) runs in mes_chain.py and
+mes_readme.py; this fake serves the tests that need to control the bridge's side (hold an
+answer until the MES process is killed, a conflicting value already on the chain, no bridge).
 
 `RecordContractFake.answer(request)` returns `build_response` keyword arguments, so it plugs
 into `kafka_support.BridgeResponderDouble` on the real broker as well as into the in-process
-`FakeBridge` of the unit tests. Contract (the mesbridge branch implements the same):
+`FakeBridge` of the unit tests. Contract (mes.bridge.executor implements the same):
 
 - ensure_record_type: message; a second call: error "... already exists" (success for the MES;
   the real bridge answers a message then);

@@ -1,7 +1,7 @@
 """Helpers of the MES-side functional tests: a MES database made with the real CLI, the
 `chainmill mes serve` process, HTTP calls checked against the service's OpenAPI document, and
-the bridge's record-command contract answered on the real broker (until mes.bridge.service
-is merged; see tests/mes_contract_fake.py).
+the bridge's record-command contract answered on the real broker by a test double where a
+test must control the bridge's side (see tests/mes_contract_fake.py).
 """
 
 from __future__ import annotations
