@@ -24,7 +24,13 @@ from sqlalchemy.engine import Engine
 from mes import schema
 from mes.bridge import endpoints
 from mes.bridge import messages as m
-from mes.bridge.client import DEFAULT_TIMEOUT, BridgeClient, BridgeTimeout, BridgeUnavailable
+from mes.bridge.client import (
+    DEFAULT_TIMEOUT,
+    BridgeClient,
+    BridgeError,
+    BridgeTimeout,
+    BridgeUnavailable,
+)
 from mes.daily import DayReportScheduler
 from mes.tokens import TokenStore
 from mes.units import UnitError, UnitSender, UnitUpdater
@@ -134,7 +140,7 @@ class MesService:
             response = await self.bridge.request(route.topic, master.token, body, **paging)
         except BridgeTimeout as exc:
             return _error(504, str(exc))
-        except BridgeUnavailable as exc:
+        except BridgeError as exc:  # no broker, or the bridge could not be asked
             return _error(502, str(exc))
         status, result = endpoints.http_result(response)
         return _json(status, result)

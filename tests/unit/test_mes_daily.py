@@ -245,3 +245,27 @@ def test_mes_daily_existing_records_of_an_error_answer() -> None:
                 {"existing": {"r1": "x"}}, {"existing": "r1"}):
         assert existing_records(error(**bad)) is None
     assert existing_records(m.Response(m.Header(), "data", data={"txids": []})) is None
+
+
+def test_mes_daily_apscheduler_job_at_0930_plant_time_with_catch_up_options(world) -> None:
+    engine, _, _ = world
+    add_report(engine, DAY1)
+    job = scheduler(world, Clock(at(DAY2, 11, 0)))
+
+    async def started() -> dict:
+        await job.start()
+        try:
+            cron = job._scheduler.get_job("dayreport-0930")
+            fields = {f.name: str(f) for f in cron.trigger.fields}
+            return {"hour": fields["hour"], "minute": fields["minute"],
+                    "tz": str(cron.trigger.timezone), "grace": cron.misfire_grace_time,
+                    "coalesce": cron.coalesce, "max": cron.max_instances,
+                    "next": cron.next_run_time.astimezone(LISBON).time(),
+                    "check": job._scheduler.get_job("dayreport-check") is not None}
+        finally:
+            job.stop()
+
+    assert asyncio.run(started()) == {"hour": "9", "minute": "30", "tz": "Europe/Lisbon",
+                                      "grace": 6 * 3600, "coalesce": True, "max": 1,
+                                      "next": dt.time(9, 30), "check": True}
+    assert runs(engine) == [("startup", 1)]  # the start-up catch-up ran once
