@@ -215,7 +215,12 @@ class DayReportPublisher:
                 select(p.c.flow_id).where(p.c.status.in_((pub.PUBLISHED, pub.CONFLICT))))}
             reports = []
             for row in rows:
-                fid = canonical_flow_id(row["day"], row["code"])
+                try:
+                    fid = canonical_flow_id(row["day"], row["code"])
+                except IdError as exc:  # a mapped MES's unit code may not fit the ids
+                    log.error("day report of unit %r on %s not published: %s", row["code"],
+                              row["day"], exc)
+                    continue
                 if fid in done:
                     continue
                 shifts = conn.execute(select(s).where(s.c.unit_id == row["unit_id"],

@@ -223,11 +223,15 @@ def test_mes_daily_one_report_with_impossible_inputs_does_not_hold_back_the_othe
             conn.execute(schema.shift_record.insert().values(
                 unit_id=11, day=DAY1, shift=letter, shift_length=480, total_count=5, good_count=9))
         conn.execute(schema.day_report.insert().values(unit_id=11, day=DAY1, finished=True))
+        # A mapped MES's unit whose code cannot appear in ids ("_" separates their fields).
+        conn.execute(schema.production_unit.insert().values(unit_id=12, code="PT_12", updated_at=0))
+        conn.execute(schema.day_report.insert().values(unit_id=12, day=DAY1, finished=True))
     with caplog.at_level(logging.ERROR):
         published = asyncio.run(DayReportPublisher(engine, tokens, bridge, LISBON)
                                 .run(at(DAY2, 9, 30)))
     assert published == 1 and ledger(engine) == {flow_id(DAY1, "PT10"): PUBLISHED}
     assert f"day report {flow_id(DAY1, 'PT11')} not published: good count exceeds" in caplog.text
+    assert "day report of unit 'PT_12' on 2026-03-02 not published: unit code" in caplog.text
 
 
 def test_mes_daily_existing_records_of_an_error_answer() -> None:
