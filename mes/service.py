@@ -32,6 +32,7 @@ from mes.bridge.client import (
     BridgeUnavailable,
 )
 from mes.daily import DayReportScheduler
+from mes.lease import SchedulerLock, default_holder
 from mes.tokens import TokenStore
 from mes.units import UnitError, UnitSender, UnitUpdater
 
@@ -98,7 +99,8 @@ class MesService:
         self.tokens = tokens
         self.bridge = bridge
         self.scheduler = scheduler
-        self.sender = UnitSender(engine, tokens, bridge)
+        self.sender = UnitSender(engine, tokens, bridge,
+                                 lock=SchedulerLock(engine, default_holder(), name="units"))
         self.updater = UnitUpdater(engine, notify=self.sender.wake)
         self._tasks: list[asyncio.Task[None]] = []
 

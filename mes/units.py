@@ -18,6 +18,7 @@ the broker or the bridge is away: the row waits and is sent when they are back.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import re
 import threading
@@ -33,6 +34,7 @@ from config.errors import ChainmillError
 from mes import schema
 from mes.bridge import messages as m
 from mes.bridge.client import BridgeError
+from mes.lease import SchedulerLock
 from mes.tokens import TokenError, TokenStore
 
 __all__ = ["RECORD_TYPE", "PROPERTIES", "FIELDS", "MAX_ATTEMPTS", "UnitError", "Bridge",
@@ -134,11 +136,14 @@ class UnitSender:
     """Send queued unit changes through the bridge, in order, each once confirmed."""
 
     def __init__(self, engine: Engine, tokens: TokenStore, bridge: Bridge,
-                 clock: Callable[[], int] = _now_ms) -> None:
+                 clock: Callable[[], int] = _now_ms, *, lock: SchedulerLock | None = None) -> None:
+        """``lock`` (name ``units``): held while sending, so two MES processes on one
+        database never send the same change twice."""
         self.engine = engine
         self.tokens = tokens
         self.bridge = bridge
         self.clock = clock
+        self.lock = lock
         self._type_ensured = False
         self._wake = asyncio.Event()
 
@@ -250,10 +255,21 @@ class UnitSender:
         return True
 
     async def send_pending(self) -> int:
-        """Send every queued change; the number handled."""
+        """Send every queued change; the number handled (0 when another process holds the
+        sender's lease: it sends them)."""
+        lock = self.lock
+        if lock is not None:
+            now = dt.datetime.fromtimestamp(self.clock() / 1000, dt.UTC)
+            if not await asyncio.to_thread(lock.acquire, now):
+                log.debug("unit sender: another process holds the lease")
+                return 0
         count = 0
-        while await self.send_one():
-            count += 1
+        try:
+            while await self.send_one():
+                count += 1
+        finally:
+            if lock is not None:
+                await asyncio.to_thread(lock.release)
         return count
 
     async def run(self, poll: float = 2.0, retry: float = 1.0) -> None:

@@ -144,3 +144,19 @@ def test_mes_units_reference_call_through_a_sender_thread(world) -> None:
                                                            "ProcessName": "milling"}
     with pytest.raises(UnitError, match="no unit updater"):
         mes.update_production_unit("RUNNING", None, 10)
+
+
+def test_mes_units_two_processes_never_send_the_same_change(world) -> None:
+    import datetime as dt
+
+    from mes.lease import SchedulerLock
+
+    engine, tokens, bridge = world
+    UnitUpdater(engine).update_production_unit("RUNNING", None, 10)
+    other = SchedulerLock(engine, "other-host:7", name="units")
+    assert other.acquire(dt.datetime.now(dt.UTC))  # the other process is sending
+    mine = UnitSender(engine, tokens, bridge, lock=SchedulerLock(engine, "this-host:1", name="units"))
+    assert asyncio.run(mine.send_pending()) == 0 and bridge.contract.requests == []
+    other.release()
+    assert asyncio.run(mine.send_pending()) == 1
+    assert other.acquire(dt.datetime.now(dt.UTC))  # released again after sending
