@@ -52,7 +52,7 @@ class MesCliError(ChainmillError):
 
 try:  # the bridge service lives in its own module (another part of issue 8)
     from mes.bridge import cli as bridge_cli
-except ImportError:  # pragma: no cover - until mes.bridge.cli is merged
+except ImportError:  # pragma: no cover - a checkout without the bridge service
     bridge_cli = None
 
 
