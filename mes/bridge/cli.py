@@ -77,11 +77,9 @@ def _consumer_options(args: argparse.Namespace) -> dict[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the bridge (or issue a Master token)."""
-    from sqlalchemy import create_engine
+    from mes.bridge.store import BridgeStore, open_engine
 
-    from mes.bridge.store import BridgeStore
-
-    engine = create_engine(_db_url(args), pool_pre_ping=True)
+    engine = open_engine(_db_url(args))
     store = BridgeStore(engine)
     store.create()
     if args.issue_master_token:

@@ -8,7 +8,7 @@ spelling BLK_ACT_Lst). For each record, in order:
 2. a request older than the dedup window is answered with an error and not executed (a
    duplicate of it could no longer be recognised);
 3. claim (client_id, interaction_id) in the response store: answered already -> the stored
-   response goes out again and nothing is executed;
+   response goes out again and nothing is executed (lists change nothing and skip this);
 4. execute it (`Executor`, in the bridge's one worker thread), store the response, produce it
    on BLK_Res (``acks=all``, keyed by client_id, interaction_id as a header).
 
@@ -44,6 +44,7 @@ DEFAULT_GROUP = "chainmill-mes-bridge"
 _PURGE_EVERY = 60.0
 _RETRY_PAUSE = 1.0
 _MAX_ATTEMPTS = 3
+_READ_ONLY = (m.TOPIC_PART_LST, m.TOPIC_ACT_LST)
 T = TypeVar("T")
 
 
@@ -209,8 +210,10 @@ class BridgeService:
                 header, error=f"request is {age:.0f} s old, beyond the {self.store.window:.0f} s "
                               "dedup window; not executed", error_code=EXPIRED))
             return
-        if header.client_id is None or header.interaction_id is None:
-            # An old client: nothing to deduplicate by.
+        if header.client_id is None or header.interaction_id is None or (
+                request.topic in _READ_ONLY):
+            # An old client: nothing to deduplicate by. A list changes nothing, so a
+            # duplicate is simply executed again (two commits less per list request).
             outcome = await self._in_worker(self.executor.execute, request)
             await self._produce(header, m.build_response(header, **outcome))
             return

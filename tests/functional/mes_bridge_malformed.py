@@ -21,9 +21,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from framework import scaled, wait_until
 from kafka_support import TOPIC_PARTITIONS, tansu_broker
 from mes_bridge_support import BridgeThread, log, request
-from sqlalchemy import create_engine
 
 from mes.bridge import messages as m
+from mes.bridge.store import open_engine
 
 pytestmark = pytest.mark.functional
 
@@ -82,7 +82,7 @@ def hostile(rng: random.Random, n: int) -> tuple[str, bytes, bytes | None, list,
 def test_bridge_answers_or_skips_200_malformed_records(harness, broker: str,
                                                        tmp_path: Path) -> None:
     node = harness.start_node(chain="mesfuzz")
-    bridge = BridgeThread(node, create_engine(f"sqlite:///{tmp_path / 'bridge.db'}"),
+    bridge = BridgeThread(node, open_engine(f"sqlite:///{tmp_path / 'bridge.db'}"),
                           broker).start()
     rng = random.Random(harness.seed)
     records = [hostile(rng, n) for n in range(COUNT)]
