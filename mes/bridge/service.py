@@ -32,9 +32,11 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from config.errors import ChainmillError
+from erp.errors import ErpError
 from mes.bridge import messages as m
 from mes.bridge.executor import EXPIRED, UNAVAILABLE, Executor
 from mes.bridge.store import BridgeStore
+from triggers.nodes import rpc_errors
 
 __all__ = ["BridgeService", "DEFAULT_GROUP", "BridgeServiceError"]
 
@@ -179,7 +181,11 @@ class BridgeService:
         await self._produce(header, raw)
 
     async def _idle(self) -> None:
-        await self._in_worker(self.executor.follow)
+        try:
+            await self._in_worker(self.executor.follow)
+        except (*rpc_errors(), ErpError) as exc:  # the node may be restarting: keep serving
+            log.warning("following the chain: %s", exc)
+            await asyncio.sleep(_RETRY_PAUSE)
         now = self.clock()
         if now - self._purged > _PURGE_EVERY:
             self._purged = now

@@ -7,6 +7,8 @@ seeded random mix of shapes (random bytes, broken UTF-8 and JSON, wrong structur
 fields per topic, key/header mismatches, an oversized value, unknown tokens) to random
 request topics. Each record whose element 0 carried a client_id and interaction_id must get
 exactly one error answer with that id; all 200 must be accounted for as answered or skipped.
+Then the node is stopped: a request is answered with a node error and the bridge keeps
+running; with the node back it serves again.
 """
 
 from __future__ import annotations
@@ -133,5 +135,14 @@ def test_bridge_answers_or_skips_200_malformed_records(harness, broker: str,
         wait_until(lambda: bridge._thread.is_alive(), msg="bridge thread alive")
         answer = request(broker, m.TOPIC_PART_LST, master)
         assert answer.kind == "data" and answer.data == []
+
+        log.info("the node stops: answered with a node error; back: served again")
+        node.stop()
+        down = request(broker, m.TOPIC_PART_LST, master)
+        assert down.kind == "error" and "node error" in down.error, down
+        node.start()
+        answer = request(broker, m.TOPIC_ACT_LST, master)
+        assert answer.kind == "data" and answer.data == []
+        assert bridge.error is None
     finally:
         bridge.stop()

@@ -39,7 +39,7 @@ class BridgeThread:
 
     def __init__(self, node: TestNode, engine: Engine, bootstrap: str, *,
                  agent_name: str = "ACME MES") -> None:
-        self.erp = Erp(engine, node.rpc)
+        self.erp = Erp(engine, node.client())  # its own client: outlives node restarts
         self.erp.init(agent_name=agent_name)
         self.store = BridgeStore(engine)
         self.store.create()
