@@ -318,8 +318,8 @@ class Executor:
                     _same(e["properties"], wanted[e["record_id"]]["properties"])
                     for e in existing):
                 return {"data": {"flow_id": request.body["flow_id"],
-                                 "txids": self._record_txids([r["record_id"] for r in records])
-                                 or finals,
+                                 "txids": list(dict.fromkeys(self._record_txids(
+                                     [r["record_id"] for r in records]) + finals)),
                                  "records": [r["record_id"] for r in records]}}
             raise Refused(f"{len(existing)} of {len(records)} records already exist; nothing "
                           "new was published", EXISTS, {"existing": existing})
