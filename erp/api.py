@@ -21,7 +21,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import delete, insert, select
@@ -268,6 +269,13 @@ class Erp:
                   "required": p.get("required", False)} for p in properties]
         action = self._action("CREATE_RECORD_TYPE", name=name, properties=props)
         return {"name": name, "txid": self.publish(action, name)}
+
+    @contextmanager
+    def view(self) -> Iterator[rules.MemoryState]:
+        """The state the pre-publish check sees (projection plus own pending actions), for
+        several reads in one transaction: `current` builds it anew for each row."""
+        with self.engine.begin() as conn:
+            yield self._overlay(conn)
 
     def current(self, table: str, key: tuple) -> dict[str, Any] | None:
         """A row as the pre-publish check sees it: projection plus own pending actions."""

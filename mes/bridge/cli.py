@@ -45,6 +45,9 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--session-timeout-ms", type=int, default=10_000,
                         help="consumer-group session timeout: how soon a killed bridge's "
                              "partitions go to its successor (default 10000)")
+    parser.add_argument("--fetch-wait-ms", type=int, default=500,
+                        help="longest wait of a fetch for new requests (Kafka's default 500; "
+                             "lower it on brokers that hold a fetch for its whole wait)")
     parser.add_argument("--issue-master-token", metavar="NAME",
                         help="print a new Master token for the MES called NAME and exit")
 
@@ -71,17 +74,18 @@ def _db_url(args: argparse.Namespace) -> str:
 def _consumer_options(args: argparse.Namespace) -> dict[str, int]:
     if not 1_000 <= args.session_timeout_ms <= 300_000:
         raise ChainmillError("--session-timeout-ms must be from 1000 to 300000")
+    if not 1 <= args.fetch_wait_ms <= 10_000:
+        raise ChainmillError("--fetch-wait-ms must be from 1 to 10000")
     return {"session_timeout_ms": args.session_timeout_ms,
-            "heartbeat_interval_ms": max(300, args.session_timeout_ms // 3)}
+            "heartbeat_interval_ms": max(300, args.session_timeout_ms // 3),
+            "fetch_max_wait_ms": args.fetch_wait_ms}
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the bridge (or issue a Master token)."""
-    from sqlalchemy import create_engine
+    from mes.bridge.store import BridgeStore, open_engine
 
-    from mes.bridge.store import BridgeStore
-
-    engine = create_engine(_db_url(args), pool_pre_ping=True)
+    engine = open_engine(_db_url(args))
     store = BridgeStore(engine)
     store.create()
     if args.issue_master_token:

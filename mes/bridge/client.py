@@ -101,13 +101,16 @@ class BridgeClient:
     """Requests to the bridge over Kafka, each correlated with its answer."""
 
     def __init__(self, bootstrap_servers: str, client_id: str, *, timeout: float = DEFAULT_TIMEOUT,
-                 kafka_options: Mapping[str, Any] | None = None) -> None:
+                 kafka_options: Mapping[str, Any] | None = None,
+                 listener_options: Mapping[str, Any] | None = None) -> None:
         if not m.is_client_id(client_id):
             raise BridgeError("client_id must be 1-64 letters, digits, '.', '_' or '-'")
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.timeout = timeout
         self._kafka_options = dict(kafka_options or {})
+        self._listener_options = dict(listener_options or {})
+        """Consumer-only settings of the listener, e.g. fetch_max_wait_ms."""
         self.pending = PendingTable(client_id)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -124,7 +127,8 @@ class BridgeClient:
         """Start the listener at the end of BLK_Res, then the producer."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers,
                                     client_id=f"{self.client_id}-responses",
-                                    **LISTENER_OPTIONS, **self._kafka_options)
+                                    **LISTENER_OPTIONS, **self._kafka_options,
+                                    **self._listener_options)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers,
                                     client_id=f"{self.client_id}-requests",
                                     **PRODUCER_OPTIONS, **self._kafka_options)

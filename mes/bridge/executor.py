@@ -251,34 +251,24 @@ class Executor:
         if outside:
             raise Refused(f"this token is not authorised for property {outside[0]!r} of {rid}",
                           UNAUTHORIZED)
-        record = self.erp.current("records", (rid,))
-        if record is None:
-            raise Refused(f"record {rid!r} does not exist", REFUSED)
-        types = {p["name"]: p["data_type"] for p in
-                 (self.erp.current("record_types", (record["record_type"],)) or {})
-                 .get("properties", [])}
-        for p in props:
-            if types.get(p["name"]) != p["data_type"]:
-                raise Refused(f"property {p['name']} is {types.get(p['name'])}, not "
-                              f"{p['data_type']}", REFUSED)
         values = {p["name"]: p["value"] for p in props}
-        if retry and self._reported(rid, reporter.public_key, values):
-            return {"message": f"record {rid} updated (by an earlier delivery)"}
-        made = self._reporter_erp(reporter).update_properties(rid, values)
-        return {"message": f"record {rid} updated (txid {made['txid']})"}
-
-    def _reported(self, rid: str, public_key: str, values: dict[str, Any]) -> bool:
-        """Whether the newest value of each property is this one, from this reporter."""
-        for name, value in values.items():
-            prop = self.erp.current("properties", (rid, name))
-            if prop is None or prop["count"] == 0:
-                return False
-            last = self.erp.current("property_values", (rid, name, prop["count"] - 1))
-            index = next((r["index"] for r in prop["reporters"] if r["public_key"] == public_key),
-                         None)
-            if last is None or last["reporter_index"] != index or last["value"] != value:
-                return False
-        return True
+        with self.erp.view() as state:  # one read of the state for all the checks here
+            record = state.get("records", (rid,))
+            if record is None:
+                raise Refused(f"record {rid!r} does not exist", REFUSED)
+            types = {p["name"]: p["data_type"] for p in
+                     (state.get("record_types", (record["record_type"],)) or {})
+                     .get("properties", [])}
+            for p in props:
+                if types.get(p["name"]) != p["data_type"]:
+                    raise Refused(f"property {p['name']} is {types.get(p['name'])}, not "
+                                  f"{p['data_type']}", REFUSED)
+            if retry and _reported(state, rid, reporter.public_key, values):
+                return {"message": f"record {rid} updated (by an earlier delivery)"}
+        agent = self._reporter_erp(reporter)
+        action = agent.new_action("UPDATE_PROPERTIES", record_id=rid, properties=[
+            {"name": p["name"], "data_type": p["data_type"], "value": p["value"]} for p in props])
+        return {"message": f"record {rid} updated (txid {agent.publish(action, rid)})"}
 
     def _create_static_records(self, token: Token, request: m.Request, retry: bool) -> Outcome:
         """All records in one transaction (atomic: all or none reach the chain), then their
@@ -328,8 +318,8 @@ class Executor:
                     _same(e["properties"], wanted[e["record_id"]]["properties"])
                     for e in existing):
                 return {"data": {"flow_id": request.body["flow_id"],
-                                 "txids": self._record_txids([r["record_id"] for r in records])
-                                 or finals,
+                                 "txids": list(dict.fromkeys(self._record_txids(
+                                     [r["record_id"] for r in records]) + finals)),
                                  "records": [r["record_id"] for r in records]}}
             raise Refused(f"{len(existing)} of {len(records)} records already exist; nothing "
                           "new was published", EXISTS, {"existing": existing})
@@ -383,6 +373,20 @@ class Executor:
                     values[prop["name"]] = last["value"]
         return {"record_id": rid, "record_type": record["record_type"],
                 "final": bool(record["final"]), "properties": values}
+
+
+def _reported(state: rules.State, rid: str, public_key: str, values: dict[str, Any]) -> bool:
+    """Whether the newest value of each property is this one, from this reporter."""
+    for name, value in values.items():
+        prop = state.get("properties", (rid, name))
+        if prop is None or prop["count"] == 0:
+            return False
+        last = state.get("property_values", (rid, name, prop["count"] - 1))
+        index = next((r["index"] for r in prop["reporters"] if r["public_key"] == public_key),
+                     None)
+        if last is None or last["reporter_index"] != index or last["value"] != value:
+            return False
+    return True
 
 
 def _master(token: Token) -> None:

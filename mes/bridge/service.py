@@ -8,7 +8,7 @@ spelling BLK_ACT_Lst). For each record, in order:
 2. a request older than the dedup window is answered with an error and not executed (a
    duplicate of it could no longer be recognised);
 3. claim (client_id, interaction_id) in the response store: answered already -> the stored
-   response goes out again and nothing is executed;
+   response goes out again and nothing is executed (lists change nothing and skip this);
 4. execute it (`Executor`, in the bridge's one worker thread), store the response, produce it
    on BLK_Res (``acks=all``, keyed by client_id, interaction_id as a header).
 
@@ -32,9 +32,11 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from config.errors import ChainmillError
+from erp.errors import ErpError
 from mes.bridge import messages as m
 from mes.bridge.executor import EXPIRED, UNAVAILABLE, Executor
 from mes.bridge.store import BridgeStore
+from triggers.nodes import rpc_errors
 
 __all__ = ["BridgeService", "DEFAULT_GROUP", "BridgeServiceError"]
 
@@ -44,6 +46,7 @@ DEFAULT_GROUP = "chainmill-mes-bridge"
 _PURGE_EVERY = 60.0
 _RETRY_PAUSE = 1.0
 _MAX_ATTEMPTS = 3
+_READ_ONLY = (m.TOPIC_PART_LST, m.TOPIC_ACT_LST)
 T = TypeVar("T")
 
 
@@ -178,7 +181,11 @@ class BridgeService:
         await self._produce(header, raw)
 
     async def _idle(self) -> None:
-        await self._in_worker(self.executor.follow)
+        try:
+            await self._in_worker(self.executor.follow)
+        except (*rpc_errors(), ErpError) as exc:  # the node may be restarting: keep serving
+            log.warning("following the chain: %s", exc)
+            await asyncio.sleep(_RETRY_PAUSE)
         now = self.clock()
         if now - self._purged > _PURGE_EVERY:
             self._purged = now
@@ -209,8 +216,10 @@ class BridgeService:
                 header, error=f"request is {age:.0f} s old, beyond the {self.store.window:.0f} s "
                               "dedup window; not executed", error_code=EXPIRED))
             return
-        if header.client_id is None or header.interaction_id is None:
-            # An old client: nothing to deduplicate by.
+        if header.client_id is None or header.interaction_id is None or (
+                request.topic in _READ_ONLY):
+            # An old client: nothing to deduplicate by. A list changes nothing, so a
+            # duplicate is simply executed again (two commits less per list request).
             outcome = await self._in_worker(self.executor.execute, request)
             await self._produce(header, m.build_response(header, **outcome))
             return

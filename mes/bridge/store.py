@@ -23,6 +23,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -33,7 +34,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    create_engine,
     delete,
+    event,
     insert,
     select,
     update,
@@ -44,7 +47,7 @@ from sqlalchemy.exc import IntegrityError
 from erp.schema import key_string
 
 __all__ = ["MASTER", "REPORTER", "DEDUP_WINDOW", "Token", "Reporter", "BridgeStore",
-           "hash_token", "new_token"]
+           "hash_token", "new_token", "open_engine"]
 
 MASTER = "Master"
 REPORTER = "Reporter"
@@ -80,6 +83,24 @@ responses = Table(
            nullable=True),
     Column("created", Float, nullable=False),
 )
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL: one fsync per commit instead of the rollback journal's several; FULL keeps that
+    # fsync, since a response row lost to a power cut could let a request run twice.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def open_engine(url: str) -> Engine:
+    """The engine of the bridge's database (SQLite in WAL mode; any SQLAlchemy URL)."""
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def hash_token(token: str) -> str:

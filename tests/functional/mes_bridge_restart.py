@@ -2,7 +2,7 @@
 twice (spec 3.5.4 item 5; consumer group with manual commits plus the response store).
 
 How: the bridge runs as its own process (`python -m mes.bridge.cli`) on node 1, the ERP on
-node 2. The ERP has a partnership with the MES and six open orders; the MES has a reporter
+node 2; its Master token is issued by the same command (`--issue-master-token`). The ERP has a partnership with the MES and six open orders; the MES has a reporter
 for unit PT10. One MES client sends six order answers and twenty Status updates at once;
 after the first few answers arrive the bridge is killed and started again. Every request
 is answered, and on the chain each order has exactly one answer and each Status value was
@@ -12,11 +12,14 @@ reported exactly once.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from framework import scaled, wait_until
+from framework import REPO_ROOT, child_env, scaled, wait_until
 from kafka_support import tansu_broker
 from mes_bridge_support import (
     PRODUCTION_UNIT,
@@ -47,11 +50,16 @@ def broker(tmp_path: Path, free_port_factory) -> str:
 def test_bridge_killed_mid_stream_loses_nothing_and_repeats_nothing(harness, broker: str,
                                                                     tmp_path: Path) -> None:
     n1, n2, erp, engine = erp_and_mes(harness, "mesrestart", tmp_path)
-    store = BridgeStore(engine)
-    store.create()
-    master = store.issue_master("ACME MES")
-    bridge = BridgeProcess(n1, f"sqlite:///{tmp_path / 'bridge.db'}", broker,
-                           tmp_path / "bridge.log")
+    db_url = f"sqlite:///{tmp_path / 'bridge.db'}"
+    issued = subprocess.run([sys.executable, "-m", "mes.bridge.cli", n1.chain, "--datadir",
+                             str(n1.datadir), "--db", db_url, "--issue-master-token", "ACME MES"],
+                            capture_output=True, text=True, env=child_env(), cwd=REPO_ROOT,
+                            timeout=scaled(60))
+    assert issued.returncode == 0, issued.stderr
+    master = json.loads(issued.stdout)["token"]
+    assert BridgeStore(engine).lookup(master).kind == "Master"
+    assert master not in (tmp_path / "bridge.db").read_bytes().decode("latin-1")
+    bridge = BridgeProcess(n1, db_url, broker, tmp_path / "bridge.log")
     bridge.start()
     try:
         mes_key = n1.rpc.call("validateaddress", n1.rpc.call("getaddresses")[0])["pubkey"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,8 +58,10 @@ def broker(tmp_path: Path, free_port_factory) -> str:
         yield bootstrap
 
 
-async def send_twice(bootstrap: str, topic: str, raw: bytes, header: m.Header) -> list[bytes]:
-    """Produce the same request record twice; the BLK_Res values answering its interaction."""
+async def send_raw(bootstrap: str, topic: str, raw: bytes, header: m.Header, times: int,
+                   answers_it: Callable[[m.Response], bool]) -> list[bytes]:
+    """Produce the same request record `times` times; the BLK_Res values `answers_it` picks
+    (as many as were sent)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -70,16 +73,14 @@ async def send_twice(bootstrap: str, topic: str, raw: bytes, header: m.Header) -
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)
-        for _ in range(2):
+        for _ in range(times):
             await producer.send_and_wait(topic, raw, key=m.record_key(header),
                                          headers=m.kafka_headers(header))
         answers: list[bytes] = []
         deadline = asyncio.get_running_loop().time() + scaled(60)
-        while len(answers) < 2 and asyncio.get_running_loop().time() < deadline:
+        while len(answers) < times and asyncio.get_running_loop().time() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                answers += [r.value for r in records
-                            if m.parse_response(r.value).header.interaction_id
-                            == header.interaction_id]
+                answers += [r.value for r in records if answers_it(m.parse_response(r.value))]
         return answers
     finally:
         await producer.stop()
@@ -164,7 +165,8 @@ def test_bridge_partner_and_order_requests(harness, broker: str, tmp_path: Path)
         header = m.Header(master, 4242, "mes-dup")
         raw = m.build_request(m.TOPIC_ACT_ANS, header, {"id": second["abs_action_id"],
                                                         "response": 1})
-        answers = asyncio.run(send_twice(broker, m.TOPIC_ACT_ANS, raw, header))
+        answers = asyncio.run(send_raw(broker, m.TOPIC_ACT_ANS, raw, header, 2, lambda r:
+                                       r.header.interaction_id == header.interaction_id))
         assert len(answers) == 2 and answers[0] == answers[1]
         assert m.parse_response(answers[0]).kind == "message"
         wait_until(lambda: erp.follow() is not None and erp.row(
@@ -173,6 +175,14 @@ def test_bridge_partner_and_order_requests(harness, broker: str, tmp_path: Path)
         answers_on_chain = [a for a in stream_items(n2, second["abs_action_id"])
                             if a["action"] == "ANSWER_ACTION"]
         assert len(answers_on_chain) == 1
+
+        log.info("an old client (no interaction id) gets its token echoed, real JSON")
+        old_header = m.Header(master)
+        [old_answer] = asyncio.run(send_raw(
+            broker, m.TOPIC_ACT_LST_OLD, m.encode([{"auth": master, "start": 0, "limit": 1}]),
+            old_header, 1, lambda r: r.header.auth == master))
+        assert json.loads(old_answer)[0] == {"auth": master}
+        assert [o["abs_action_id"] for o in json.loads(old_answer)[1]["data"]] == newest_first[:1]
 
         log.info("tokens: unknown, and the wrong kind")
         unknown = request(broker, m.TOPIC_PART_LST, "not-a-token")
@@ -236,6 +246,21 @@ def test_bridge_record_commands_and_reporter_scope(harness, broker: str, tmp_pat
         assert {p["name"]: [v["value"] for v in p["values"]] for p in
                 erp.show("record", "PT11")["properties"]} == {"Status": ["STOPPED"],
                                                               "ProcessName": []}
+
+        log.info("PT11's reporter ensured again with ProcessName: a new token, the old one dead")
+        pt11b = request(broker, m.TOPIC_REC, master, {
+            "action": "ensure_reporter", "record_id": "PT11", "record_type": "ProductionUnit",
+            "properties": ["Status", "ProcessName"]})
+        assert pt11b.kind == "data" and pt11b.data["publicKey"] == pt11.data["publicKey"]
+        assert pt11b.data["properties"] == ["ProcessName", "Status"]
+        dead = update(tok11, "PT11", Status="RUNNING")
+        assert dead.kind == "error" and dead.error_code == UNAUTHORIZED
+        ok11b = update(pt11b.data["token"], "PT11", ProcessName="drilling")
+        assert ok11b.kind == "message", ok11b
+        wait_projected(erp, ok11b.message.rsplit(" ", 1)[1].rstrip(")"))
+        assert {p["name"]: [v["value"] for v in p["values"]] for p in
+                erp.show("record", "PT11")["properties"]} == {"Status": ["STOPPED"],
+                                                              "ProcessName": ["drilling"]}
 
         log.info("a day report: 28 static records in one transaction")
         assert request(broker, m.TOPIC_RTY, master, {

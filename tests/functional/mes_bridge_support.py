@@ -26,7 +26,7 @@ from mes.bridge import messages as m
 from mes.bridge.client import BridgeClient
 from mes.bridge.executor import Executor
 from mes.bridge.service import BridgeService, serve
-from mes.bridge.store import BridgeStore
+from mes.bridge.store import BridgeStore, open_engine
 
 log = logging.getLogger("functional.mes_bridge")
 
@@ -39,7 +39,7 @@ class BridgeThread:
 
     def __init__(self, node: TestNode, engine: Engine, bootstrap: str, *,
                  agent_name: str = "ACME MES") -> None:
-        self.erp = Erp(engine, node.rpc)
+        self.erp = Erp(engine, node.client())  # its own client: outlives node restarts
         self.erp.init(agent_name=agent_name)
         self.store = BridgeStore(engine)
         self.store.create()
@@ -109,7 +109,7 @@ def erp_and_mes(harness: Harness, chain: str, tmp: Path) -> tuple[TestNode, Test
     """Nodes 1 (MES) and 2 (ERP), the ERP's agent published; (mes node, erp node, erp,
     the MES bridge's database engine)."""
     n1, n2 = two_nodes(harness, chain)
-    mes_engine = create_engine(f"sqlite:///{tmp / 'bridge.db'}")
+    mes_engine = open_engine(f"sqlite:///{tmp / 'bridge.db'}")
     # The MES agent is published by the bridge; the stream is created from node 1 first.
     Erp(mes_engine, n1.rpc).init()
     erp, _txid = company(n2, create_engine(f"sqlite:///{tmp / 'erp.db'}"), "ACME ERP")
