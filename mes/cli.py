@@ -72,6 +72,9 @@ def _kafka(p: argparse.ArgumentParser) -> None:
                    help="this MES instance's stable name on the bridge (default mes-1)")
     p.add_argument("--timeout", type=float, default=15.0,
                    help="seconds to wait for the bridge's answer (default 15, then 504)")
+    p.add_argument("--fetch-wait-ms", type=int, default=500,
+                   help="longest wait of a fetch on BLK_Res (Kafka's default 500; lower it on "
+                        "brokers that hold a fetch for its whole wait)")
 
 
 def _job(p: argparse.ArgumentParser) -> None:
@@ -176,6 +179,12 @@ def _kafka_address(args: argparse.Namespace) -> str:
     if not address:
         raise MesCliError(f"no Kafka broker: give --kafka HOST:PORT or set {KAFKA_ENV}")
     return address
+
+
+def _fetch_wait(args: argparse.Namespace) -> int:
+    if not 1 <= args.fetch_wait_ms <= 10_000:
+        raise MesCliError("--fetch-wait-ms must be from 1 to 10000")
+    return int(args.fetch_wait_ms)
 
 
 def _print(value: Any) -> None:
@@ -328,7 +337,7 @@ def _serve(args: argparse.Namespace, engine: Engine) -> int:
     scheduler_args = None if args.no_scheduler else _zone(args)
 
     async def main() -> None:
-        bridge = LazyBridge(kafka, args.client_id, args.timeout)
+        bridge = LazyBridge(kafka, args.client_id, args.timeout, fetch_wait_ms=_fetch_wait(args))
         scheduler = None if scheduler_args is None else _scheduler(args, engine, tokens, bridge)
         service = MesService(engine, tokens, bridge, scheduler=scheduler)
         runner = web.AppRunner(build_app(service))
@@ -361,10 +370,14 @@ def _publish(args: argparse.Namespace, engine: Engine) -> int:
     kafka = _kafka_address(args)
 
     async def main() -> dict[str, Any]:
-        bridge = LazyBridge(kafka, args.client_id, args.timeout)
+        bridge = LazyBridge(kafka, args.client_id, args.timeout, fetch_wait_ms=_fetch_wait(args))
         scheduler = _scheduler(args, engine, tokens, bridge)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.timeout
         try:
-            ran = await scheduler.tick("manual")
+            # A scheduled run of `mes serve` may hold the lease for its few seconds: wait.
+            while not (ran := await scheduler.tick("manual")) and loop.time() < deadline:
+                await asyncio.sleep(0.5)
         finally:
             await bridge.close()
             scheduler.lock.release()

@@ -47,10 +47,12 @@ UNIT_PATH = "/api/productionunit/{unit_id}"
 class LazyBridge:
     """A `BridgeClient` started when first needed and dropped when the broker is lost."""
 
-    def __init__(self, bootstrap: str, client_id: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, bootstrap: str, client_id: str, timeout: float = DEFAULT_TIMEOUT, *,
+                 fetch_wait_ms: int = 500) -> None:
         self.bootstrap = bootstrap
         self.client_id = client_id
         self.timeout = timeout
+        self.fetch_wait_ms = fetch_wait_ms
         self._client: BridgeClient | None = None
         self._starting = asyncio.Lock()
 
@@ -58,7 +60,8 @@ class LazyBridge:
         async with self._starting:
             if self._client is None:
                 client = BridgeClient(self.bootstrap, self.client_id, timeout=self.timeout,
-                                      kafka_options={"request_timeout_ms": 10_000})
+                                      kafka_options={"request_timeout_ms": 10_000},
+                                      listener_options={"fetch_max_wait_ms": self.fetch_wait_ms})
                 await client.start()  # BridgeUnavailable propagates
                 self._client = client
             return self._client

@@ -62,6 +62,7 @@ def test_mes_chain_endpoints_units_and_day_report(harness, tmp_path: Path, free_
         server = None
         try:
             server = MesServer(db, free_port_factory(), kafka, "--no-scheduler", "--timeout", "30",
+                               "--fetch-wait-ms", "50",
                                log_path=tmp_path / "serve.log")
             api = OpenApiCheck(server.call("GET", "/api/openapi.json")[1])
             mes_key = n1.rpc.call("validateaddress", n1.rpc.call("getaddresses")[0])["pubkey"]
