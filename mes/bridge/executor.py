@@ -139,8 +139,8 @@ class Executor:
 
     def _answer(self, token: Token, request: m.Request, retry: bool) -> Outcome:
         _master(token)
-        assert request.body is not None
-        ident, response = request.body["id"], request.body["response"]
+        body = _body(request)
+        ident, response = body["id"], body["response"]
         partner = request.topic == m.TOPIC_PART_ANS
         table, what = (("partner_requests", "partner request") if partner
                        else ("action_requests", "action request"))
@@ -163,8 +163,8 @@ class Executor:
 
     def _ensure_record_type(self, token: Token, request: m.Request, retry: bool) -> Outcome:
         _master(token)
-        assert request.body is not None
-        name, props = request.body["name"], request.body["properties"]
+        body = _body(request)
+        name, props = body["name"], body["properties"]
         existing = self.erp.current("record_types", (name,))
         if existing is not None:
             if _schema(existing["properties"]) != _schema(props):
@@ -176,9 +176,9 @@ class Executor:
 
     def _ensure_reporter(self, token: Token, request: m.Request, retry: bool) -> Outcome:
         _master(token)
-        assert request.body is not None
-        rid, rtype = request.body["record_id"], request.body["record_type"]
-        wanted = list(request.body["properties"])
+        body = _body(request)
+        rid, rtype = body["record_id"], body["record_type"]
+        wanted = list(body["properties"])
         type_row = self.erp.current("record_types", (rtype,))
         if type_row is None:
             raise Refused(f"record type {rtype!r} does not exist (ensure_record_type first)",
@@ -240,8 +240,8 @@ class Executor:
         return agent
 
     def _update_properties(self, token: Token, request: m.Request, retry: bool) -> Outcome:
-        assert request.body is not None
-        rid, props = request.body["record_id"], request.body["properties"]
+        body = _body(request)
+        rid, props = body["record_id"], body["properties"]
         if token.kind != REPORTER:
             raise Refused("update_properties takes the record's reporter token", UNAUTHORIZED)
         reporter = self.store.reporter(rid) if token.record_id == rid else None
@@ -276,8 +276,8 @@ class Executor:
         (max-std-op-returns-count, 32 by default) holds the 28 records of a day report but
         not 28 more finalizations."""
         _master(token)
-        assert request.body is not None
-        records = request.body["records"]
+        body = _body(request)
+        records = body["records"]
         limit = self._items_per_tx()
         if len(records) > limit:
             raise Refused(f"{len(records)} records do not fit in one transaction on this chain "
@@ -317,7 +317,7 @@ class Executor:
             if retry and len(existing) == len(records) and all(
                     _same(e["properties"], wanted[e["record_id"]]["properties"])
                     for e in existing):
-                return {"data": {"flow_id": request.body["flow_id"],
+                return {"data": {"flow_id": body["flow_id"],
                                  "txids": list(dict.fromkeys(self._record_txids(
                                      [r["record_id"] for r in records]) + finals)),
                                  "records": [r["record_id"] for r in records]}}
@@ -325,7 +325,7 @@ class Executor:
                           "new was published", EXISTS, {"existing": existing})
         created = self.erp.publish_batch(creates)
         finals = self._finalize([rid for _, rid in creates])
-        return {"data": {"flow_id": request.body["flow_id"], "txids": [created, *finals],
+        return {"data": {"flow_id": body["flow_id"], "txids": [created, *finals],
                          "records": [r["record_id"] for r in records]}}
 
     def _items_per_tx(self) -> int:
@@ -387,6 +387,13 @@ def _reported(state: rules.State, rid: str, public_key: str, values: dict[str, A
         if last is None or last["reporter_index"] != index or last["value"] != value:
             return False
     return True
+
+
+def _body(request: m.Request) -> dict[str, Any]:
+    """Element 1 of a command (the parser guarantees one for these topics)."""
+    if request.body is None:
+        raise Refused(f"{request.topic} needs element 1", m.INVALID_PARAMETER)
+    return request.body
 
 
 def _master(token: Token) -> None:

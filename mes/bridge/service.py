@@ -12,7 +12,8 @@ spelling BLK_ACT_Lst). For each record, in order:
 4. execute it (`Executor`, in the bridge's one worker thread), store the response, produce it
    on BLK_Res (``acks=all``, keyed by client_id, interaction_id as a header).
 
-Offsets are committed by hand after a batch's responses are produced and stored. A bridge
+Offsets are committed by hand after a batch's responses are stored and acknowledged by
+the broker. A bridge
 killed anywhere re-reads from the last commit: what was answered is answered again from the
 store, what was half executed is executed again in retry mode (see executor), so no request
 is lost and none is executed twice.
@@ -77,6 +78,7 @@ class BridgeService:
         self._stopping = asyncio.Event()
         self._purged = 0.0
         self._failures: dict[tuple[str, int, int], int] = {}
+        self._in_flight: list[asyncio.Future[Any]] = []
         self.answered = 0
         """Responses produced (including re-sent stored ones and errors)."""
         self.skipped = 0
@@ -159,6 +161,10 @@ class BridgeService:
             else:
                 self._failures.pop(where, None)
             done = record.offset
+        if not await self._acknowledged():
+            consumer.seek(tp, records[0].offset)  # answered again, from the store
+            await asyncio.sleep(_RETRY_PAUSE)
+            return
         if done is not None:
             try:
                 await consumer.commit({tp: OffsetAndMetadata(done + 1, "")})
@@ -237,11 +243,23 @@ class BridgeService:
         await self._produce(header, raw)
 
     async def _produce(self, header: m.Header, raw: bytes) -> None:
+        """Queue a response; `_acknowledged` waits for the broker before offsets are
+        committed (one round trip per batch, not per request; order is kept per key)."""
         if self._producer is None:
             raise BridgeServiceError("the bridge is not started")
-        await self._producer.send_and_wait(m.TOPIC_RES, raw, key=m.record_key(header),
-                                           headers=m.kafka_headers(header))
+        self._in_flight.append(await self._producer.send(
+            m.TOPIC_RES, raw, key=m.record_key(header), headers=m.kafka_headers(header)))
         self.answered += 1
+
+    async def _acknowledged(self) -> bool:
+        """Whether every queued response reached the broker (acks=all)."""
+        pending, self._in_flight = self._in_flight, []
+        try:
+            await asyncio.gather(*pending)
+        except KafkaError as exc:
+            log.warning("responses not acknowledged by the broker: %s; answering again", exc)
+            return False
+        return True
 
 
 async def serve(service: BridgeService, ready: Callable[[], None] | None = None) -> None:

@@ -5,7 +5,8 @@ How: one real node, no broker: the bridge's `Executor` is called directly, the M
 from the node's first address and the ERP from a second one. For each write kind the test
 publishes what the killed delivery would have published, then executes the request again
 with ``retry=True`` (what the service does for a request found ``started`` in the response
-store): an answer, a property update, and static records created but not yet finalized.
+store): an answer, a property update, a reporter identity stored before any of its
+transactions, and static records created but not yet finalized.
 Without retry mode the same requests are refused by the rules, which is what a second
 execution would have met.
 """
@@ -23,7 +24,7 @@ from sqlalchemy import create_engine
 from erp.api import Erp
 from mes.bridge import messages as m
 from mes.bridge.executor import EXISTS, REFUSED, Executor
-from mes.bridge.store import BridgeStore, open_engine
+from mes.bridge.store import BridgeStore, Reporter, open_engine
 from mes.dayreport.ids import flow_id
 from mes.dayreport.indicators import NAMES
 from mes.dayreport.publication import RECORD_TYPE, indicator_records
@@ -90,6 +91,22 @@ def test_bridge_retry_mode_answers_what_an_earlier_delivery_published(harness,
     again = executor.execute(update, retry=True)
     assert again == {"message": "record PT10 updated (by an earlier delivery)"}
     assert len(items(node, "PT10", "UPDATE_PROPERTIES")) == 1
+
+    log.info("a reporter identity stored, the bridge killed before any transaction")
+    address = node.rpc.call("getnewaddress")
+    pubkey = node.rpc.call("validateaddress", address)["pubkey"]
+    store.save_reporter(Reporter("PT20", address, pubkey, ()))
+    resumed = executor.execute(req(m.TOPIC_REC, {
+        "action": "ensure_reporter", "record_id": "PT20", "record_type": "ProductionUnit",
+        "properties": ["Status"]}), retry=True)["data"]
+    assert resumed["publicKey"] == pubkey  # the same identity, not a second one
+    done_update = executor.execute(req(m.TOPIC_REC, {
+        "action": "update_properties", "record_id": "PT20", "properties": [
+            {"name": "Status", "data_type": "STRING", "value": "IDLE"}]}, resumed["token"]))
+    assert "txid" in done_update["message"], done_update
+    wait_projected(done_update["message"].rsplit(" ", 1)[1].rstrip(")"))
+    assert [v["value"] for p in mes.show("record", "PT20")["properties"] if p["name"] == "Status"
+            for v in p["values"]] == ["IDLE"]
 
     log.info("static records created, the bridge killed before their finalization")
     assert "created" in executor.execute(req(m.TOPIC_RTY, {

@@ -91,3 +91,34 @@ def test_settings_come_from_option_environment_then_erp_conf(tmp_path: Path) -> 
                             environ=env).db_url == "sqlite:///opt.db"
     with pytest.raises(ErpError, match="no ERP database"):
         settings.resolve("other", str(tmp_path), None, None, None, environ={})
+
+
+def test_pending_actions_of_one_second_apply_in_dependency_order(tmp_path: Path) -> None:
+    """Own actions published within one second sort by txid in erp_pending; the overlay
+    still sees a proposal to an agent whose creation sorts after it, and batch rows."""
+    from sqlalchemy import insert
+
+    from erp import schema
+
+    setup = [act("CREATE_AGENT", A, name="owner"),
+             act("CREATE_RECORD_TYPE", A, name="pallet",
+                 properties=[{"name": "label", "data_type": "STRING", "required": False}]),
+             act("CREATE_RECORD", A, record_id="SN-1", record_type="pallet", properties=[])]
+    erp = projected(tmp_path, setup)
+    erp.clock = lambda: BLOCKTIME
+    proposal = act("CREATE_PROPOSAL", A, record_id="SN-1", receiving_agent=C, role="REPORTER",
+                   properties=["label"], terms="")
+    batch = [act("CREATE_RECORD", A, record_id=f"SN-{n}", record_type="pallet", properties=[])
+             for n in (2, 3)] + [act("FINALIZE_RECORD", A, record_id="SN-2")]
+    with erp.engine.begin() as conn:
+        for txid, publisher, body in (("a" * 64, ADDRESS_OF(A), json.dumps(proposal)),
+                                      ("e" * 64, ADDRESS_OF(C),
+                                       json.dumps(act("CREATE_AGENT", C, name="reporter"))),
+                                      ("b" * 64, ADDRESS_OF(A), json.dumps(batch))):
+            conn.execute(insert(schema.pending).values(txid=txid, created=BLOCKTIME,
+                                                       publisher=publisher, body=body))
+    assert erp.current("proposals", ("SN-1", C, "REPORTER"))["status"] == "OPEN"
+    assert erp.current("records", ("SN-2",))["final"] is True
+    with erp.view() as state:
+        assert state.get("records", ("SN-3",))["final"] is False
+        assert state.get("agents", (C,))["name"] == "reporter"

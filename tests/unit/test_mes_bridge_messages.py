@@ -225,3 +225,18 @@ def test_messages_builder_refuses_ambiguous_responses() -> None:
         m.build_response(NEW, message="x", error_code=-8)
     with pytest.raises(ValueError):
         m.build_response(NEW, data=[float("nan")])
+
+
+def test_messages_error_response_carries_extra_keys_for_new_clients() -> None:
+    header = m.Header("tok", 5, "mes-1")
+    existing = [{"record_id": "r1", "record_type": "T", "final": True, "properties": {"v": 1.0}}]
+    raw = m.build_response(header, error="1 of 1 records already exist", error_code=-705,
+                           extra={"existing": existing})
+    assert json.loads(raw) == [{"interaction_id": 5, "client_id": "mes-1"},
+                               {"error": "1 of 1 records already exist", "error_code": -705,
+                                "existing": existing}]
+    parsed = m.parse_response(raw)
+    assert parsed.kind == "error" and parsed.extra == {"existing": existing}
+    for key in ("data", "message", "error", "error_code"):
+        with pytest.raises(ValueError, match="kind"):
+            m.build_response(header, error="x", extra={key: 1})

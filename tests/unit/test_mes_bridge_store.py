@@ -1,4 +1,5 @@
-"""The bridge's token store and response store (spec 3.2, 3.5.4) on SQLite."""
+"""The bridge's token store and response store (spec 3.2, 3.5.4) on SQLite, and the whole
+cycle on PostgreSQL and MariaDB too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from mes.bridge.store import DEDUP_WINDOW, MASTER, REPORTER, BridgeStore, Reporter, hash_token
+from triggers.tools.fixtures import app_db, db_kind  # noqa: F401
 
 
 class Clock:
@@ -62,3 +64,21 @@ def test_store_response_is_claimed_once_and_replayed_within_the_window(store) ->
     assert s.begin("mes-1", 7) == ("new", None)  # past the window: a new request
     assert s.purge() == 1  # mes-2's row; mes-1's was claimed again just now
     assert s.begin("mes-1", 2**63 - 1) == ("new", None)
+
+
+def test_store_works_on_every_database(app_db) -> None:  # noqa: F811
+    clock = Clock()
+    s = BridgeStore(app_db, clock)
+    s.create()
+    s.create()  # idempotent
+    token = s.issue_master("MES")
+    assert s.lookup(token).kind == MASTER
+    s.save_reporter(Reporter("PT10", "1Addr", "02" + "cd" * 32, ("Status",)))
+    assert s.lookup(s.issue_reporter("PT10")).record_id == "PT10"
+    big = 2**63 - 1
+    assert s.begin("mes-1", big) == ("new", None)
+    response = bytes(range(256)) * 300  # binary-safe and larger than 64 KiB
+    s.finish("mes-1", big, response)
+    assert s.begin("mes-1", big) == ("done", response)
+    clock.now += DEDUP_WINDOW + 1
+    assert s.purge() == 1
