@@ -167,7 +167,7 @@ class ConnectionGuard:
         conn = Connection(host=host, transport=transport, idle_since=self._clock())
         self._by_transport[transport] = conn
         self._by_host.setdefault(host, []).append(conn)
-        self._arm(conn)
+        self._arm(conn, self.idle_timeout)
         return conn
 
     def _evict(self, candidates: list[Connection]) -> bool:
@@ -202,13 +202,19 @@ class ConnectionGuard:
         conn.transport.abort()  # type: ignore[attr-defined]
 
     # -- idle deadline ------------------------------------------------------------------------
-    def _arm(self, conn: Connection) -> None:
+    def _arm(self, conn: Connection, delay: float) -> None:
         loop = asyncio.get_running_loop()
-        conn.timer = loop.call_later(self.idle_timeout, self._expire, conn)
+        conn.timer = loop.call_later(delay, self._expire, conn)
 
     def _expire(self, conn: Connection) -> None:
+        # One timer per connection, not one per call: calls only move `idle_since`, and the
+        # timer, when it fires early, is set again for the rest of the deadline.
         conn.timer = None
         if conn.released or conn.busy:
+            return  # `end` arms it again
+        left = conn.idle_since + self.idle_timeout - self._clock()
+        if left > 0:
+            self._arm(conn, left)
             return
         self.expired += 1
         log.debug("RPC: closing connection from %s idle for %d s", conn.host, self.idle_timeout)
@@ -225,9 +231,6 @@ class ConnectionGuard:
         if conn is None:
             return None
         conn.busy += 1
-        if conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
         return conn
 
     def end(self, conn: Connection | None) -> None:
@@ -237,7 +240,8 @@ class ConnectionGuard:
         conn.busy -= 1
         if not conn.busy:
             conn.idle_since = self._clock()
-            self._arm(conn)
+            if conn.timer is None:
+                self._arm(conn, self.idle_timeout)
 
 
 class GuardedProtocol(asyncio.Protocol):
