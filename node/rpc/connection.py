@@ -14,6 +14,7 @@ this connection does the little JSON-RPC over HTTP/1.1 needs in a fraction of th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
@@ -235,8 +236,7 @@ class HttpConnection(asyncio.Protocol):
         if response.delay:
             self._running = True
             loop = asyncio.get_running_loop()
-            held = Response(response.status, response.body, response.content_type,
-                            response.headers, response.close)
+            held = dataclasses.replace(response, delay=0.0)
             self._held = loop.call_later(response.delay, self._release, request, held)
             return
         transport = self._transport

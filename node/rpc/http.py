@@ -147,7 +147,7 @@ class ChunkedBody:
     """Decodes a chunked request body fed in pieces (RFC 9112 §7.1); trailers are read and
     dropped. `feed` returns how many bytes it used; `done` tells when the body is complete."""
 
-    __slots__ = ("_limit", "_parts", "_remaining", "_size", "_state", "done")
+    __slots__ = ("_limit", "_parts", "_remaining", "_size", "_state", "_trailer", "done")
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
@@ -155,6 +155,7 @@ class ChunkedBody:
         self._size = 0
         self._remaining = 0
         self._state = "size"
+        self._trailer = 0
         self.done = False
 
     def body(self) -> bytes:
@@ -162,7 +163,11 @@ class ChunkedBody:
 
     def feed(self, data: bytes | bytearray | memoryview) -> int:
         """Consume what it can of `data`; raises HttpError (413 over the limit, else 400)."""
-        view = memoryview(data)
+        with memoryview(data) as view:  # released before the caller trims its buffer
+            pos = self._consume(view)
+        return pos
+
+    def _consume(self, view: memoryview) -> int:
         pos = 0
         while not self.done and pos < len(view):
             if self._state == "data":
@@ -197,6 +202,9 @@ class ChunkedBody:
                 else:
                     self._state = "trailer"
             elif line:  # a trailer field: checked for form, then dropped
+                self._trailer += len(line) + 2
+                if self._trailer > MAX_HEAD:
+                    raise HttpError(431, "trailer fields too long")
                 if _HEADER_LINE.fullmatch(line) is None:
                     raise HttpError(400, "malformed trailer field")
             else:

@@ -103,6 +103,7 @@ def test_rpc_http_chunked_body_fed_in_any_pieces():
     (b"65\r\n", 413),
     (b"40\r\n" + b"a" * 64 + b"\r\n40\r\n", 413),
     (b"0\r\nbad trailer\r\n\r\n", 400),
+    (b"0\r\n" + b"T: x\r\n" * 6000, 431),
     (b"1" * 2000, 400),
 ])
 def test_rpc_http_chunked_body_refuses_bad_framing_and_oversize(wire, status):
