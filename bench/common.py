@@ -444,7 +444,10 @@ PROFILE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
                                              "publishmulti (node/rpc/methods/streams.py)")),
     ("dispatch per call, other methods", ("handle_object (node/rpc/dispatch.py)",)),
     ("JSON parse/encode (dispatch)", ("handle_body (node/rpc/dispatch.py)",)),
-    ("HTTP server (aiohttp, rpc/server.py)", ("aiohttp",)),
+    ("HTTP server (rpc/connection.py, rpc/http.py)", ("node/rpc/connection.py",
+                                                      "node/rpc/http.py",
+                                                      "node/rpc/server.py")),
+    ("HTTP server (aiohttp)", ("aiohttp",)),
     ("miner loop", ("node/miner.py",)),
     ("asyncio event loop", ("asyncio/",)),
 )

@@ -1,1 +1,1 @@
-"""JSON-RPC: a transport-free method table and a thin aiohttp adapter."""
+"""JSON-RPC: a transport-free method table and an HTTP/1.1 server on asyncio's Protocol layer."""

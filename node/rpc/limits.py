@@ -1,7 +1,7 @@
 """Connection budgets of the JSON-RPC listener: caps in total and per client address, an idle
 deadline per connection, file-descriptor budgets, and log lines that cannot flood the log.
 
-A connection is admitted, evicted or refused here before aiohttp sees a byte of it, so idle or
+A connection is admitted, evicted or refused here before the HTTP layer sees a byte of it, so idle or
 half-sent connections cannot pile up until the process runs out of descriptors (issue 15.2).
 """
 
@@ -167,7 +167,7 @@ class ConnectionGuard:
         conn = Connection(host=host, transport=transport, idle_since=self._clock())
         self._by_transport[transport] = conn
         self._by_host.setdefault(host, []).append(conn)
-        self._arm(conn)
+        self._arm(conn, self.idle_timeout)
         return conn
 
     def _evict(self, candidates: list[Connection]) -> bool:
@@ -202,13 +202,19 @@ class ConnectionGuard:
         conn.transport.abort()  # type: ignore[attr-defined]
 
     # -- idle deadline ------------------------------------------------------------------------
-    def _arm(self, conn: Connection) -> None:
+    def _arm(self, conn: Connection, delay: float) -> None:
         loop = asyncio.get_running_loop()
-        conn.timer = loop.call_later(self.idle_timeout, self._expire, conn)
+        conn.timer = loop.call_later(delay, self._expire, conn)
 
     def _expire(self, conn: Connection) -> None:
+        # One timer per connection, not one per call: calls only move `idle_since`, and the
+        # timer, when it fires early, is set again for the rest of the deadline.
         conn.timer = None
         if conn.released or conn.busy:
+            return  # `end` arms it again
+        left = conn.idle_since + self.idle_timeout - self._clock()
+        if left > 0:
+            self._arm(conn, left)
             return
         self.expired += 1
         log.debug("RPC: closing connection from %s idle for %d s", conn.host, self.idle_timeout)
@@ -225,9 +231,6 @@ class ConnectionGuard:
         if conn is None:
             return None
         conn.busy += 1
-        if conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
         return conn
 
     def end(self, conn: Connection | None) -> None:
@@ -237,11 +240,12 @@ class ConnectionGuard:
         conn.busy -= 1
         if not conn.busy:
             conn.idle_since = self._clock()
-            self._arm(conn)
+            if conn.timer is None:
+                self._arm(conn, self.idle_timeout)
 
 
 class GuardedProtocol(asyncio.Protocol):
-    """Wraps aiohttp's per-connection protocol: asks the guard first, then passes through."""
+    """Wraps a connection's HTTP protocol (node/rpc/connection.py): asks the guard first, then passes through."""
 
     __slots__ = ("_guard", "_inner", "_transport")
 
@@ -364,47 +368,7 @@ class TlsGuardedProtocol(asyncio.Protocol):
 
 
 EARLY_DATA_LIMIT = 1 << 20
-"""Bytes a TLS connection may send before its handshake is handed to aiohttp."""
-
-
-class QuietServerLog:
-    """Stands in for aiohttp's server logger: malformed requests give one rate-limited line
-    with the parser's short reason, never a traceback (every received byte is hostile, and a
-    traceback per bad request is a log flood)."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self._logger = logger
-        self._note = RateLimitedLog(logger)
-
-    def _line(self, msg: str, args: tuple[Any, ...], exc_info: Any) -> None:
-        reason = ""
-        if isinstance(exc_info, BaseException):
-            reason = (str(exc_info).splitlines() or [type(exc_info).__name__])[0][:200]
-        try:
-            text = msg % args if args else msg
-        except (TypeError, ValueError):
-            text = msg
-        self._note("RPC: %s: %s", text, reason or "error")
-
-    def exception(self, msg: str, *args: Any, exc_info: Any = None, **kw: Any) -> None:
-        self._line(msg, args, exc_info)
-
-    def error(self, msg: str, *args: Any, exc_info: Any = None, **kw: Any) -> None:
-        self._line(msg, args, exc_info)
-
-    def warning(self, msg: str, *args: Any, exc_info: Any = None, **kw: Any) -> None:
-        self._line(msg, args, exc_info)
-
-    def info(self, msg: str, *args: Any, **kw: Any) -> None:
-        kw.pop("exc_info", None)
-        self._logger.debug(msg, *args)
-
-    def debug(self, msg: str, *args: Any, **kw: Any) -> None:
-        kw.pop("exc_info", None)
-        self._logger.debug(msg, *args)
-
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging.Logger's name)
-        return self._logger.isEnabledFor(level)
+"""Bytes a TLS connection may send before its handshake is handed to the HTTP layer."""
 
 
 _ACCEPT_EXHAUSTED = "socket.accept() out of system resource"

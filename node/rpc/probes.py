@@ -13,15 +13,18 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from aiohttp import web
+
+from node.rpc.http import JSON, Response
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 HEALTH_PATH = "/health"
 METRICS_PATH = "/metrics"
 PROBE_PATHS = frozenset({HEALTH_PATH, METRICS_PATH})
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
-"""The Prometheus text exposition format (aiohttp adds the charset)."""
+METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+"""The Prometheus text exposition format."""
+_NOT_ALLOWED = Response(405, b"Method Not Allowed", b"text/plain; charset=utf-8",
+                        headers=((b"Allow", b"GET, HEAD"),))
 
 
 @dataclass
@@ -56,16 +59,11 @@ def open_access(open_networks: Sequence[IPNetwork]) -> Callable[[str | None], bo
     return is_open
 
 
-async def probe_response(probes: Probes, request: web.Request) -> web.Response:
+async def probe_response(probes: Probes, method: bytes, path: str) -> Response:
     """The answer to an already admitted request for /health or /metrics."""
-    if request.method not in ("GET", "HEAD"):
-        response = web.Response(status=405, text="Method Not Allowed",
-                                content_type="text/plain")
-        response.headers["Allow"] = "GET, HEAD"
-        return response
-    if request.path == HEALTH_PATH:
+    if method not in (b"GET", b"HEAD"):
+        return _NOT_ALLOWED
+    if path == HEALTH_PATH:
         status, body = await probes.health()
-        return web.Response(status=status, body=orjson.dumps(body),
-                            content_type="application/json")
-    return web.Response(body=probes.metrics(),
-                        headers={"Content-Type": f"{METRICS_CONTENT_TYPE}; charset=utf-8"})
+        return Response(status, orjson.dumps(body), JSON)
+    return Response(200, probes.metrics(), METRICS_CONTENT_TYPE)

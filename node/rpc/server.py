@@ -1,4 +1,5 @@
-"""The thin aiohttp adapter around the Dispatcher: IP filter, path, verb, Basic auth, body cap.
+"""The RPC port around the Dispatcher: settings, the route table (IP filter, path, verb, Basic
+auth) and the listeners; node/rpc/connection.py speaks HTTP/1.1 on each connection.
 
 HTTP behaviour follows spec §1.1, §1.2 and §1.5 (Bitcoin Core 0.10 as inherited by MultiChain).
 """
@@ -9,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hmac
 import ipaddress
 import logging
@@ -19,18 +21,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from config.errors import ConfigError
+from node.rpc.connection import Answer, HttpConnection
 from node.rpc.dispatch import Dispatcher
 from node.rpc.errors import RpcBindError
-from node.rpc.limits import (
-    ConnectionGuard,
-    GuardedProtocol,
-    QuietServerLog,
-    RateLimitedLog,
-    TlsGuardedProtocol,
-)
+from node.rpc.http import HTML, DateHeader, Request, Response, error_response
+from node.rpc.limits import ConnectionGuard, GuardedProtocol, RateLimitedLog, TlsGuardedProtocol
 from node.rpc.probes import PROBE_PATHS, Probes, open_access, probe_response
 
 log = logging.getLogger(__name__)
@@ -45,7 +41,7 @@ SERVER_HEADER = f"multichain-json-rpc/{MULTICHAIN_VERSION} chainmill/{CHAINMILL_
 AUTH_FAILURE_DELAY = 0.25
 """Seconds to wait before answering wrong credentials (slows down password guessing)."""
 SHUTDOWN_TIMEOUT = 3.0
-"""Seconds `stop` gives each open connection's request handler before closing it."""
+"""Seconds `stop` gives the open connections' running answers before cutting them."""
 
 _LOOPBACK: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
@@ -114,8 +110,8 @@ class _Auth:
         self._userpass = f"{user}:{password}".encode()
         self._header = b"Basic " + base64.b64encode(self._userpass)
 
-    def check(self, header: str) -> bool:
-        raw = header.encode("utf-8", "surrogateescape")
+    def check(self, raw: bytes) -> bool:
+        """Does an Authorization header value carry the right user and password?"""
         if hmac.compare_digest(raw, self._header):
             return True
         # Slow path for clients that encode differently (whitespace, missing padding).
@@ -147,116 +143,103 @@ def _ip_filter(allow_ips: Sequence[IPNetwork]) -> Callable[[str | None], bool]:
     return allowed
 
 
-def _plain(status: int, text: str) -> web.Response:
-    response = web.Response(status=status, text=text, content_type="text/plain")
-    response.headers["Server"] = SERVER_HEADER
-    response.force_close()
-    return response
+_UNAUTHORIZED = Response(401, _UNAUTHORIZED_HTML.encode(), HTML,
+                         headers=((b"WWW-Authenticate", b'Basic realm="jsonrpc"'),), close=True)
+_WRONG_CREDENTIALS = dataclasses.replace(_UNAUTHORIZED, delay=AUTH_FAILURE_DELAY)
+_FORBIDDEN = error_response(403)
+_NOT_FOUND = error_response(404)
+_NOT_ALLOWED = error_response(405)
 
 
-def _unauthorized() -> web.Response:
-    response = web.Response(status=401, text=_UNAUTHORIZED_HTML, content_type="text/html")
-    response.headers["WWW-Authenticate"] = 'Basic realm="jsonrpc"'
-    response.headers["Server"] = SERVER_HEADER
-    response.force_close()
-    return response
+class RpcRoutes:
+    """The route table of the RPC port: JSON-RPC at `/`, and with `probes` /health and
+    /metrics (node/rpc/probes.py); every other path is 404.
+
+    `route` runs the checks of spec §1.7 on the request head (address filter, path, verb,
+    Basic auth), so a refused request's body is never read; node/rpc/connection.py reads the
+    body of an admitted one and awaits the answer.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, settings: RpcSettings,
+                 probes: Probes | None = None) -> None:
+        self.server_header = SERVER_HEADER.encode()
+        self.max_body = settings.max_body
+        self.keepalive = settings.keepalive
+        self.date = DateHeader()
+        self.malformed = RateLimitedLog(log)
+        self._auth = _Auth(settings.user, settings.password)
+        self._failed_login = RateLimitedLog(log)
+        self._allowed = _ip_filter(settings.allow_ips)
+        self._handle_body = dispatcher.handle_body
+        self._probes = probes
+        self._probe_open = open_access(probes.open_networks if probes is not None else ())
+
+    def route(self, request: Request, host: str | None) -> Response | Answer:
+        """A refusal, or the coroutine that answers the request from its body."""
+        if not self._allowed(host):
+            return _FORBIDDEN
+        path = request.path
+        if path == "/":
+            if request.method != b"POST" and request.method != b"GET":
+                return _NOT_ALLOWED
+            return self._login(request, host) or self._rpc
+        if self._probes is not None and path in PROBE_PATHS:
+            if self._probe_open(host):  # loopback and metricsallowip: no credentials needed
+                return self._probe
+            return self._login(request, host) or self._probe
+        return _NOT_FOUND
+
+    def _login(self, request: Request, host: str | None) -> Response | None:
+        """None for the right credentials, else the 401 to answer (delayed if wrong)."""
+        header = request.headers.get(b"authorization")
+        if header is None:
+            return _UNAUTHORIZED
+        if not self._auth.check(header):
+            self._failed_login("RPC: incorrect password attempt from %s", host)
+            return _WRONG_CREDENTIALS
+        return None
+
+    async def _rpc(self, request: Request, body: bytes) -> Response:
+        out, status = await self._handle_body(body)
+        return Response(status, out)
+
+    async def _probe(self, request: Request, body: bytes) -> Response:
+        assert self._probes is not None
+        return await probe_response(self._probes, request.method, request.path)
 
 
 def make_rpc_app(dispatcher: Dispatcher, settings: RpcSettings,
-                 guard: ConnectionGuard | None = None,
-                 probes: Probes | None = None) -> web.Application:
-    """The aiohttp application serving JSON-RPC at `/` for `dispatcher` (and with `probes`,
-    /health and /metrics: see node/rpc/probes.py).
-
-    With a `guard`, each call marks its connection busy, so the idle deadline and eviction
-    spare connections whose call is running. Raises ConfigError if rpcpassword is empty or
-    equal to rpcuser (spec §1.2).
-    """
+                 probes: Probes | None = None) -> RpcRoutes:
+    """The route table serving `dispatcher` (and `probes`). Raises ConfigError if rpcpassword
+    is empty or equal to rpcuser (spec §1.2)."""
     if not settings.password or settings.password == settings.user:
         raise ConfigError("rpcpassword must be set and differ from rpcuser")
-    auth = _Auth(settings.user, settings.password)
-    failed_login = RateLimitedLog(log)
-    allowed = _ip_filter(settings.allow_ips)
-    max_body = settings.max_body
-    keepalive = settings.keepalive
-    handle_body = dispatcher.handle_body
-    probe_open = open_access(probes.open_networks if probes is not None else ())
-
-    async def answer_probe(probes: Probes, request: web.Request, host: str | None
-                           ) -> web.StreamResponse:
-        if not probe_open(host):  # beyond loopback and metricsallowip: the RPC credentials
-            header = request.headers.get("Authorization")
-            if header is None:
-                return _unauthorized()
-            if not auth.check(header):
-                await asyncio.sleep(AUTH_FAILURE_DELAY)
-                failed_login("RPC: incorrect password attempt from %s", host)
-                return _unauthorized()
-        response = await probe_response(probes, request)
-        response.headers["Server"] = SERVER_HEADER
-        if not keepalive:
-            response.force_close()
-        return response
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        transport = request.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        host = peer[0] if peer else None
-        if not allowed(host):
-            return _plain(403, "Forbidden")
-        if probes is not None and request.path in PROBE_PATHS:
-            return await answer_probe(probes, request, host)
-        if request.path != "/":
-            return _plain(404, "Not Found")
-        if request.method != "POST" and request.method != "GET":
-            return _plain(405, "Method Not Allowed")
-        header = request.headers.get("Authorization")
-        if header is None:
-            return _unauthorized()
-        if not auth.check(header):
-            await asyncio.sleep(AUTH_FAILURE_DELAY)
-            failed_login("RPC: incorrect password attempt from %s", host)
-            return _unauthorized()
-        length = request.content_length
-        if length is not None and length > max_body:
-            return _plain(413, "Request Entity Too Large")
-        try:
-            body = await request.read()  # capped at client_max_size = max_body
-        except web.HTTPRequestEntityTooLarge:
-            return _plain(413, "Request Entity Too Large")
-        conn = guard.begin(transport) if guard is not None else None
-        try:
-            out, status = await handle_body(body)
-        finally:
-            if guard is not None:
-                guard.end(conn)
-        response = web.Response(body=out, status=status, content_type="application/json")
-        response.headers["Server"] = SERVER_HEADER
-        if not keepalive:
-            response.force_close()
-        return response
-
-    app = web.Application(client_max_size=max_body)
-    app.router.add_route("*", "/{tail:.*}", handle)
-    return app
+    return RpcRoutes(dispatcher, settings, probes)
 
 
 class RpcServer:
     """A running RPC server: `port` is the bound port; `close()` stops it."""
 
-    def __init__(self, runner: web.AppRunner, servers: list[asyncio.Server], port: int,
-                 hosts: list[str], guard: ConnectionGuard) -> None:
-        self._runner = runner
+    def __init__(self, servers: list[asyncio.Server], connections: set[HttpConnection],
+                 port: int, hosts: list[str], guard: ConnectionGuard) -> None:
         self._servers = servers
+        self._connections = connections
         self.port = port
         self.hosts = hosts
         self.guard = guard
 
     async def close(self) -> None:
-        """Stop listening and finish open connections."""
+        """Stop listening; close idle connections at once and busy ones after their answer,
+        giving them SHUTDOWN_TIMEOUT seconds before they are cut."""
         for server in self._servers:
             server.close()
-        await self._runner.cleanup()
+        open_now = list(self._connections)
+        for conn in open_now:
+            conn.shutdown()
+        if open_now:
+            await asyncio.wait([conn.closed for conn in open_now], timeout=SHUTDOWN_TIMEOUT)
+        for conn in list(self._connections):
+            conn.abort()
         for server in self._servers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), SHUTDOWN_TIMEOUT)
@@ -303,34 +286,21 @@ async def start_rpc_server(dispatcher: Dispatcher, settings: RpcSettings,
     """Bind and start the server (spec §1.1): loopback only unless rpcallowip is set.
 
     With port 0 the first address picks a free port and the others bind the same one.
-    Every accepted connection passes the ConnectionGuard before aiohttp sees it.
+    Every accepted connection passes the ConnectionGuard before its HttpConnection sees it.
     Raises RpcBindError when no address (or a required one) can be bound.
     """
     guard = ConnectionGuard(max_total=settings.max_connections,
                             max_per_host=settings.max_connections_per_host,
                             idle_timeout=settings.idle_timeout)
-    app = make_rpc_app(dispatcher, settings, guard, probes)
-    # lingering_time=0: a refused request's unread body (413, 401, ...) is not drained; the
-    # connection is closed right after the answer. No access log: this is the hot path.
-    # shutdown_timeout: on stop, aiohttp waits this long for each connection's handler task;
-    # its default of 60 s let a client's idle keep-alive connection, caught between two
-    # requests when the server closed, hold `stop` for a minute (the handler waited for a
-    # next request that never came). logger: malformed requests are logged at a bounded
-    # rate without tracebacks instead of one traceback each.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, lingering_time=0,
-                           shutdown_timeout=SHUTDOWN_TIMEOUT,
-                           keepalive_timeout=settings.idle_timeout,
-                           logger=QuietServerLog(log))
-    await runner.setup()
-    handler_factory = runner.server
-    assert handler_factory is not None  # set by setup()
-
+    routes = make_rpc_app(dispatcher, settings, probes)
+    connections: set[HttpConnection] = set()
     tls = settings.ssl_context
 
     def protocol() -> asyncio.Protocol:
+        conn = HttpConnection(routes, guard, connections)
         if tls is not None:
-            return TlsGuardedProtocol(handler_factory(), guard, tls)
-        return GuardedProtocol(handler_factory(), guard)
+            return TlsGuardedProtocol(conn, guard, tls)
+        return GuardedProtocol(conn, guard)
 
     loop = asyncio.get_running_loop()
     hosts = _hosts(settings)
@@ -359,7 +329,6 @@ async def start_rpc_server(dispatcher: Dispatcher, settings: RpcSettings,
     except BaseException:
         for server in servers:
             server.close()
-        await runner.cleanup()
         raise
     if settings.allow_ips and settings.ssl_context is None:
         log.warning("JSON-RPC is open beyond loopback (rpcallowip) without TLS: credentials "
@@ -367,4 +336,4 @@ async def start_rpc_server(dispatcher: Dispatcher, settings: RpcSettings,
     log.info("JSON-RPC server listening on port %d (%s)%s, at most %d connections (%d per "
              "address)", port, ", ".join(bound), " over TLS" if settings.ssl_context else "",
              settings.max_connections, settings.max_connections_per_host)
-    return RpcServer(runner, servers, port, bound, guard)
+    return RpcServer(servers, connections, port, bound, guard)
