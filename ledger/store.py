@@ -362,6 +362,8 @@ class ChainStore:
         """The id of a stream id or address, or _NO_ID when the store has none for it."""
         i = self._ids.get(name)
         if i is None:
+            if not name.isascii() or len(name) > 64:  # no stream id or address looks so
+                return _NO_ID
             with self.engine.connect() as c:
                 i = c.scalar(sa.select(names_t.c.id).where(names_t.c.name == name))
             if i is None:
