@@ -13,6 +13,10 @@ benchmark (a ~70-byte JSON record with its own key, one item per transaction unl
 - the fill's CPU per item (node, load generator) in µs and in verifies, with the verify rate
   of the same run (bench.common.measure_verify) and the other processes' load.
 
+`--put-block N` measures, in this process, the CPU time (thread time) of the chain store's
+`put_block` and of a few readers on a store of N one-item transactions in blocks of 1,000
+connected through node.chain.Chain: the store's own cost, free of RPC and of other load.
+
 `--datadir DIR --measure-only` measures an existing, stopped node's data directory instead
 (e.g. one kept by `bench.publish --keep`). See bench/README.md.
 """
@@ -87,6 +91,67 @@ def print_report(m: dict[str, Any]) -> None:
         print(f"  {k:<28} {v:>9,.1f}")
 
 
+def put_block_cost(items: int, per_block: int = 1000) -> dict[str, Any]:
+    """CPU µs per item of ChainStore.put_block, and of reading items back, in-process."""
+    import random
+    import tempfile
+    import time
+
+    from config.params import default_params, write_params_file
+    from config.runtime import ensure_chain_conf
+    from ledger.blocks import Block
+    from ledger.transactions import DataFormat, Publish, Transaction
+    from node.app import NodeApp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        chain_dir = Path(tmp) / "pb"
+        chain_dir.mkdir()
+        write_params_file(chain_dir / "params.dat", default_params("pb", {}, random.Random(3)))
+        ensure_chain_conf(chain_dir)
+        ctx, _ = NodeApp(Path(tmp), "pb", {})._open()
+        chain, key, store = ctx.chain, ctx.wallet.default, ctx.store
+        root = next(iter(chain.state.streams))
+        spent = [0.0]
+        real_put = store.put_block
+
+        def timed_put(write: Any, **kw: Any) -> None:
+            t0 = time.thread_time()
+            real_put(write, **kw)
+            spent[0] += time.thread_time() - t0
+
+        store.put_block = timed_put
+        now = int(time.time())
+        for b in range(0, items, per_block):
+            txs = [Transaction.create(key, [Publish(root, (f"SN{i:08d}",), DataFormat.JSON,
+                                                    _record(i))], chain.chain_id, now)
+                   for i in range(b, min(items, b + per_block))]
+            tip = chain.tip_header
+            chain.connect(Block.build(key, chain.chain_id, tip.height + 1, tip.hash,
+                                      tip.time_ms + 1, txs))
+        hexroot = root.hex()
+        t0 = time.thread_time()
+        read = 0
+        for off in range(0, items, 100):
+            read += len(store.items(hexroot, off, 100))
+        read_s = time.thread_time() - t0
+        t0 = time.thread_time()
+        for i in range(0, items, max(1, items // 1000)):
+            store.last_item(hexroot, key=f"SN{i:08d}")
+        key_s = time.thread_time() - t0
+        ctx.chain.close()
+        store.close()
+        return {"items": items, "items_per_block": per_block,
+                "put_block_us_per_item": round(spent[0] / items * 1e6, 1),
+                "liststreamitems_us_per_item": round(read_s / read * 1e6, 1),
+                "last_item_by_key_us": round(key_s / len(range(0, items,
+                                                               max(1, items // 1000))) * 1e6, 1)}
+
+
+def _record(i: int) -> bytes:
+    return json.dumps({"serial": f"SN{i:08d}", "station": i % 40, "ok": True,
+                       "torque": 12.5}, separators=(",", ":")).encode()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.storage", description=__doc__.split("\n")[0])
     p.add_argument("--items", type=int, default=100_000, help="items to publish (100000)")
@@ -100,6 +165,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="bench/results/storage.json", help="JSON results file")
     p.add_argument("--datadir", help="use (and keep) this data directory")
     p.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    p.add_argument("--put-block", type=int, metavar="N",
+                   help="only the in-process put_block and reader cost on N items")
     p.add_argument("--measure-only", action="store_true",
                    help="only measure the stopped node in --datadir (chain `bench`)")
     return p.parse_args(argv)
@@ -108,6 +175,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if args.put_block:
+        verify = measure_verify(0.5)
+        r = put_block_cost(args.put_block)
+        per_verify = verify["reference_per_s"] / 1e6
+        r["put_block_verifies_per_item"] = round(r["put_block_us_per_item"] * per_verify, 2)
+        print(json.dumps({"verify_per_s": round(verify["reference_per_s"]), **r}))
+        return 0
     if args.measure_only:
         if not args.datadir:
             print("error: --measure-only needs --datadir", file=sys.stderr)

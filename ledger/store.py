@@ -292,6 +292,8 @@ class ChainStore:
         self._lock = threading.Lock()
         self._insert_plans: dict[str, tuple[str, list[int] | str | None]] = {}
         self._select_plans: dict[str, tuple[str, bool]] = {}
+        self._items_select = self._select_items()  # built once: it is the same each time
+        self._txs_select = self._select_txs()
         self._ids: dict[str, int] = {}
         self._names: dict[int, str] = {}
         try:
@@ -626,8 +628,15 @@ class ChainStore:
         return self._with_raw(sa.select(*_ITEM_COLS).select_from(_ITEMS_WITH_TX),
                               items_t.c.data_start, items_t.c.data_size, items_t.c.height)
 
-    def _items(self, c: sa.Connection, q: sa.Select) -> list[ItemRow]:
-        rows = c.execute(q).all()
+    def _items(self, c: sa.Connection, ids: sa.Select) -> list[ItemRow]:
+        """The items whose ids `ids` selects (filtered, ordered and paged), in id order.
+
+        The page of ids is chosen first and only its rows are joined to their transaction
+        and block: an OFFSET skips index entries, not joined rows (paging 100 items deep
+        into 20,000 cost 10 instead of 3.6 ms per page when the join came first)."""
+        page = ids.subquery("page")
+        rows = c.execute(self._items_select.join(page, page.c.id == items_t.c.id)
+                         .order_by(items_t.c.id)).all()
         datas = self._raws(c, rows, "data_start", "data_size")
         name = self._name
         return [ItemRow(r.id, name(c, r.stream), bytes(r.txid).hex(), r.vout, r.height,
@@ -651,7 +660,7 @@ class ChainStore:
         if txid is None:
             return None
         with self._read() as c:
-            rows = self._txs(c, self._select_txs().where(txs_t.c.txid == txid))
+            rows = self._txs(c, self._txs_select.where(txs_t.c.txid == txid))
         return rows[0] if rows else None
 
     def known_txids(self, txids_hex: Iterable[str]) -> set[str]:
@@ -698,7 +707,7 @@ class ChainStore:
         with self.engine.connect() as c:
             granted = _txids_bytes(c.scalars(sa.select(perm_log_t.c.txid).distinct().where(
                 perm_log_t.c.address.in_(wanted))))
-        q = self._select_txs().where(sa.or_(txs_t.c.sender.in_(senders),
+        q = self._txs_select.where(sa.or_(txs_t.c.sender.in_(senders),
                                             txs_t.c.txid.in_(granted)))
         with self._read() as c:
             return self._txs(c, q.order_by(txs_t.c.height, txs_t.c.blockindex))
@@ -739,36 +748,37 @@ class ChainStore:
               publisher: str | None = None) -> list[ItemRow]:
         if limit <= 0:
             return []
-        q = self._item_filter(self._select_items(), stream, key, publisher)
+        q = self._item_filter(sa.select(items_t.c.id), stream, key, publisher)
         q = q.order_by(items_t.c.id).offset(offset).limit(limit)
         with self._read() as c:
             return self._items(c, q)
 
     def items_by_txids(self, stream: str, txids: Sequence[str]) -> list[ItemRow]:
-        q = self._select_items().where(items_t.c.stream == self._id(stream),
-                                       txs_t.c.txid.in_(_txids_bytes(txids)))
+        q = sa.select(items_t.c.id).select_from(_ITEMS_WITH_TX).where(
+            items_t.c.stream == self._id(stream), txs_t.c.txid.in_(_txids_bytes(txids)))
         with self._read() as c:
-            return self._items(c, q.order_by(items_t.c.id))
+            return self._items(c, q)
 
     def items_by_tx(self, txid: str) -> list[ItemRow]:
         tid = _txid_bytes(txid)
         if tid is None:
             return []
         with self._read() as c:
-            return self._items(c, self._select_items().where(txs_t.c.txid == tid)
-                               .order_by(items_t.c.vout))
+            # A transaction's items have ids in vout order.
+            return self._items(c, sa.select(items_t.c.id).select_from(_ITEMS_WITH_TX)
+                               .where(txs_t.c.txid == tid))
 
     def items_in_heights(self, stream: str, heights: Sequence[int]) -> list[ItemRow]:
-        q = self._select_items().where(items_t.c.stream == self._id(stream),
-                                       items_t.c.height.in_(list(heights)))
+        q = sa.select(items_t.c.id).where(items_t.c.stream == self._id(stream),
+                                          items_t.c.height.in_(list(heights)))
         with self._read() as c:
-            return self._items(c, q.order_by(items_t.c.id))
+            return self._items(c, q)
 
     def query_items(self, stream: str, keys: Sequence[str], publishers: Sequence[str],
                     limit: int) -> list[ItemRow]:
         """Items having every key and a publisher among `publishers` (when given); AND-ed."""
         sid = self._id(stream)
-        q = self._select_items().where(items_t.c.stream == sid)
+        q = sa.select(items_t.c.id).where(items_t.c.stream == sid)
         for k in keys:
             q = q.where(items_t.c.id.in_(sa.select(item_keys_t.c.item_id).where(
                 item_keys_t.c.stream == sid, item_keys_t.c.item_key == k)))
@@ -802,12 +812,12 @@ class ChainStore:
 
     def item_by_id(self, item_id: int) -> ItemRow | None:
         with self._read() as c:
-            rows = self._items(c, self._select_items().where(items_t.c.id == item_id))
+            rows = self._items(c, sa.select(items_t.c.id).where(items_t.c.id == item_id))
         return rows[0] if rows else None
 
     def last_item(self, stream: str, key: str | None = None,
                   publisher: str | None = None) -> ItemRow | None:
-        q = self._item_filter(self._select_items(), stream, key, publisher)
+        q = self._item_filter(sa.select(items_t.c.id), stream, key, publisher)
         with self._read() as c:
             rows = self._items(c, q.order_by(items_t.c.id.desc()).limit(1))
         return rows[0] if rows else None
@@ -850,10 +860,9 @@ class ChainStore:
             blocks = [(BlockRow(*r[:-1]), r[-1]) for r in c.execute(
                 sa.select(*_BLOCK_COLS, blocks_t.c.raw).where(between(blocks_t))
                 .order_by(blocks_t.c.height))]
-            txs = self._txs(c, self._select_txs().where(between(txs_t))
+            txs = self._txs(c, self._txs_select.where(between(txs_t))
                             .order_by(txs_t.c.height, txs_t.c.blockindex))
-            items = self._items(c, self._select_items().where(between(items_t))
-                                .order_by(items_t.c.id))
+            items = self._items(c, sa.select(items_t.c.id).where(between(items_t)))
             keys = [(r.item_id, self._name(c, r.stream), r.item_key, r.height) for r in c.execute(
                 sa.select(item_keys_t.c.item_id, item_keys_t.c.stream, item_keys_t.c.item_key,
                           item_keys_t.c.height).where(between(item_keys_t)))]
