@@ -22,6 +22,7 @@ from ledger.addresses import AddressCodec
 from ledger.blocks import Block, BlockHeader
 from ledger.codec import Reader
 from ledger.errors import ChainmillError, StoreError
+from ledger.store import REINDEX_MARK as STORE_REINDEX_MARK
 from ledger.store import BlockRow, BlockWrite, ChainStore, ItemRow, PermRow, StreamRow, TxRow
 from ledger.transactions import Publish, Transaction
 
@@ -178,7 +179,7 @@ class Chain:
         log.info("rolled back to height %d (%d blocks removed)", height, len(removed))
         return removed
 
-    REINDEX_MARK = "reindex"
+    REINDEX_MARK = STORE_REINDEX_MARK
 
     def reindex_pending(self) -> bool:
         """True when a reindex was interrupted: the next start must finish it."""

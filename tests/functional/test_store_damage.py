@@ -1,6 +1,7 @@
 """A damaged store must not start silently: each kind of damage the issue lists.
 
-What: with the node stopped, (1) an item's data changed with SQL, (2) bits flipped in
+What: with the node stopped, (1) an item's data changed with SQL (the row's pointer into
+its block), (2) bits flipped in
 chain.db inside the latest block, (3) an old item changed: found by a full check
 (--checkblocks 0), not by the bounded default; (4) the -wal file deleted after SIGKILL: the
 node says how many blocks were lost, and its own transactions of those blocks come back
@@ -55,6 +56,12 @@ def sql(node: TestNode, statement: str, *args: object) -> None:
     db.close()
 
 
+FORGE_ITEM_DATA = (
+    "UPDATE items SET data_start = data_start + 1 WHERE height = "
+    "(SELECT height FROM transactions WHERE txid = ?)")
+"""An item's data is where its row says in the raw block: one byte further is other data."""
+
+
 def test_changed_item_data_is_found_and_reindex_repairs_it(harness):
     node = harness.start_node()
     node.wait_for_confirmation(node.create("stream", "orders", True))
@@ -62,7 +69,7 @@ def test_changed_item_data_is_found_and_reindex_repairs_it(harness):
     node.stop()
 
     log.info("the latest item's data changed with SQL: refused, the message names --reindex")
-    sql(node, "UPDATE items SET data = ? WHERE txid = ?", b'"forged"', txids[-1])
+    sql(node, FORGE_ITEM_DATA, bytes.fromhex(txids[-1]))
     line = start_fails(node)
     assert "disagrees with block" in line and "stream item rows" in line
     assert f"chainmill start {node.chain} --reindex" in line
@@ -73,7 +80,7 @@ def test_changed_item_data_is_found_and_reindex_repairs_it(harness):
     node.stop()
 
     log.info("an old item is beyond the bounded check but not beyond --checkblocks 0")
-    sql(node, "UPDATE items SET data = ? WHERE txid = ?", b'"forged"', txids[0])
+    sql(node, FORGE_ITEM_DATA, bytes.fromhex(txids[0]))
     node.start([])
     node.stop()
     line = start_fails(node, "--checkblocks", "0")
@@ -97,7 +104,7 @@ def test_flipped_bits_in_chain_db_are_refused(harness):
     while at >= 0:
         spots.append(at)
         at = data.find(needle, at + 1)
-    assert spots  # the raw block, the transaction row and the item row hold it
+    assert spots  # the raw block holds it (the rows point into it)
     flipped = 0
     while flipped < 20:
         for at in spots:

@@ -62,7 +62,8 @@ def test_node_on_a_sql_server_store(sql_db, harness):
     try:
         with engine.connect() as c:
             stream = node.getstreaminfo("orders")["createtxid"]
-            n = c.scalar(sa.text("SELECT COUNT(*) FROM items WHERE stream = :s"), {"s": stream})
+            n = c.scalar(sa.text("SELECT COUNT(*) FROM items JOIN names ON names.id = "
+                                 "items.stream WHERE names.name = :s"), {"s": stream})
             assert n == 8
             assert c.scalar(sa.text("SELECT MAX(height) FROM blocks")) == node.getblockcount()
     finally:

@@ -6,6 +6,7 @@ made from locally signed transactions and connected through Chain.connect.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -138,3 +139,72 @@ def test_node_reindex_without_a_quarantine_says_what_failed_and_what_to_run(chai
         chain.reindex()
     assert chain.reindex_pending(), "the next start must finish the reindex"
     assert chain.reindex(quarantine=chain_with_blocks[2]) == 7
+
+
+SCHEMA_1_TABLES = """
+CREATE TABLE transactions (txid CHAR(64) NOT NULL, height INTEGER NOT NULL,
+    blockindex INTEGER NOT NULL, sender VARCHAR(64) NOT NULL, time_s BIGINT NOT NULL,
+    raw BLOB NOT NULL, PRIMARY KEY (txid));
+CREATE INDEX ix_transactions_height ON transactions (height);
+CREATE TABLE items (id BIGINT NOT NULL, stream CHAR(64) NOT NULL, txid CHAR(64) NOT NULL,
+    vout INTEGER NOT NULL, height INTEGER NOT NULL, blockindex INTEGER NOT NULL,
+    publisher VARCHAR(64) NOT NULL, keys_json TEXT NOT NULL, format SMALLINT NOT NULL,
+    data BLOB NOT NULL, offchain BOOLEAN NOT NULL, time_s BIGINT NOT NULL, PRIMARY KEY (id));
+CREATE INDEX ix_items_stream ON items (stream, id);
+CREATE INDEX ix_items_txid ON items (txid);
+CREATE TABLE item_keys (item_id BIGINT NOT NULL, stream CHAR(64) NOT NULL,
+    item_key VARCHAR(256) NOT NULL, height INTEGER NOT NULL);
+CREATE INDEX ix_item_keys ON item_keys (stream, item_key, item_id);
+"""
+"""The derived tables of schema 1 whose layout schema 2 changed (each byte copied)."""
+
+
+def _make_schema_1(db_path, stored) -> None:
+    """Turn a store into a schema-1 store holding the same rows, as the older version wrote."""
+    import sqlite3
+
+    db = sqlite3.connect(db_path)
+    with db:
+        for t in ("transactions", "items", "item_keys", "names"):
+            db.execute(f"DROP TABLE {t}")
+        db.executescript(SCHEMA_1_TABLES)
+        db.executemany("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?)",
+                       [(t.txid, t.height, t.blockindex, t.sender, t.time_s, t.raw)
+                        for t in stored.txs])
+        db.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       [(i.id, i.stream, i.txid, i.vout, i.height, i.blockindex, i.publisher,
+                         json.dumps(list(i.keys)), i.format, i.data, i.offchain,
+                         i.time_s) for i in stored.items])
+        db.executemany("INSERT INTO item_keys VALUES (?, ?, ?, ?)", stored.item_keys)
+        db.execute("UPDATE meta SET value = '1' WHERE name = 'schema'")
+    db.close()
+
+
+def test_node_reindex_upgrades_a_schema_1_store_at_open(chain_with_blocks):
+    import sqlite3
+
+    ctx, root, tmp_path = chain_with_blocks
+    before = _snapshot(ctx.store, root)
+    stored = ctx.store.stored_range(0, ctx.store.tip().height)
+    ctx.chain.close()
+    ctx.store.close()
+    db_path = tmp_path / "rx" / "chain.db"
+    _make_schema_1(db_path, stored)
+    size_1 = db_path.stat().st_size
+
+    upgraded, _ = NodeApp(tmp_path, "rx", {})._open()
+    try:
+        assert upgraded.store.get_meta("schema") == "2"
+        assert not upgraded.chain.reindex_pending(), "the upgrade's reindex ran to its end"
+        assert upgraded.chain.height == 7
+        assert _snapshot(upgraded.store, root) == before
+        txid = before[0][-1][0]
+        assert upgraded.store.tx_row(txid).raw == stored.txs[-1].raw
+    finally:
+        upgraded.chain.close()
+        upgraded.store.close()
+    db = sqlite3.connect(db_path)
+    columns = {r[1] for r in db.execute("PRAGMA table_info(items)")}
+    db.close()
+    assert "data" not in columns and {"data_start", "data_size"} <= columns
+    assert db_path.stat().st_size < size_1, "the old tables' pages were given back"
