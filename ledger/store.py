@@ -577,6 +577,37 @@ class ChainStore:
             rs = c.execute(q).all()
         return sorted(((p, n, first) for p, n, first in rs), key=lambda r: r[2])
 
+    def distinct_counts(self, stream: str, keys: Iterable[str] = (),
+                        publishers: Iterable[str] = ()) -> tuple[int, int]:
+        """(distinct keys, distinct publishers) of the stream's confirmed items, also counting
+        those of `keys` and `publishers` (the pending items') that no confirmed item has.
+
+        Counted by the database: getstreaminfo and liststreams ask this of every subscribed
+        stream, and loading every key of a stream with a million keys into Python for a
+        count held hundreds of MiB at each call."""
+        extra_keys, extra_pubs = set(keys), set(publishers)
+        with self.engine.connect() as c:
+            n_keys = c.scalar(sa.select(sa.func.count(sa.distinct(item_keys_t.c.item_key)))
+                              .where(item_keys_t.c.stream == stream)) or 0
+            n_pubs = c.scalar(sa.select(sa.func.count(sa.distinct(items_t.c.publisher)))
+                              .where(items_t.c.stream == stream)) or 0
+            extra_keys -= self._present(c, item_keys_t.c.item_key, item_keys_t.c.stream,
+                                        stream, extra_keys)
+            extra_pubs -= self._present(c, items_t.c.publisher, items_t.c.stream, stream,
+                                        extra_pubs)
+        return n_keys + len(extra_keys), n_pubs + len(extra_pubs)
+
+    @staticmethod
+    def _present(c: sa.Connection, column: sa.Column, stream_col: sa.Column, stream: str,
+                 values: set[str]) -> set[str]:
+        """Those of `values` that occur in `column` for the stream."""
+        wanted = list(values)
+        found: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            found.update(c.scalars(sa.select(column).distinct().where(
+                stream_col == stream, column.in_(wanted[i:i + 500]))))
+        return found
+
     def item_by_id(self, item_id: int) -> ItemRow | None:
         with self.engine.connect() as c:
             r = c.execute(sa.select(*_ITEM_COLS).where(items_t.c.id == item_id)).first()

@@ -1,0 +1,64 @@
+"""ChainStore.distinct_counts: getstreaminfo's key and publisher counts, counted in SQL.
+
+The counts must equal what the readers list (the distinct keys and publishers of the
+stream's confirmed items, plus those only pending items have), on a real SQLite store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ledger.store import BlockRow, BlockWrite, ChainStore, ItemRow, TxRow
+
+STREAM = "aa" * 32
+OTHER = "bb" * 32
+
+
+def _item(stream: str, txid: str, vout: int, height: int, publisher: str,
+          keys: tuple[str, ...]) -> ItemRow:
+    return ItemRow(0, stream, txid, vout, height, 0, publisher, keys, 0, b"\x00", False, 0)
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> ChainStore:
+    s = ChainStore(f"sqlite:///{tmp_path / 'chain.db'}")
+    blocks = [
+        [(STREAM, "alice", ("PO-1",)), (STREAM, "alice", ("PO-2", "rush", "rush")),
+         (OTHER, "carol", ("elsewhere",))],
+        [(STREAM, "bob", ("PO-1", "late")), (STREAM, "bob", ())],
+    ]
+    for h, rows in enumerate(blocks):
+        txid = f"{h:064x}"
+        items = [_item(st, txid, v, h, pub, keys) for v, (st, pub, keys) in enumerate(rows)]
+        s.put_block(BlockWrite(BlockRow(h, f"{h + 100:064x}", f"{h + 99:064x}", 0, 0, "m", 1, 1),
+                               b"raw", [TxRow(txid, h, 0, "m", 0, b"tx")], items, [], []))
+    yield s
+    s.close()
+
+
+def _listed(store: ChainStore, stream: str, pending_keys: set[str], pending_pubs: set[str]
+            ) -> tuple[int, int]:
+    """What liststreamkeys / liststreampublishers show: confirmed names plus pending ones."""
+    keys = {k for k, _, _ in store.key_counts(stream, None)} | pending_keys
+    pubs = {p for p, _, _ in store.publisher_counts(stream, None)} | pending_pubs
+    return len(keys), len(pubs)
+
+
+@pytest.mark.parametrize(("pending_keys", "pending_pubs"), [
+    (set(), set()),
+    ({"PO-1", "rush"}, {"alice"}),             # pending items with confirmed names only
+    ({"PO-9", "PO-1", "elsewhere"}, {"dave", "bob", "carol"}),  # new names, another stream's
+    ({f"k{i}" for i in range(1200)}, {f"p{i}" for i in range(700)}),  # over one IN chunk
+])
+def test_distinct_counts_match_the_listed_names(store: ChainStore, pending_keys: set[str],
+                                                pending_pubs: set[str]) -> None:
+    got = store.distinct_counts(STREAM, pending_keys, pending_pubs)
+    assert got == _listed(store, STREAM, pending_keys, pending_pubs)
+
+
+def test_distinct_counts_of_the_confirmed_items(store: ChainStore) -> None:
+    assert store.distinct_counts(STREAM) == (4, 2)   # PO-1 PO-2 rush late; alice bob
+    assert store.distinct_counts(OTHER) == (1, 1)
+    assert store.distinct_counts("cc" * 32, {"x"}, {"y"}) == (1, 1)  # only pending items
