@@ -577,6 +577,27 @@ class ChainStore:
             rs = c.execute(q).all()
         return sorted(((p, n, first) for p, n, first in rs), key=lambda r: r[2])
 
+    def name_window(self, stream: str, kind: str, offset: int, limit: int
+                    ) -> list[tuple[str, int, int]]:
+        """Rows offset..offset+limit of `key_counts(stream, None)` (kind "key") or
+        `publisher_counts(stream, None)` (kind "publisher"): (name, item count, first item id)
+        in order of first appearance, ties by name. The database orders and cuts the list, so
+        a window of a stream with a million keys does not load them all."""
+        if limit <= 0:
+            return []
+        if kind == "key":
+            name, item_id, where = (item_keys_t.c.item_key, item_keys_t.c.item_id,
+                                    item_keys_t.c.stream == stream)
+        elif kind == "publisher":
+            name, item_id, where = items_t.c.publisher, items_t.c.id, items_t.c.stream == stream
+        else:
+            raise ValueError(kind)
+        first = sa.func.min(item_id)
+        q = (sa.select(name, sa.func.count(), first).where(where).group_by(name)
+             .order_by(first, name).offset(offset).limit(limit))
+        with self.engine.connect() as c:
+            return [(n, k, f) for n, k, f in c.execute(q)]
+
     def distinct_counts(self, stream: str, keys: Iterable[str] = (),
                         publishers: Iterable[str] = ()) -> tuple[int, int]:
         """(distinct keys, distinct publishers) of the stream's confirmed items, also counting
@@ -607,6 +628,14 @@ class ChainStore:
             found.update(c.scalars(sa.select(column).distinct().where(
                 stream_col == stream, column.in_(wanted[i:i + 500]))))
         return found
+
+    def present_names(self, stream: str, kind: str, names: Iterable[str]) -> set[str]:
+        """Those of `names` that some confirmed item of the stream has as a key (kind "key")
+        or as its publisher (kind "publisher")."""
+        column, stream_col = ((item_keys_t.c.item_key, item_keys_t.c.stream) if kind == "key"
+                              else (items_t.c.publisher, items_t.c.stream))
+        with self.engine.connect() as c:
+            return self._present(c, column, stream_col, stream, set(names))
 
     def item_by_id(self, item_id: int) -> ItemRow | None:
         with self.engine.connect() as c:

@@ -62,3 +62,29 @@ def test_distinct_counts_of_the_confirmed_items(store: ChainStore) -> None:
     assert store.distinct_counts(STREAM) == (4, 2)   # PO-1 PO-2 rush late; alice bob
     assert store.distinct_counts(OTHER) == (1, 1)
     assert store.distinct_counts("cc" * 32, {"x"}, {"y"}) == (1, 1)  # only pending items
+
+
+@pytest.mark.parametrize("kind", ["key", "publisher"])
+def test_name_window_is_a_slice_of_the_full_list(store: ChainStore, kind: str) -> None:
+    full = store.key_counts(STREAM, None) if kind == "key" else \
+        store.publisher_counts(STREAM, None)
+    assert [r[0] for r in full][:1] == (["PO-1"] if kind == "key" else ["alice"])
+    for offset in range(len(full) + 2):
+        for limit in range(len(full) + 2):
+            assert store.name_window(STREAM, kind, offset, limit) == \
+                full[offset:offset + limit], (offset, limit)
+
+
+def test_name_window_orders_ties_by_name(store: ChainStore) -> None:
+    # PO-2 and rush first appear in the same item: first-appearance ties go by name
+    assert [r[0] for r in store.name_window(STREAM, "key", 0, 10)] == \
+        ["PO-1", "PO-2", "rush", "late"]
+    assert store.name_window(STREAM, "key", 0, 10)[0] == ("PO-1", 2, 1)
+
+
+def test_present_names(store: ChainStore) -> None:
+    assert store.present_names(STREAM, "key", {"PO-1", "late", "elsewhere", "new"}) == \
+        {"PO-1", "late"}
+    assert store.present_names(STREAM, "publisher", ["bob", "carol", "dave"]) == {"bob"}
+    with pytest.raises(ValueError):
+        store.name_window(STREAM, "txid", 0, 1)
