@@ -55,3 +55,18 @@ def test_trim_periodically_trims_until_stopping(monkeypatch: pytest.MonkeyPatch)
 
     asyncio.run(scenario())
     assert len(calls) >= 3
+
+
+def test_block_hash_cache_is_bounded() -> None:
+    from types import SimpleNamespace
+
+    from node.context import HASH_CACHE_MAX, NodeContext
+
+    ctx_stand_in = SimpleNamespace(_hash_cache={})  # the only attribute the cache uses
+    for h in range(HASH_CACHE_MAX + 500):
+        NodeContext._remember_hash(ctx_stand_in, h, f"{h:064x}")
+    cache = ctx_stand_in._hash_cache
+    assert len(cache) == HASH_CACHE_MAX
+    assert min(cache) == 500 and cache[HASH_CACHE_MAX + 499] == f"{HASH_CACHE_MAX + 499:064x}"
+    NodeContext._remember_hash(ctx_stand_in, 600, "ab" * 32)  # a known height: replaced
+    assert len(cache) == HASH_CACHE_MAX and cache[600] == "ab" * 32 and 500 in cache
