@@ -308,16 +308,24 @@ def rss_at(samples: list[dict[str, Any]], confirmed: int) -> float | None:
 
 
 def growth(samples: list[dict[str, Any]], items: int) -> dict[str, float | None]:
-    """RSS growth in MiB per 100,000 confirmed items over each half of the run: bounded
-    memory shows a second-half slope near 0."""
+    """RSS growth in MiB per 100,000 confirmed items over each half of the run (least-squares
+    slope of the samples taken under load, so the dips after a malloc_trim do not decide it):
+    bounded memory shows a second-half slope near 0."""
     def slope(lo: int, hi: int) -> float | None:
-        a, b = rss_at(samples, lo), rss_at(samples, hi)
-        if a is None or b is None or hi <= lo:
+        pts = [(s["items_confirmed"], s["rss_mib"]) for s in samples
+               if s["phase"] == "load" and s["items_confirmed"] is not None
+               and s["rss_mib"] is not None and lo <= s["items_confirmed"] <= hi]
+        if len(pts) < 3:
             return None
-        return round((b - a) / (hi - lo) * 100_000, 1)
+        mx = sum(x for x, _ in pts) / len(pts)
+        my = sum(y for _, y in pts) / len(pts)
+        var = sum((x - mx) ** 2 for x, _ in pts)
+        if not var:
+            return None
+        return round(sum((x - mx) * (y - my) for x, y in pts) / var * 100_000, 1)
 
     half = items // 2
-    return {"first_half_mib_per_100k": slope(items // 10, half),
+    return {"first_half_mib_per_100k": slope(0, half),
             "second_half_mib_per_100k": slope(half, items)}
 
 
