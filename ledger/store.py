@@ -606,17 +606,27 @@ class ChainStore:
         Counted by the database: getstreaminfo and liststreams ask this of every subscribed
         stream, and loading every key of a stream with a million keys into Python for a
         count held hundreds of MiB at each call."""
-        extra_keys, extra_pubs = set(keys), set(publishers)
+        return (self.distinct_count(stream, "key", keys),
+                self.distinct_count(stream, "publisher", publishers))
+
+    def distinct_count(self, stream: str, kind: str, extra: Iterable[str] = ()) -> int:
+        """Distinct keys (kind "key") or publishers (kind "publisher") of the stream's
+        confirmed items, plus those of `extra` that no confirmed item has."""
+        column, stream_col = self._name_columns(kind)
+        names = set(extra)
         with self.engine.connect() as c:
-            n_keys = c.scalar(sa.select(sa.func.count(sa.distinct(item_keys_t.c.item_key)))
-                              .where(item_keys_t.c.stream == stream)) or 0
-            n_pubs = c.scalar(sa.select(sa.func.count(sa.distinct(items_t.c.publisher)))
-                              .where(items_t.c.stream == stream)) or 0
-            extra_keys -= self._present(c, item_keys_t.c.item_key, item_keys_t.c.stream,
-                                        stream, extra_keys)
-            extra_pubs -= self._present(c, items_t.c.publisher, items_t.c.stream, stream,
-                                        extra_pubs)
-        return n_keys + len(extra_keys), n_pubs + len(extra_pubs)
+            n = c.scalar(sa.select(sa.func.count(sa.distinct(column)))
+                         .where(stream_col == stream)) or 0
+            names -= self._present(c, column, stream_col, stream, names)
+        return n + len(names)
+
+    @staticmethod
+    def _name_columns(kind: str) -> tuple[sa.Column, sa.Column]:
+        if kind == "key":
+            return item_keys_t.c.item_key, item_keys_t.c.stream
+        if kind == "publisher":
+            return items_t.c.publisher, items_t.c.stream
+        raise ValueError(kind)
 
     @staticmethod
     def _present(c: sa.Connection, column: sa.Column, stream_col: sa.Column, stream: str,
@@ -632,8 +642,7 @@ class ChainStore:
     def present_names(self, stream: str, kind: str, names: Iterable[str]) -> set[str]:
         """Those of `names` that some confirmed item of the stream has as a key (kind "key")
         or as its publisher (kind "publisher")."""
-        column, stream_col = ((item_keys_t.c.item_key, item_keys_t.c.stream) if kind == "key"
-                              else (items_t.c.publisher, items_t.c.stream))
+        column, stream_col = self._name_columns(kind)
         with self.engine.connect() as c:
             return self._present(c, column, stream_col, stream, set(names))
 

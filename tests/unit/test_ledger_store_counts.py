@@ -86,5 +86,9 @@ def test_present_names(store: ChainStore) -> None:
     assert store.present_names(STREAM, "key", {"PO-1", "late", "elsewhere", "new"}) == \
         {"PO-1", "late"}
     assert store.present_names(STREAM, "publisher", ["bob", "carol", "dave"]) == {"bob"}
+    assert store.distinct_count(STREAM, "key", {"new", "PO-1"}) == 5
+    assert store.distinct_count(STREAM, "publisher") == 2
     with pytest.raises(ValueError):
         store.name_window(STREAM, "txid", 0, 1)
+    with pytest.raises(ValueError):
+        store.distinct_count(STREAM, "txid")

@@ -412,8 +412,7 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
             return [(name, c[0], c[1]) for name, c in list(counts.items())[off:off + n]]
         # Every name: the database counts, orders and cuts the confirmed ones (a stream can
         # have millions of keys), the mempool adds its own.
-        keys, pubs = ctx.store.distinct_counts(txid)
-        confirmed_total = keys if kind == "key" else pubs
+        confirmed_total = ctx.store.distinct_count(txid, kind)
         known = ctx.store.present_names(txid, kind, pending)
         only_pending = [name for name in pending if name not in known]
         off, n = window(confirmed_total + len(only_pending), count, start)
