@@ -810,6 +810,82 @@ class ChainStore:
             rs = [(self._name(c, p), n, first) for p, n, first in c.execute(q)]
         return sorted(rs, key=lambda r: r[2])
 
+    def name_window(self, stream: str, kind: str, offset: int, limit: int
+                    ) -> list[tuple[str, int, int]]:
+        """Rows offset..offset+limit of `key_counts(stream, None)` (kind "key") or
+        `publisher_counts(stream, None)` (kind "publisher"): (name, item count, first item id)
+        in order of first appearance, ties by name. The database orders and cuts the list, so
+        a window of a stream with a million keys does not load them all."""
+        if limit <= 0:
+            return []
+        sid = self._id(stream)
+        if kind == "key":
+            name, item_id = item_keys_t.c.item_key, item_keys_t.c.item_id
+            q = sa.select(name, sa.func.count(), sa.func.min(item_id)).where(
+                item_keys_t.c.stream == sid)
+        elif kind == "publisher":  # publishers are name ids: order ties by the name itself
+            name, item_id = names_t.c.name, items_t.c.id
+            q = (sa.select(name, sa.func.count(), sa.func.min(item_id))
+                 .select_from(items_t.join(names_t, names_t.c.id == items_t.c.publisher))
+                 .where(items_t.c.stream == sid))
+        else:
+            raise ValueError(kind)
+        q = (q.group_by(name).order_by(sa.func.min(item_id), name).offset(offset).limit(limit))
+        with self.engine.connect() as c:
+            return [(n, k, f) for n, k, f in c.execute(q)]
+
+    def distinct_counts(self, stream: str, keys: Iterable[str] = (),
+                        publishers: Iterable[str] = ()) -> tuple[int, int]:
+        """(distinct keys, distinct publishers) of the stream's confirmed items, also counting
+        those of `keys` and `publishers` (the pending items') that no confirmed item has.
+
+        Counted by the database: getstreaminfo and liststreams ask this of every subscribed
+        stream, and loading every key of a stream with a million keys into Python for a
+        count held hundreds of MiB at each call."""
+        return (self.distinct_count(stream, "key", keys),
+                self.distinct_count(stream, "publisher", publishers))
+
+    def distinct_count(self, stream: str, kind: str, extra: Iterable[str] = ()) -> int:
+        """Distinct keys (kind "key") or publishers (kind "publisher") of the stream's
+        confirmed items, plus those of `extra` that no confirmed item has."""
+        column, stream_col = self._name_columns(kind)
+        names = set(extra)
+        with self.engine.connect() as c:
+            n = c.scalar(sa.select(sa.func.count(sa.distinct(column)))
+                         .where(stream_col == self._id(stream))) or 0
+            names -= self._present(c, kind, stream, names)
+        return n + len(names)
+
+    @staticmethod
+    def _name_columns(kind: str) -> tuple[sa.Column, sa.Column]:
+        if kind == "key":
+            return item_keys_t.c.item_key, item_keys_t.c.stream
+        if kind == "publisher":
+            return items_t.c.publisher, items_t.c.stream
+        raise ValueError(kind)
+
+    def _present(self, c: sa.Connection, kind: str, stream: str, values: set[str]) -> set[str]:
+        """Those of `values` that occur as the stream's keys or publishers."""
+        column, stream_col = self._name_columns(kind)
+        sid = self._id(stream)
+        if kind == "publisher":  # stored as name ids
+            by_stored = {self._id(v): v for v in values}
+            by_stored.pop(_NO_ID, None)
+        else:
+            by_stored = {v: v for v in values}
+        wanted = list(by_stored)
+        found: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            found.update(by_stored[h] for h in c.scalars(sa.select(column).distinct().where(
+                stream_col == sid, column.in_(wanted[i:i + 500]))))
+        return found
+
+    def present_names(self, stream: str, kind: str, names: Iterable[str]) -> set[str]:
+        """Those of `names` that some confirmed item of the stream has as a key (kind "key")
+        or as its publisher (kind "publisher")."""
+        with self.engine.connect() as c:
+            return self._present(c, kind, stream, set(names))
+
     def item_by_id(self, item_id: int) -> ItemRow | None:
         with self._read() as c:
             rows = self._items(c, sa.select(items_t.c.id).where(items_t.c.id == item_id))

@@ -28,6 +28,7 @@ from ledger.errors import ChainmillError, StoreError
 from ledger.store import ChainStore
 from ledger.transactions import RESTRICT_WRITE, CreateStream, Transaction
 from ledger.types import ZERO_HASH
+from node import memory
 from node.chain import Chain, now_ms
 from node.context import NodeContext
 from node.health import health_facts, health_report
@@ -315,6 +316,7 @@ class NodeApp:
                       open_networks=tuple(runtime.metricsallowip))
 
     async def run(self) -> int:
+        memory.limit_arenas()  # before any worker thread makes an arena of its own
         cdir, _ = load_chain_files(self.datadir, self.chain_name)
         lock = ChainLock(cdir)
         lock.acquire()
@@ -389,6 +391,8 @@ class NodeApp:
             self.announce("Node ready.")
             log.info("node ready: chain %s, height %d, rpc port %d", self.chain_name,
                      ctx.chain.height, server.port)
+            tasks.append(asyncio.create_task(memory.trim_periodically(ctx.stopping),
+                                             name="malloc-trim"))
             stop_wait = asyncio.create_task(ctx.stopping.wait())
             while True:
                 done, _ = await asyncio.wait([stop_wait, *tasks],

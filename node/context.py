@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _STREAMREF = re.compile(r"^\d+-\d+-\d+$")
 ZERO_HASH_HEX = "0" * 64
+HASH_CACHE_MAX = 10_000
+"""Block hashes by height kept in memory for item views (a bounded cache: ~2 MiB; older
+heights are read from the store again)."""
 
 
 class NodeContext:
@@ -85,8 +88,14 @@ class NodeContext:
             row = self.store.block_row(height)
             h = row.hash if row else ZERO_HASH_HEX
             if row:
-                self._hash_cache[height] = h
+                self._remember_hash(height, h)
         return h
+
+    def _remember_hash(self, height: int, hash_hex: str) -> None:
+        cache = self._hash_cache
+        if len(cache) >= HASH_CACHE_MAX and height not in cache:
+            del cache[next(iter(cache))]  # the oldest entry
+        cache[height] = hash_hex
 
     def facts(self) -> ChainFacts:
         return ChainFacts(self.chain.height, self.chain.final_depth(),
@@ -240,7 +249,7 @@ class NodeContext:
 
     def after_connect(self, connected: Connected) -> None:
         block = connected.block
-        self._hash_cache[block.height] = block.hash.hex()
+        self._remember_hash(block.height, block.hash.hex())
         if self.tip_marker is not None:
             self.tip_marker.write(block.height, block.hash.hex())
         seen_before = {t.txid for t in block.txs if t.txid in self.mempool.seen}

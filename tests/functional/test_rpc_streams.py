@@ -203,3 +203,69 @@ def test_reading_needs_a_subscription(harness):
     log.info("subscribing again indexes the items published meanwhile")
     assert node.subscribe("feed") is None
     assert [i["txid"] for i in node.liststreamitems("feed")] == [txid, later]
+
+
+def test_key_and_publisher_summaries_window_across_confirmed_and_pending(harness):
+    """liststreamkeys / liststreampublishers windows and getstreaminfo's counts, with names
+    only pending items have after the confirmed ones; each window is checked against the
+    names and counts derived from liststreamitems (which lists pending items last)."""
+    node = harness.start_node()
+    admin = node.getaddresses()[0]
+    other = node.getnewaddress()
+    node.grant(other, "send")
+    node.create("stream", "sums", True)
+    confirmed = [node.publish("sums", [f"c{i}", "both"], {"json": i}) for i in range(5)]
+    confirmed.append(node.publishfrom(other, "sums", ["c1", "z"], {"json": 5}))
+    node.wait_for_confirmation(*confirmed)
+
+    log.info("pause mining: pending items with new names and with confirmed ones")
+    node.pause("mining")
+    third = node.getnewaddress()
+    node.grant(third, "send")
+    node.publish("sums", ["p1", "c3"], {"json": 6})
+    node.publishfrom(other, "sums", ["both", "p0"], {"json": 7})
+    ensure_for(lambda: node.getmempoolinfo()["size"] == 3, duration=3 * node.block_time,
+               msg="the pending transactions waiting while mining is paused")
+    node.publishmulti("sums", [{"key": "p2", "data": {"json": 8}}])
+
+    items = node.liststreamitems("sums", False, 100)
+    assert len(items) == 9 and sum(1 for i in items if "blocktime" in i) == 6
+
+    def expected(field: str) -> list[tuple[str, int, int]]:
+        names: dict[str, list[int]] = {}
+        first: dict[str, int] = {}
+        for index, it in enumerate(items):
+            for name in (it["keys"] if field == "key" else it["publishers"]):
+                n = names.setdefault(name, [0, 0])
+                n[0] += 1
+                n[1] += "blocktime" in it
+                first.setdefault(name, index)
+        # confirmed names by first appearance, names first seen in one item by name
+        confirmed_names = sorted((k for k, v in names.items() if v[1]),
+                                 key=lambda k: (first[k], k))
+        pending_only = [k for k, v in names.items() if not v[1]]
+        return [(k, *names[k]) for k in confirmed_names + pending_only]
+
+    def listed(method: str, field: str, *window) -> list[tuple[str, int, int]]:
+        return [(e[field], e["items"], e["confirmed"])
+                for e in getattr(node, method)("sums", "*", False, *window)]
+
+    info = node.getstreaminfo("sums")
+    for method, field, count_field in (("liststreamkeys", "key", "keys"),
+                                       ("liststreampublishers", "publisher", "publishers")):
+        full = expected(field)
+        assert listed(method, field) == full
+        assert info[count_field] == len(full)
+        for count in (0, 1, 2, 3, 100):
+            for start in (0, 1, 2, len(full) - 2, len(full) - 1, -1, -3, len(full) + 1):
+                want = full[start:start + count] if start >= 0 else \
+                    full[max(0, len(full) + start):][:count]
+                assert listed(method, field, count, start) == want, (method, count, start)
+    assert listed("liststreamkeys", "key", 3, 0) == [("both", 6, 5), ("c0", 1, 1),
+                                                      ("c1", 2, 2)]
+    assert listed("liststreamkeys", "key", 2, 5) == [("c4", 1, 1), ("z", 1, 1)]
+    assert listed("liststreamkeys", "key")[-3:] == [("p1", 1, 0), ("p0", 1, 0), ("p2", 1, 0)]
+    assert listed("liststreamkeys", "key", 1, 4)[0] == ("c3", 2, 1)
+    assert dict((p, (n, c)) for p, n, c in listed("liststreampublishers", "publisher")) == \
+        {admin: (7, 5), other: (2, 1)}
+    node.resume("mining")

@@ -255,13 +255,8 @@ def stream_view(ctx: Any, info: StreamInfo, verbose: bool) -> dict[str, Any]:
         out["synchronized"] = True
         out["items"] = confirmed + len(pending)
         out["confirmed"] = confirmed
-        keys = {k for k, _, _ in ctx.store.key_counts(txid, None)}
-        pubs = {a for a, _, _ in ctx.store.publisher_counts(txid, None)}
-        for it in pending:
-            keys.update(it.keys)
-            pubs.add(it.publisher)
-        out["keys"] = len(keys)
-        out["publishers"] = len(pubs)
+        out["keys"], out["publishers"] = ctx.store.distinct_counts(
+            txid, {k for it in pending for k in it.keys}, {it.publisher for it in pending})
     return out
 
 
@@ -382,22 +377,11 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
         verbose = verbose_at(p, 2)
         if given(p, 5):
             as_bool(p[5], "local-ordering")
-        rows = (ctx.store.key_counts(txid, wanted) if kind == "key"
-                else ctx.store.publisher_counts(txid, wanted))
-        counts: dict[str, list[int]] = {name: [n, n] for name, n, _ in rows}
-        for it in ctx.mempool.stream_items(txid):
-            names = it.keys if kind == "key" else (it.publisher,)
-            for name in names:
-                if wanted is None or name in wanted:
-                    counts.setdefault(name, [0, 0])[0] += 1
-        names = list(counts)
         count = as_count(p[3]) if given(p, 3) else MAX_COUNT
         start = as_int(p[4], "start") if given(p, 4) else None
-        off, n = window(len(names), count, start)
         out = []
         facts = ctx.facts() if verbose else None
-        for name in names[off:off + n]:
-            total, confirmed = counts[name]
+        for name, total, confirmed in _name_window(txid, kind, wanted, count, start):
             s: dict[str, Any] = {kind: name, "items": total, "confirmed": confirmed}
             if verbose:
                 sel = {"key": name} if kind == "key" else {"publisher": name}
@@ -406,6 +390,38 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
                 s["first"] = item_view(first[0], facts, True) if first else None
                 s["last"] = item_view(last[0], facts, True) if last else None
             out.append(s)
+        return out
+
+    def _name_window(txid: str, kind: str, wanted: list[str] | None, count: int,
+                     start: int | None) -> list[tuple[str, int, int]]:
+        """(name, items, confirmed items) of the stream's keys or publishers in the count/start
+        window: confirmed names in order of first appearance, then names only pending items
+        have, in mempool order."""
+        pending: dict[str, int] = {}
+        for it in ctx.mempool.stream_items(txid):
+            for name in (it.keys if kind == "key" else (it.publisher,)):
+                if wanted is None or name in wanted:
+                    pending[name] = pending.get(name, 0) + 1
+        if wanted is not None:  # a list the caller gave: its names, counted in one query
+            rows = (ctx.store.key_counts(txid, wanted) if kind == "key"
+                    else ctx.store.publisher_counts(txid, wanted))
+            counts = {name: [n, n] for name, n, _ in rows}
+            for name, n in pending.items():
+                counts.setdefault(name, [0, 0])[0] += n
+            off, n = window(len(counts), count, start)
+            return [(name, c[0], c[1]) for name, c in list(counts.items())[off:off + n]]
+        # Every name: the database counts, orders and cuts the confirmed ones (a stream can
+        # have millions of keys), the mempool adds its own.
+        confirmed_total = ctx.store.distinct_count(txid, kind)
+        known = ctx.store.present_names(txid, kind, pending)
+        only_pending = [name for name in pending if name not in known]
+        off, n = window(confirmed_total + len(only_pending), count, start)
+        rows = ctx.store.name_window(txid, kind, off, min(n, confirmed_total - off)) \
+            if off < confirmed_total else []
+        out = [(name, c + pending.get(name, 0), c) for name, c, _ in rows]
+        p_off = max(0, off - confirmed_total)
+        out.extend((name, pending[name], 0)
+                   for name in only_pending[p_off:p_off + n - len(rows)])
         return out
 
     def liststreamkeys(p: list) -> list:
