@@ -688,7 +688,8 @@ def main(argv: list[str] | None = None) -> int:
         chainmill("cluster", "up", "3", "--dir", str(cdir), "--chain", CHAIN,
                   "--param", f"target-block-time={args.block_time}",
                   "--param", "setup-first-blocks=1", "--param", "mine-empty-rounds=0")
-        status = json.loads(chainmill("cluster", "status", "--dir", str(cdir), "--json"))
+        status = json.loads(chainmill("cluster", "status", "--dir", str(cdir), "--json",
+                                     "--show-secrets"))
         nodes = [Node(s["name"], s["datadir"], s["port"], s["rpcport"], s["rpcuser"],
                       s["rpcpassword"], s["pid"]) for s in status]
         ports = []
