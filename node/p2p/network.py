@@ -159,6 +159,9 @@ class Network:
         for node in self._initial:
             self.addnode(node, "add", quiet=True)
         self._spawn(self._pinger())
+        # Relayed and synced transactions are verified on worker processes: boot them now,
+        # not when the first large batch (a catch-up) is waiting for them.
+        self._spawn(asyncio.to_thread(self.chain.verifier.start))
 
     async def close(self) -> None:
         for server in self.servers:
