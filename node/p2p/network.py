@@ -712,17 +712,32 @@ class Network:
             batch = self._tx_queue[:RELAY_BATCH]
             del self._tx_queue[:RELAY_BATCH]
             self._tx_drained.set()
-            results = await asyncio.to_thread(self.chain.verifier, [t for _, t in batch])
+            tip = self.chain.state.tip_hash
+            results, confirmed = await asyncio.to_thread(self._check_relayed,
+                                                         [t for _, t in batch])
+            # Confirmed-or-not was asked at `tip`: if a block connected meanwhile, each tx
+            # is asked again on admission (a confirmed tx must never be pooled again).
+            same_tip = tip == self.chain.state.tip_hash
             for (peer, tx), ok in zip(batch, results, strict=True):
                 if not ok:
                     self.misbehave(peer, BAN_SCORE,
                                    f"transaction {tx.txid.hex()} has a bad signature")
                     continue
-                self._admit_tx(peer, tx)
+                if tx.txid in confirmed:
+                    continue
+                self._admit_tx(peer, tx, not_in_chain=same_tip)
 
-    def _admit_tx(self, peer: Peer, tx: Transaction) -> None:
+    def _check_relayed(self, txs: list[Transaction]) -> tuple[list[bool], set[bytes]]:
+        """Off the event loop: the signatures (worker processes), and which of the txs are
+        confirmed already (one store query for the batch, not one per transaction)."""
+        results = self.chain.verifier(txs)
+        known = self.ctx.store.known_txids([t.txid.hex() for t in txs])
+        return results, {bytes.fromhex(t) for t in known}
+
+    def _admit_tx(self, peer: Peer, tx: Transaction, not_in_chain: bool = False) -> None:
         try:
-            self.ctx.submit_tx(tx, local=False, verified=True, relay=False)
+            self.ctx.submit_tx(tx, local=False, verified=True, relay=False,
+                               not_in_chain=not_in_chain)
         except AlreadyInChain:
             return
         except ChainmillError as e:
