@@ -63,7 +63,10 @@ BAN_SECONDS = 3600
 SYNC_BATCH = 500
 VERIFY_CHUNK = 2000
 """Transactions whose signatures a catching-up node checks ahead of the blocks it connects."""
-SYNC_BYTES = 16 * 1024 * 1024
+SYNC_BYTES = 2 * 1024 * 1024
+"""A sync batch stops after the block that crosses this many bytes. Small enough that the
+first batch arrives quickly and the next one can travel while one is connected (one batch
+is asked for ahead), and that serving one does not hold the server's loop for long."""
 MAX_REORG = 100_000
 INV_FLUSH = 0.05
 PING_EVERY = 20.0
@@ -822,6 +825,13 @@ class Network:
         peer.send(Msg.BLOCKS, m.encode_blocks(self.chain.height, raws))
 
     async def on_blocks(self, peer: Peer, payload: bytes) -> None:
+        if peer.sync_stale:
+            # The answer to a batch asked for ahead of one that then failed: moot (a peer
+            # answers in order, so it is the next BLOCKS to arrive).
+            peer.sync_stale -= 1
+            return
+        if peer.sync_ahead:
+            peer.sync_ahead -= 1
         if peer is not self._sync_peer:
             return
         self._sync_last = time.monotonic()
@@ -839,9 +849,19 @@ class Network:
         first = blocks[0]
         if not self._branch and first.header.prev_hash == self.chain.state.tip_hash or (
                 not self._branch and first.height == 0 and self.chain.height < 0):
+            ahead = blocks[-1].height < peer.best_height and not peer.closed
+            if ahead:
+                # Pipelined: the peer reads and sends the next batch while this one is
+                # verified and connected, instead of both sides taking turns to idle.
+                self._request_blocks(peer, [blocks[-1].hash])
+                peer.sync_ahead += 1
             ok = await self._extend(peer, blocks)
             if not ok:
+                peer.sync_stale += peer.sync_ahead
+                peer.sync_ahead = 0
                 return
+            if ahead:
+                return  # the next batch is on its way
         else:
             if not self._branch:
                 fork = self.ctx.store.block_row(hash_hex=first.header.prev_hash.hex())

@@ -61,6 +61,10 @@ class Peer:
         self.requested: dict[bytes, float] = {}
         """Hashes asked of this peer (GETDATA) and not answered yet, with their deadline
         (monotonic); insertion order is deadline order."""
+        self.sync_ahead = 0
+        """Sync batches asked of this peer ahead of the one being connected."""
+        self.sync_stale = 0
+        """... of which the answers are to be dropped (the batch before them failed)."""
         self.transport: Transport | None = None
         self.session_hash = b""
         self.ready = False
