@@ -176,8 +176,15 @@ class Conn:
     async def call(self, method: str, *params: Any) -> Any:
         import orjson
 
-        reply = orjson.loads(await self.post(orjson.dumps(
-            {"method": method, "params": list(params), "id": 1})))
+        body = orjson.dumps({"method": method, "params": list(params), "id": 1})
+        try:
+            data = await self.post(body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The node closed a keep-alive connection that sat idle (a long phase on a
+            # loaded machine): one retry on a new connection.
+            self.close()
+            data = await self.post(body)
+        reply = orjson.loads(data)
         if reply.get("error"):
             raise RuntimeError(f"{self.node.name} {method}: {reply['error']}")
         return reply["result"]
