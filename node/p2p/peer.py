@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from typing import Any
 
 from node.p2p.framing import encode_frame
 from node.p2p.session import Transport
@@ -61,6 +62,11 @@ class Peer:
         self.requested: dict[bytes, float] = {}
         """Hashes asked of this peer (GETDATA) and not answered yet, with their deadline
         (monotonic); insertion order is deadline order."""
+        self.version = 0
+        """The protocol version of the peer's HELLO."""
+        self.pending_compact: tuple[Any, list[Any]] | None = None
+        """A compact block waiting for the BLOCKTXN answering our GETBLOCKTXN, with the
+        transactions found so far (None where one is missing)."""
         self.sync_ahead = 0
         """Sync batches asked of this peer ahead of the one being connected."""
         self.sync_stale = 0
