@@ -147,6 +147,24 @@ def proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu(pid: int) -> float | None:
+    """CPU seconds of a process and of its live child processes (a node's signature
+    verification workers), or None when the process is gone."""
+    own = proc_cpu(pid)
+    if own is None:
+        return None
+    kids = 0.0
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_path.read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:
+            kids += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return own + kids
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds per thread name (threads of one name summed), from /proc/PID/task."""
     out: dict[str, float] = {}

@@ -29,8 +29,10 @@ over, which is the start-up of a chain, not its steady state. Three figures:
 Each figure is also given relative to the raw coincurve verify rate measured in the same
 run (bench.common.measure_verify, the higher of a measurement before and after): rates as
 figure / verifies-per-second, latencies as latency x verifies-per-second (how many single-
-thread verifications would fit in that time). Targets (issue 3): >= 1,000 items/s confirmed
-on all 3; p99 <= 2 block times + 1 s at 200 items/s; catch-up >= 5,000 items/s.
+thread verifications would fit in that time). Targets (issue 12, after issue 3's 1,000 and
+5,000): >= 3,000 items/s confirmed on all 3; p99 <= 2 block times + 1 s at 200 items/s;
+catch-up >= 20,000 items/s. Node CPU per item (all threads and the verification worker
+processes) is reported beside each rate: on a shared machine it is the figure to compare.
 
 Every phase has a deadline; the nodes are always stopped (cluster down, then any process
 left in a pid file of this run's directory), and the directory removed unless --keep.
@@ -63,12 +65,12 @@ from bench.common import (
     machine_cpu,
     machine_info,
     measure_verify,
-    proc_cpu,
     self_cpu,
+    tree_cpu,
 )
 
 CHAIN = "bench"
-TARGETS = {"confirmed_items_per_s": 1000.0, "catchup_items_per_s": 5000.0}
+TARGETS = {"confirmed_items_per_s": 3000.0, "catchup_items_per_s": 20000.0}
 SYNC_LINE = re.compile(r"^(\S+ \S+) .*sync: height (\d+) / peer height (\d+) "
                        r"\((\d+) blocks, (\d+) items/s\)")
 CONNECTED_LINE = re.compile(r"^(\S+ \S+) .*connected to outbound peer")
@@ -176,8 +178,15 @@ class Conn:
     async def call(self, method: str, *params: Any) -> Any:
         import orjson
 
-        reply = orjson.loads(await self.post(orjson.dumps(
-            {"method": method, "params": list(params), "id": 1})))
+        body = orjson.dumps({"method": method, "params": list(params), "id": 1})
+        try:
+            data = await self.post(body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The node closed a keep-alive connection that sat idle (a long phase on a
+            # loaded machine): one retry on a new connection.
+            self.close()
+            data = await self.post(body)
+        reply = orjson.loads(data)
         if reply.get("error"):
             raise RuntimeError(f"{self.node.name} {method}: {reply['error']}")
         return reply["result"]
@@ -253,7 +262,7 @@ async def throughput(nodes: list[Node], *, seconds: float, clients: int, batch: 
     accepted = 0
     errors = 0
     first_error: str | None = None
-    cpu0 = {n.name: proc_cpu(n.pid or 0) or 0.0 for n in nodes}
+    cpu0 = {n.name: tree_cpu(n.pid or 0) or 0.0 for n in nodes}
     machine0, self0 = machine_cpu(), self_cpu()
     spy = PySpy(nodes[0].pid or 0, profile_dir / "network-throughput.txt") \
         if profile_dir else None  # raw collapsed stacks, one line per stack
@@ -318,7 +327,7 @@ async def throughput(nodes: list[Node], *, seconds: float, clients: int, batch: 
                    "all throughput items confirmed on all nodes", interval=POLL)
     t_all = time.monotonic()
     profile = spy.stop() if spy else None
-    cpu = {n.name: round((proc_cpu(n.pid or 0) or 0.0) - cpu0[n.name], 2) for n in nodes}
+    cpu = {n.name: round((tree_cpu(n.pid or 0) or 0.0) - cpu0[n.name], 2) for n in nodes}
     bench_cpu = self_cpu() - self0
     others = machine_cpu() - machine0 - sum(cpu.values()) - bench_cpu
     height = await setup[0].call("getblockcount")
@@ -514,16 +523,18 @@ async def catchup(nodes: list[Node], base: Path, *, items_wanted: int, port: int
     fresh = Node("fresh", str(datadir), port, rpcport, conf["rpcuser"], conf["rpcpassword"])
     fc = Conn(fresh)
     address = (await fc.call("getaddresses"))[0]
-    spy = None
-    if profile_dir is not None:
-        pid = int((datadir / CHAIN / "chainmill.pid").read_text())
-        spy = PySpy(pid, profile_dir / "network-catchup.txt")
+    pid = int((datadir / CHAIN / "chainmill.pid").read_text())
+    spy = PySpy(pid, profile_dir / "network-catchup.txt") if profile_dir is not None else None
     assert f"grant {address}" in out
     t_grant = time.monotonic()
     await seed.call("grant", address, "connect,send,receive")
 
     async def connected() -> bool:
         return (await fc.call("getinfo"))["connections"] >= 1
+    # CPU from just before the grant (the fresh node idles until it is let in): the fresh
+    # node with its verification workers, the serving node, this process, the machine.
+    fresh0, seed0 = tree_cpu(pid) or 0.0, tree_cpu(nodes[0].pid or 0) or 0.0
+    machine0, self0 = machine_cpu(), self_cpu()
     await wait_for(connected, t_limit, "the fresh node to connect", interval=POLL)
     t_conn = time.monotonic()
     target = await seed.call("getblockcount")  # the grant's block included
@@ -532,6 +543,11 @@ async def catchup(nodes: list[Node], base: Path, *, items_wanted: int, port: int
         return await fc.call("getblockcount") >= target
     await wait_for(caught_up, t_limit, "the fresh node to catch up", interval=POLL)
     t_done = time.monotonic()
+    fresh_cpu = (tree_cpu(pid) or 0.0) - fresh0
+    seed_cpu = (tree_cpu(nodes[0].pid or 0) or 0.0) - seed0
+    bench_cpu = self_cpu() - self0
+    span = t_done - t_grant
+    others = machine_cpu() - machine0 - fresh_cpu - seed_cpu - bench_cpu
     profile = spy.stop() if spy else None
     same = await fc.call("getbestblockhash") == await seed.call("getbestblockhash")
     await fc.call("stop")
@@ -560,6 +576,10 @@ async def catchup(nodes: list[Node], base: Path, *, items_wanted: int, port: int
         "catchup_items_per_s": round(items / seconds, 1),
         "catchup_txs_per_s": round(txs / seconds, 1),
         "same_tip": same,
+        "fresh_node_cpu_s": round(fresh_cpu, 2),
+        "fresh_node_cpu_us_per_item": round(fresh_cpu / items * 1e6, 1) if items else None,
+        "serving_node_cpu_us_per_item": round(seed_cpu / items * 1e6, 1) if items else None,
+        "other_processes_cores": round(max(0.0, others) / span, 2),
         **({"profile_fresh_node": profile} if profile else {}),
     }
 
@@ -573,15 +593,21 @@ def ratios(result: dict[str, Any], verify: float) -> dict[str, Any]:
         "latency_p99_in_verifies": round(lat["p99_ms"] / 1000 * verify) if lat["p99_ms"] else None,
         "catchup_items_per_s_over_verify": round(c["catchup_items_per_s"] / verify, 4),
         "catchup_txs_per_s_over_verify": round(c["catchup_txs_per_s"] / verify, 4),
+        "throughput_node_cpu_per_item_in_verifies": round(
+            t["node_cpu_us_per_item_all_3"] * verify / 1e6, 2)
+        if t["node_cpu_us_per_item_all_3"] else None,
+        "catchup_fresh_node_cpu_per_item_in_verifies": round(
+            c["fresh_node_cpu_us_per_item"] * verify / 1e6, 2)
+        if c["fresh_node_cpu_us_per_item"] else None,
     }
 
 
 def verdicts(result: dict[str, Any]) -> dict[str, bool]:
     t, lat, c = result["throughput"], result["latency"], result["catchup"]
     return {
-        "confirmed_items_per_s>=1000": t["confirmed_items_per_s"] >= 1000,
+        "confirmed_items_per_s>=3000": t["confirmed_items_per_s"] >= 3000,
         "p99<=2*block_time+1s": (lat["p99_ms"] or 1e9) <= lat["target_p99_ms"],
-        "catchup_items_per_s>=5000": c["catchup_items_per_s"] >= 5000,
+        "catchup_items_per_s>=20000": c["catchup_items_per_s"] >= 20000,
     }
 
 
@@ -594,16 +620,16 @@ def print_table(r: dict[str, Any]) -> None:
     print()
     rows = [
         ("items/s confirmed on all 3", f"{t['confirmed_items_per_s']:,.0f}",
-         f"{q['confirmed_items_per_s_over_verify']:.3f}", ">= 1,000",
-         ok["confirmed_items_per_s>=1000"]),
+         f"{q['confirmed_items_per_s_over_verify']:.3f}", ">= 3,000",
+         ok["confirmed_items_per_s>=3000"]),
         (f"latency p50 at {lat['rate_requested_per_s']:.0f}/s", f"{lat['p50_ms']:,.0f} ms",
          f"{q['latency_p50_in_verifies']:,} verifies", "", None),
         (f"latency p99 at {lat['rate_requested_per_s']:.0f}/s", f"{lat['p99_ms']:,.0f} ms",
          f"{q['latency_p99_in_verifies']:,} verifies", f"<= {lat['target_p99_ms']:,} ms",
          ok["p99<=2*block_time+1s"]),
         ("catch-up items/s (fresh node)", f"{c['catchup_items_per_s']:,.0f}",
-         f"{q['catchup_items_per_s_over_verify']:.3f}", ">= 5,000",
-         ok["catchup_items_per_s>=5000"]),
+         f"{q['catchup_items_per_s_over_verify']:.3f}", ">= 20,000",
+         ok["catchup_items_per_s>=20000"]),
         ("catch-up txs/s (fresh node)", f"{c['catchup_txs_per_s']:,.0f}",
          f"{q['catchup_txs_per_s_over_verify']:.3f}", "", None),
     ]
@@ -616,14 +642,19 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"throughput: {t['items_accepted']:,} items accepted in {t['load_seconds']} s "
           f"(send {t['send_items_per_s']:,.0f}/s), all confirmed on all 3 after "
           f"{t['send_to_confirmed_on_all_s']} s; node CPU cores {t['node_cores']}, "
-          f"{t['node_cpu_us_per_item_all_3']} us node CPU per item (3 nodes), load "
+          f"{t['node_cpu_us_per_item_all_3']} us node CPU per item (3 nodes; "
+          f"{q['throughput_node_cpu_per_item_in_verifies']} verifies), load "
           f"generator {t['bench_client_cores']} cores, other processes "
           f"{t['other_processes_cores']} cores")
     print(f"latency: {lat['items']:,} items at {lat['rate_achieved_per_s']}/s, max "
           f"{lat['max_ms']:,.0f} ms, {lat['errors']} errors")
     print(f"catch-up: {c['chain_items']:,} items / {c['chain_txs']:,} txs in "
           f"{c['chain_height'] + 1} blocks; {c['seconds_by_log']} s by log, "
-          f"{c['seconds_by_polling']} s by polling; {c['sync_lines']} sync batches")
+          f"{c['seconds_by_polling']} s by polling; {c['sync_lines']} sync batches; fresh "
+          f"node CPU {c['fresh_node_cpu_us_per_item']} us per item "
+          f"({q['catchup_fresh_node_cpu_per_item_in_verifies']} verifies), serving node "
+          f"{c['serving_node_cpu_us_per_item']} us, other processes "
+          f"{c['other_processes_cores']} cores")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -688,7 +719,8 @@ def main(argv: list[str] | None = None) -> int:
         chainmill("cluster", "up", "3", "--dir", str(cdir), "--chain", CHAIN,
                   "--param", f"target-block-time={args.block_time}",
                   "--param", "setup-first-blocks=1", "--param", "mine-empty-rounds=0")
-        status = json.loads(chainmill("cluster", "status", "--dir", str(cdir), "--json"))
+        status = json.loads(chainmill("cluster", "status", "--dir", str(cdir), "--json",
+                                     "--show-secrets"))
         nodes = [Node(s["name"], s["datadir"], s["port"], s["rpcport"], s["rpcuser"],
                       s["rpcpassword"], s["pid"]) for s in status]
         ports = []

@@ -281,6 +281,11 @@ def check_op(op: object) -> None:
         raise _limit(f"unknown operation {type(op).__name__}")
 
 
+def tx_sighash(chain_id: bytes, txid: bytes) -> bytes:
+    """What a transaction's sender signs: its txid bound to the chain (domain-separated)."""
+    return hashlib.sha256(b"chainmill-tx" + chain_id + txid).digest()
+
+
 def check_unsigned(tx: Transaction) -> None:
     """The unsigned body within the limits of the encoding (before signing)."""
     if tx.version != TX_VERSION:
@@ -363,7 +368,7 @@ class Transaction:
         return len(self.raw)
 
     def sighash(self, chain_id: bytes) -> bytes:
-        return hashlib.sha256(b"chainmill-tx" + chain_id + self.txid).digest()
+        return tx_sighash(chain_id, self.txid)
 
     def signature_valid(self, chain_id: bytes) -> bool:
         return verify(self.sender, self.signature, self.sighash(chain_id))

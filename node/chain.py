@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,8 @@ from ledger.codec import Reader
 from ledger.errors import ChainmillError, StoreError
 from ledger.store import REINDEX_MARK as STORE_REINDEX_MARK
 from ledger.store import BlockRow, BlockWrite, ChainStore, ItemRow, PermRow, StreamRow, TxRow
-from ledger.transactions import Publish, Transaction
+from ledger.transactions import Publish
+from node.verifier import ParallelVerifier
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +40,6 @@ class Connected:
     block: Block
     effects: BlockEffects
     items: list[ItemRow]
-
-
-class ParallelVerifier:
-    """Verifies transaction signatures on a thread pool: coincurve releases the GIL, so this
-    spreads verification over the machine's cores."""
-
-    def __init__(self, chain_id: bytes, workers: int = 2, chunk: int = 256) -> None:
-        self.chain_id = chain_id
-        self.chunk = chunk
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
-
-    def __call__(self, txs: list[Transaction]) -> list[bool]:
-        cid = self.chain_id
-        if len(txs) < 2 * self.chunk:
-            return [t.signature_valid(cid) for t in txs]
-        parts = [txs[i:i + self.chunk] for i in range(0, len(txs), self.chunk)]
-        out: list[bool] = []
-        for res in self.pool.map(lambda p: [t.signature_valid(cid) for t in p], parts):
-            out.extend(res)
-        return out
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False)
 
 
 class Chain:

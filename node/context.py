@@ -146,10 +146,10 @@ class NodeContext:
         return int(time.time())
 
     def submit_tx(self, tx: Transaction, *, local: bool, verified: bool | None = None,
-                  relay: bool = True) -> PoolEntry:
+                  relay: bool = True, not_in_chain: bool = False) -> PoolEntry:
         """Admit a transaction to the mempool, wake the miner, tell peers and hooks."""
         entry = self.mempool.add(tx, verified=local if verified is None else verified,
-                                 local=local)
+                                 local=local, not_in_chain=not_in_chain)
         if local:
             if self.journal is not None:
                 self.journal.append(tx.txid, tx.raw)

@@ -47,18 +47,21 @@ class Mempool:
     def __contains__(self, txid: bytes) -> bool:
         return txid in self.entries
 
-    def add(self, tx: Transaction, *, verified: bool, local: bool = False) -> PoolEntry:
+    def add(self, tx: Transaction, *, verified: bool, local: bool = False,
+            not_in_chain: bool = False) -> PoolEntry:
         """Validate and pool a transaction; raises and changes nothing when it is refused.
 
         `verified`: its signature was already checked (or made here). `local`: made by this
         node with a fresh random nonce, so it cannot already be on the chain.
+        `not_in_chain`: the caller asked the store about it (with others, in one query) and
+        no block has been connected since.
         """
         txid = tx.txid
         if txid in self.entries:
             raise AlreadyInChain("transaction already in the mempool")
         if self.bytes + tx.size > self.max_bytes:
             raise InvalidTransaction("mempool full")
-        if not local and self.chain.store.known_txids([txid.hex()]):
+        if not local and not not_in_chain and self.chain.store.known_txids([txid.hex()]):
             raise AlreadyInChain("transaction already in the chain")
         if not verified and not tx.signature_valid(self.chain.chain_id):
             raise InvalidTransaction("bad transaction signature")

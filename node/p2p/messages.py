@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
 
+from ledger.blocks import MAX_BLOCK_TXS, BlockHeader
 from ledger.codec import Reader, Writer
 from ledger.errors import DecodeError
 
-PROTOCOL = 2
+PROTOCOL = 3
+COMPACT_BLOCKS_SINCE = 3
+"""Peers at this protocol version or later get new blocks as CMPCTBLOCK (txids and raw
+hashes, rebuilt from the mempool) instead of an INV followed by the whole block."""
 MAX_INV = 5_000
 """Entries in one INV/GETDATA/NOTFOUND message (a flood is cut into many small ones, each
 handled and then yielding to the event loop)."""
@@ -32,6 +37,9 @@ class Msg(IntEnum):
     NOTFOUND = 14
     READY = 15  # the sender verified the peer's AUTH and connect permission: height, tip
     NOISE = 16  # one Noise XX key exchange message (the only frames in clear, with GETPARAMS)
+    CMPCTBLOCK = 17  # header, miner signature, (txid, raw hash)* of a new block
+    GETBLOCKTXN = 18  # block hash + indexes of the transactions a CMPCTBLOCK left missing
+    BLOCKTXN = 19  # block hash + those raw transactions, in the order asked
 
 
 class Inv(IntEnum):
@@ -195,3 +203,81 @@ def decode_text(raw: bytes) -> str:
     t = r.var_bytes(1000).decode(errors="replace")
     r.end()
     return t
+
+
+def raw_hash(raw: bytes) -> bytes:
+    """What a compact block names a transaction's exact bytes by: the txid covers only the
+    unsigned body, and the block must be rebuilt with the very signature the miner had."""
+    return hashlib.sha256(raw).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class CompactBlock:
+    """A block announced by its header, its miner's signature and, per transaction, its
+    txid and the SHA-256 of its raw bytes (BIP 152's idea with full-length ids)."""
+
+    header: BlockHeader
+    signature: bytes
+    ids: tuple[tuple[bytes, bytes], ...]
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.fixed(self.header.encode())
+        w.fixed(self.signature)
+        w.varint(len(self.ids))
+        for txid, rh in self.ids:
+            w.fixed(txid)
+            w.fixed(rh)
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> CompactBlock:
+        r = Reader(raw)
+        header = BlockHeader.decode_from(r)
+        signature = r.fixed(65)
+        n = r.varint()
+        if n > MAX_BLOCK_TXS or n * 64 > r.remaining():
+            raise DecodeError("impossible transaction count in a compact block")
+        ids = tuple((r.fixed(32), r.fixed(32)) for _ in range(n))
+        r.end()
+        return cls(header, signature, ids)
+
+
+def encode_getblocktxn(block_hash: bytes, indexes: list[int]) -> bytes:
+    w = Writer()
+    w.fixed(block_hash)
+    w.varint(len(indexes))
+    for i in indexes:
+        w.u32(i)
+    return w.getvalue()
+
+
+def decode_getblocktxn(raw: bytes) -> tuple[bytes, list[int]]:
+    r = Reader(raw)
+    h = r.fixed(32)
+    n = r.varint()
+    if n > MAX_BLOCK_TXS or n * 4 > r.remaining():
+        raise DecodeError("too many transaction indexes")
+    indexes = [r.u32() for _ in range(n)]
+    r.end()
+    return h, indexes
+
+
+def encode_blocktxn(block_hash: bytes, raws: list[bytes]) -> bytes:
+    w = Writer()
+    w.fixed(block_hash)
+    w.varint(len(raws))
+    for t in raws:
+        w.var_bytes(t)
+    return w.getvalue()
+
+
+def decode_blocktxn(raw: bytes, max_size: int) -> tuple[bytes, list[bytes]]:
+    r = Reader(raw)
+    h = r.fixed(32)
+    n = r.varint()
+    if n > MAX_BLOCK_TXS or n > r.remaining():
+        raise DecodeError("impossible transaction count")
+    out = [r.var_bytes(max_size) for _ in range(n)]
+    r.end()
+    return h, out

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -63,11 +64,16 @@ BAN_SECONDS = 3600
 SYNC_BATCH = 500
 VERIFY_CHUNK = 2000
 """Transactions whose signatures a catching-up node checks ahead of the blocks it connects."""
-SYNC_BYTES = 16 * 1024 * 1024
+SYNC_BYTES = 2 * 1024 * 1024
+"""A sync batch stops after the block that crosses this many bytes. Small enough that the
+first batch arrives quickly and the next one can travel while one is connected (one batch
+is asked for ahead), and that serving one does not hold the server's loop for long."""
 MAX_REORG = 100_000
 INV_FLUSH = 0.05
 PING_EVERY = 20.0
 SYNC_STALL = 30.0
+RECENT_BLOCKS = 8
+"""Blocks this node connected last, kept to answer GETBLOCKTXN without a store read."""
 """A sync peer that sends no batch for this long is given up and another one tried."""
 
 
@@ -132,6 +138,7 @@ class Network:
         self._sync_peer: Peer | None = None
         self._sync_last = 0.0
         self._branch: list[Block] = []
+        self._recent: OrderedDict[bytes, Block] = OrderedDict()
         self._requested: dict[bytes, int] = {}
         """Hash -> id of the peer it was asked of (each hash asked of one peer at a time)."""
         self._preauth_log = RateLimitedLog(log, PREAUTH_LOG_EVERY)
@@ -159,6 +166,9 @@ class Network:
         for node in self._initial:
             self.addnode(node, "add", quiet=True)
         self._spawn(self._pinger())
+        # Relayed and synced transactions are verified on worker processes: boot them now,
+        # not when the first large batch (a catch-up) is waiting for them.
+        self._spawn(asyncio.to_thread(self.chain.verifier.start))
 
     async def close(self) -> None:
         for server in self.servers:
@@ -463,6 +473,7 @@ class Network:
                 if victim is peer:
                     return False
         peer.listen_port = peer_hello.listen_port
+        peer.version = peer_hello.version
         peer.start_height = peer.best_height = ready.height
         peer.best_tip = ready.tip
         peer.ready = True
@@ -530,14 +541,17 @@ class Network:
             Msg.GETDATA: self.on_getdata, Msg.TX: self.on_tx, Msg.BLOCK: self.on_block,
             Msg.GETBLOCKS: self.on_getblocks, Msg.BLOCKS: self.on_blocks,
             Msg.NOTFOUND: self.on_notfound, Msg.REJECT: self.on_reject,
+            Msg.CMPCTBLOCK: self.on_cmpctblock, Msg.GETBLOCKTXN: self.on_getblocktxn,
+            Msg.BLOCKTXN: self.on_blocktxn,
         }
+        incoming = (Msg.TX, Msg.BLOCK, Msg.BLOCKS, Msg.CMPCTBLOCK, Msg.BLOCKTXN)
         while not peer.closed:
             msg_type, payload = await peer.read(self.max_frame)
             handler = handlers.get(msg_type)
             if handler is None:
                 self.misbehave(peer, 10, f"unknown message type {msg_type}")
                 continue
-            if "incoming" in self.ctx.paused and msg_type in (Msg.TX, Msg.BLOCK, Msg.BLOCKS):
+            if "incoming" in self.ctx.paused and msg_type in incoming:
                 continue
             await handler(peer, payload)
             # A peer whose messages are already buffered would otherwise keep the loop
@@ -572,7 +586,14 @@ class Network:
         self._queue_inv(Inv.TX, tx.txid, source)
 
     def announce_block(self, block: Block, source: Peer | None = None) -> None:
+        """Push a block just connected to the peers that do not have it: as a compact block
+        to peers that take them (they rebuild it from their mempools, so its transactions
+        cross the network once, not twice), as an INV to older ones."""
         h = block.hash
+        self._recent[h] = block
+        while len(self._recent) > RECENT_BLOCKS:
+            self._recent.popitem(last=False)
+        compact: bytes | None = None
         for p in self.ready_peers():
             # A block may revoke a peer's connect permission: from then on it gets nothing
             # (as MultiChain, which disconnects such peers).
@@ -582,7 +603,13 @@ class Network:
                 continue
             if h not in p.known and p is not source:
                 p.remember(h)
-                p.send(Msg.INV, m.encode_inv([(Inv.BLOCK, h)]))
+                if p.version >= m.COMPACT_BLOCKS_SINCE:
+                    if compact is None:
+                        compact = m.CompactBlock(block.header, block.signature, tuple(
+                            (t.txid, m.raw_hash(t.raw)) for t in block.txs)).encode()
+                    p.send(Msg.CMPCTBLOCK, compact)
+                else:
+                    p.send(Msg.INV, m.encode_inv([(Inv.BLOCK, h)]))
 
     def _announce_pool(self, peer: Peer) -> None:
         """Tell a newly connected peer what our mempool holds, so transactions made while
@@ -709,17 +736,32 @@ class Network:
             batch = self._tx_queue[:RELAY_BATCH]
             del self._tx_queue[:RELAY_BATCH]
             self._tx_drained.set()
-            results = await asyncio.to_thread(self.chain.verifier, [t for _, t in batch])
+            tip = self.chain.state.tip_hash
+            results, confirmed = await asyncio.to_thread(self._check_relayed,
+                                                         [t for _, t in batch])
+            # Confirmed-or-not was asked at `tip`: if a block connected meanwhile, each tx
+            # is asked again on admission (a confirmed tx must never be pooled again).
+            same_tip = tip == self.chain.state.tip_hash
             for (peer, tx), ok in zip(batch, results, strict=True):
                 if not ok:
                     self.misbehave(peer, BAN_SCORE,
                                    f"transaction {tx.txid.hex()} has a bad signature")
                     continue
-                self._admit_tx(peer, tx)
+                if tx.txid in confirmed:
+                    continue
+                self._admit_tx(peer, tx, not_in_chain=same_tip)
 
-    def _admit_tx(self, peer: Peer, tx: Transaction) -> None:
+    def _check_relayed(self, txs: list[Transaction]) -> tuple[list[bool], set[bytes]]:
+        """Off the event loop: the signatures (worker processes), and which of the txs are
+        confirmed already (one store query for the batch, not one per transaction)."""
+        results = self.chain.verifier(txs)
+        known = self.ctx.store.known_txids([t.txid.hex() for t in txs])
+        return results, {bytes.fromhex(t) for t in known}
+
+    def _admit_tx(self, peer: Peer, tx: Transaction, not_in_chain: bool = False) -> None:
         try:
-            self.ctx.submit_tx(tx, local=False, verified=True, relay=False)
+            self.ctx.submit_tx(tx, local=False, verified=True, relay=False,
+                               not_in_chain=not_in_chain)
         except AlreadyInChain:
             return
         except ChainmillError as e:
@@ -735,6 +777,79 @@ class Network:
         peer.remember(h)
         if block.height > peer.best_height:
             peer.best_height, peer.best_tip = block.height, h
+        await self._connect_from(peer, block)
+
+    async def on_cmpctblock(self, peer: Peer, payload: bytes) -> None:
+        """A new block as txids and raw hashes: rebuilt from the mempool's transactions (the
+        very bytes the miner had), the missing ones asked for with GETBLOCKTXN. Every check
+        of a full block follows (connect_block): a forged one is refused and penalised."""
+        cb = m.CompactBlock.decode(payload)
+        header = cb.header
+        h = header.hash
+        self._answered(peer, h)
+        peer.remember(h)
+        if header.height > peer.best_height:
+            peer.best_height, peer.best_tip = header.height, h
+        if self.ctx.store.block_row(hash_hex=h.hex()) is not None:
+            return
+        if header.prev_hash != self.chain.state.tip_hash or self._sync_peer is not None:
+            self._maybe_sync(peer)  # not the next block here: the full blocks come by sync
+            return
+        pooled = self.ctx.mempool.entries
+        txs: list[Transaction | None] = []
+        missing: list[int] = []
+        for i, (txid, rh) in enumerate(cb.ids):
+            e = pooled.get(txid)
+            if e is not None and m.raw_hash(e.tx.raw) == rh:
+                txs.append(e.tx)
+            else:
+                txs.append(None)
+                missing.append(i)
+        if missing:
+            peer.pending_compact = (cb, txs)  # one per peer: a newer block replaces it
+            peer.send(Msg.GETBLOCKTXN, m.encode_getblocktxn(h, missing))
+            return
+        await self._connect_from(peer, Block(header, cb.signature, txs))
+
+    async def on_getblocktxn(self, peer: Peer, payload: bytes) -> None:
+        h, indexes = m.decode_getblocktxn(payload)
+        block = self._recent.get(h)
+        if block is None:
+            row = self.ctx.store.block_row(hash_hex=h.hex())
+            raw = self.ctx.store.block_raw(row.height) if row else None
+            if raw is None:
+                peer.send(Msg.NOTFOUND, m.encode_inv([(Inv.BLOCK, h)]))
+                return
+            block = Block.decode(raw)
+        n = len(block.txs)
+        if any(i >= n for i in indexes):
+            self.misbehave(peer, BAN_SCORE, "GETBLOCKTXN asks for transactions the block has not")
+            return
+        peer.send(Msg.BLOCKTXN, m.encode_blocktxn(h, [block.txs[i].raw for i in indexes]))
+
+    async def on_blocktxn(self, peer: Peer, payload: bytes) -> None:
+        h, raws = m.decode_blocktxn(payload, self.max_frame)
+        pending = peer.pending_compact
+        if pending is None or pending[0].header.hash != h:
+            return  # not asked, or superseded by a newer compact block
+        peer.pending_compact = None
+        cb, txs = pending
+        missing = [i for i, t in enumerate(txs) if t is None]
+        if len(raws) != len(missing):
+            self.misbehave(peer, BAN_SCORE, "BLOCKTXN does not answer the GETBLOCKTXN")
+            return
+        for i, raw in zip(missing, raws, strict=True):
+            tx = Transaction.decode(raw)
+            if (tx.txid, m.raw_hash(tx.raw)) != cb.ids[i]:
+                self.misbehave(peer, BAN_SCORE, "BLOCKTXN transaction is not the one announced")
+                return
+            txs[i] = tx
+        await self._connect_from(peer, Block(cb.header, cb.signature, txs))
+
+    async def _connect_from(self, peer: Peer, block: Block) -> None:
+        """A block a peer sent (whole or rebuilt): connected if it extends the tip, else a
+        reason to sync with that peer."""
+        h = block.hash
         tip = self.chain.state.tip_hash
         if block.header.prev_hash == tip and self._sync_peer is None:
             try:
@@ -804,6 +919,13 @@ class Network:
         peer.send(Msg.BLOCKS, m.encode_blocks(self.chain.height, raws))
 
     async def on_blocks(self, peer: Peer, payload: bytes) -> None:
+        if peer.sync_stale:
+            # The answer to a batch asked for ahead of one that then failed: moot (a peer
+            # answers in order, so it is the next BLOCKS to arrive).
+            peer.sync_stale -= 1
+            return
+        if peer.sync_ahead:
+            peer.sync_ahead -= 1
         if peer is not self._sync_peer:
             return
         self._sync_last = time.monotonic()
@@ -821,9 +943,19 @@ class Network:
         first = blocks[0]
         if not self._branch and first.header.prev_hash == self.chain.state.tip_hash or (
                 not self._branch and first.height == 0 and self.chain.height < 0):
+            ahead = blocks[-1].height < peer.best_height and not peer.closed
+            if ahead:
+                # Pipelined: the peer reads and sends the next batch while this one is
+                # verified and connected, instead of both sides taking turns to idle.
+                self._request_blocks(peer, [blocks[-1].hash])
+                peer.sync_ahead += 1
             ok = await self._extend(peer, blocks)
             if not ok:
+                peer.sync_stale += peer.sync_ahead
+                peer.sync_ahead = 0
                 return
+            if ahead:
+                return  # the next batch is on its way
         else:
             if not self._branch:
                 fork = self.ctx.store.block_row(hash_hex=first.header.prev_hash.hex())

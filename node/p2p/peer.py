@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from typing import Any
 
 from node.p2p.framing import encode_frame
 from node.p2p.session import Transport
@@ -61,11 +62,23 @@ class Peer:
         self.requested: dict[bytes, float] = {}
         """Hashes asked of this peer (GETDATA) and not answered yet, with their deadline
         (monotonic); insertion order is deadline order."""
+        self.version = 0
+        """The protocol version of the peer's HELLO."""
+        self.pending_compact: tuple[Any, list[Any]] | None = None
+        """A compact block waiting for the BLOCKTXN answering our GETBLOCKTXN, with the
+        transactions found so far (None where one is missing)."""
+        self.sync_ahead = 0
+        """Sync batches asked of this peer ahead of the one being connected."""
+        self.sync_stale = 0
+        """... of which the answers are to be dropped (the batch before them failed)."""
         self.transport: Transport | None = None
         self.session_hash = b""
         self.ready = False
         self.closed = False
         self.opened = time.monotonic()
+        self._out: list[bytes] = []
+        """Frames queued in this turn of the event loop, written together by `flush`."""
+        self._out_bytes = 0
 
     @property
     def encrypted(self) -> bool:
@@ -95,18 +108,34 @@ class Peer:
         return msg_type, payload
 
     def _write(self, frame: bytes) -> None:
+        """Queue `frame`; the frames of one event-loop turn go out in one write. A GETDATA
+        for a thousand transactions is answered with a thousand messages, and a write each
+        was a send() system call each (the largest part of serving them)."""
         if self.closed:
             return
-        if self.writer.transport.get_write_buffer_size() > WRITE_QUEUE_BYTES:
+        if self.writer.transport.get_write_buffer_size() + self._out_bytes > WRITE_QUEUE_BYTES:
             log.warning("peer %s does not read its messages; dropping it", self.addr)
             self.close()
             return
-        self.writer.write(frame)
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._out.append(frame)
+        self._out_bytes += len(frame)
         self.bytessent += len(frame)
         self.lastsend = int(time.time())
 
+    def flush(self) -> None:
+        """Hand the queued frames to the transport (in order)."""
+        if not self._out:
+            return
+        out, self._out, self._out_bytes = self._out, [], 0
+        if not self.closed:
+            with contextlib.suppress(Exception):  # a transport closed under us: nothing to do
+                self.writer.write(out[0] if len(out) == 1 else b"".join(out))
+
     def close(self) -> None:
         if not self.closed:
+            self.flush()  # a REJECT queued just before closing must still go out
             self.closed = True
             with contextlib.suppress(Exception):
                 self.writer.close()

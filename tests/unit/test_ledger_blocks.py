@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ledger_transactions import CHAIN_A, CHAIN_B, KEY, OTHER_KEY, sample_tx, transactions
 
-from ledger.blocks import HEADER_SIZE, Block
+from ledger.blocks import HEADER_SIZE, Block, varint_size
+from ledger.codec import encode_varint
 from ledger.errors import DecodeError, InvalidSignature
 from ledger.merkle import merkle_root
 from ledger.types import ZERO_HASH
@@ -84,3 +85,9 @@ def test_ledger_block_tx_offsets_point_at_each_transaction():
     block = Block.build(KEY, CHAIN_A, 3, ZERO_HASH, 99, txs)
     for tx, off in zip(txs, block.tx_offsets(), strict=True):
         assert block.raw[off:off + len(tx.raw)] == tx.raw
+
+
+@given(st.one_of(st.integers(0, 2**16 + 5), st.integers(0, 2**64 - 1),
+                 st.sampled_from([0xFC, 0xFD, 0xFFFF, 0x10000, 2**32 - 1, 2**32])))
+def test_ledger_block_varint_size_matches_the_encoding(n):
+    assert varint_size(n) == len(encode_varint(n))

@@ -150,3 +150,52 @@ def test_messages_params_that_are_not_utf8_are_a_decode_error():
     # turn DecodeError into "malformed message" and a ban.
     with pytest.raises(DecodeError, match="UTF-8"):
         m.decode_params(b"\x02\xa5\xa5\x01")
+
+
+def _compact(n: int) -> m.CompactBlock:
+    from ledger.blocks import BLOCK_VERSION, BlockHeader
+
+    header = BlockHeader(BLOCK_VERSION, 7, os.urandom(32), os.urandom(32), 1234)
+    return m.CompactBlock(header, os.urandom(65),
+                          tuple((os.urandom(32), os.urandom(32)) for _ in range(n)))
+
+
+@pytest.mark.parametrize("n", [0, 1, 300])
+def test_p2p_messages_compact_block_round_trip(n):
+    cb = _compact(n)
+    assert m.CompactBlock.decode(cb.encode()) == cb
+
+
+def test_p2p_messages_compact_block_strict():
+    raw = _compact(3).encode()
+    for bad in (raw[:-1], raw + b"\x00", raw[:76]):
+        with pytest.raises(DecodeError):
+            m.CompactBlock.decode(bad)
+    # A count the payload cannot hold is refused before anything is allocated for it.
+    w = Writer()
+    w.fixed(raw[:77 + 65])
+    w.varint(10**6)
+    with pytest.raises(DecodeError):
+        m.CompactBlock.decode(w.getvalue() + bytes(64))
+
+
+def test_p2p_messages_blocktxn_round_trips_and_limits():
+    h = os.urandom(32)
+    assert m.decode_getblocktxn(m.encode_getblocktxn(h, [0, 5, 2**32 - 1])) == \
+        (h, [0, 5, 2**32 - 1])
+    raws = [os.urandom(10), b"", os.urandom(300)]
+    assert m.decode_blocktxn(m.encode_blocktxn(h, raws), 1000) == (h, raws)
+    with pytest.raises(DecodeError):
+        m.decode_blocktxn(m.encode_blocktxn(h, raws), 100)  # one tx over the size limit
+    with pytest.raises(DecodeError):
+        m.decode_getblocktxn(m.encode_getblocktxn(h, [1, 2])[:-1])
+    w = Writer()
+    w.fixed(h)
+    w.varint(10**6)
+    with pytest.raises(DecodeError):
+        m.decode_getblocktxn(w.getvalue() + bytes(8))
+
+
+def test_p2p_messages_raw_hash_names_the_exact_bytes():
+    assert m.raw_hash(b"abc") != m.raw_hash(b"abd")
+    assert len(m.raw_hash(b"")) == 32
