@@ -68,8 +68,12 @@ items_t = sa.Table(
     sa.Column("data", _Blob, nullable=False),
     sa.Column("offchain", sa.Boolean, nullable=False),
     sa.Column("time_s", sa.BigInteger, nullable=False),
+    # The item's place in its stream (1, 2, ...; dense, in id order): liststreamitems'
+    # window at any position is an index seek on ix_items_seq, not an OFFSET scan.
+    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_items_stream", "stream", "id"),
     sa.Index("ix_items_publisher", "stream", "publisher", "id"),
+    sa.Index("ix_items_seq", "stream", "seq", unique=True),
 )
 item_keys_t = sa.Table(
     "item_keys", metadata,
@@ -104,6 +108,16 @@ perm_log_t = sa.Table(
     sa.Column("time_s", sa.BigInteger, nullable=False),
     sa.Column("txid", sa.CHAR(64), nullable=False),
     sa.Column("height", sa.Integer, nullable=False, index=True),
+)
+item_counts_t = sa.Table(
+    # Confirmed items per stream (publisher "") and per stream and publisher, with the id
+    # of the first one: kept by put_block and rollback_to in the same database transaction
+    # as the items, so counting a stream's items or listing its publishers reads a few rows.
+    "item_counts", metadata,
+    sa.Column("stream", sa.CHAR(64), primary_key=True),
+    sa.Column("publisher", sa.String(64), primary_key=True),
+    sa.Column("item_count", sa.BigInteger, nullable=False),
+    sa.Column("first_id", sa.BigInteger, nullable=False),
 )
 subscriptions_t = sa.Table(
     "subscriptions", metadata,
@@ -215,7 +229,7 @@ _ITEM_COLS = [items_t.c[n] for n in (
 _SQLITE_MAX_VARS = 999
 _TX_INSERT = ("txid", "height", "blockindex", "sender", "time_s", "raw")
 _ITEM_INSERT = ("id", "stream", "txid", "vout", "height", "blockindex", "publisher", "keys_json",
-                "format", "data", "offchain", "time_s")
+                "format", "data", "offchain", "time_s", "seq")
 _KEY_INSERT = ("item_id", "stream", "item_key", "height")
 _BLOCK_COLS = [blocks_t.c[n] for n in (
     "height", "hash", "prev_hash", "time_s", "time_ms", "miner", "txcount", "size")]
@@ -239,8 +253,12 @@ class ChainStore:
         self._lock = threading.Lock()
         self._insert_plans: dict[str, tuple[str, list[int] | str | None]] = {}
         self._select_plans: dict[str, tuple[str, bool]] = {}
+        # The writer's copy of item_counts: (stream, publisher) -> (items, first id).
+        self._counts: dict[tuple[str, str], tuple[int, int]] = {}
         try:
+            _add_item_positions(self.engine)
             with self.engine.connect() as c:
+                self._counts = _read_counts(c)
                 self._next_item_id = (c.scalar(sa.select(sa.func.max(items_t.c.id))) or 0) + 1
                 self._next_perm_id = (c.scalar(sa.select(sa.func.max(perm_log_t.c.id)))
                                       or 0) + 1
@@ -286,20 +304,26 @@ class ChainStore:
             if w.txs:
                 self._insert_many(c, txs_t, _TX_INSERT, [
                     (t.txid, t.height, t.blockindex, t.sender, t.time_s, t.raw) for t in w.txs])
+            counts = None
             if w.items:
                 rows, keys = [], []
                 nid = self._next_item_id
                 dumps = orjson.dumps
+                counts = {}
                 for it in w.items:
+                    for group in ((it.stream, ""), (it.stream, it.publisher)):
+                        n, first = counts.get(group) or self._counts.get(group) or (0, nid)
+                        counts[group] = (n + 1, first)
                     rows.append((nid, it.stream, it.txid, it.vout, it.height, it.blockindex,
                                  it.publisher, dumps(it.keys).decode(), it.format, it.data,
-                                 it.offchain, it.time_s))
+                                 it.offchain, it.time_s, counts[it.stream, ""][0]))
                     for k in dict.fromkeys(it.keys):
                         keys.append((nid, it.stream, k, it.height))
                     nid += 1
                 self._insert_many(c, items_t, _ITEM_INSERT, rows)
                 if keys:
                     self._insert_many(c, item_keys_t, _KEY_INSERT, keys)
+                self._write_counts(c, counts)
             if w.streams:
                 c.execute(streams_t.insert(), [
                     {"createtxid": s.createtxid, "name": s.name, "name_lower": s.name.lower(),
@@ -316,6 +340,24 @@ class ChainStore:
         # Counters move only after the commit succeeded.
         self._next_item_id += len(w.items)
         self._next_perm_id += len(w.perms)
+        if counts:
+            self._counts.update(counts)
+
+    def _write_counts(self, c: sa.Connection, counts: dict[tuple[str, str], tuple[int, int]]
+                      ) -> None:
+        """Store the new item counts of one block: an update of each (stream, publisher)
+        row that exists, one insert of those that are new."""
+        new = []
+        for (stream, publisher), (n, first) in counts.items():
+            if (stream, publisher) in self._counts:
+                c.execute(item_counts_t.update().where(
+                    item_counts_t.c.stream == stream, item_counts_t.c.publisher == publisher
+                ).values(item_count=n))
+            else:
+                new.append({"stream": stream, "publisher": publisher, "item_count": n,
+                            "first_id": first})
+        if new:
+            c.execute(item_counts_t.insert(), new)
 
     def _insert_many(self, c: sa.Connection, table: sa.Table, cols: tuple[str, ...],
                      rows: list[tuple]) -> None:
@@ -372,19 +414,43 @@ class ChainStore:
 
     def rollback_to(self, height: int) -> None:
         """Delete every block above `height` and everything derived from them."""
-        with self._lock, self.engine.begin() as c:
-            for t in (item_keys_t, items_t, txs_t, streams_t, perm_log_t, blocks_t):
-                c.execute(t.delete().where(t.c.height > height))
-            self._next_item_id = (c.scalar(sa.select(sa.func.max(items_t.c.id))) or 0) + 1
-            self._next_perm_id = (c.scalar(sa.select(sa.func.max(perm_log_t.c.id))) or 0) + 1
+        with self._lock:
+            try:
+                with self.engine.begin() as c:
+                    # Items leave in whole blocks from the top, so the removed ones are the
+                    # last of each stream: the positions of those kept stay 1..n.
+                    self._uncount_items_above(c, height)
+                    for t in (item_keys_t, items_t, txs_t, streams_t, perm_log_t, blocks_t):
+                        c.execute(t.delete().where(t.c.height > height))
+                    self._next_item_id = (c.scalar(sa.select(sa.func.max(items_t.c.id)))
+                                          or 0) + 1
+                    self._next_perm_id = (c.scalar(sa.select(sa.func.max(perm_log_t.c.id)))
+                                          or 0) + 1
+            finally:
+                with self.engine.connect() as c:
+                    self._counts = _read_counts(c)
+
+    def _uncount_items_above(self, c: sa.Connection, height: int) -> None:
+        gone = c.execute(sa.select(items_t.c.stream, items_t.c.publisher, sa.func.count())
+                         .where(items_t.c.height > height)
+                         .group_by(items_t.c.stream, items_t.c.publisher)).all()
+        per_stream: dict[str, int] = {}
+        for stream, _publisher, n in gone:
+            per_stream[stream] = per_stream.get(stream, 0) + n
+        for stream, publisher, n in [*gone, *((s, "", n) for s, n in per_stream.items())]:
+            where = (item_counts_t.c.stream == stream, item_counts_t.c.publisher == publisher)
+            c.execute(item_counts_t.update().where(*where).values(
+                item_count=item_counts_t.c.item_count - n))
+            c.execute(item_counts_t.delete().where(*where, item_counts_t.c.item_count <= 0))
 
     def clear_derived(self) -> None:
         """Drop every row derived from the blocks, keeping the blocks themselves (--reindex)."""
         with self._lock, self.engine.begin() as c:
-            for t in (item_keys_t, items_t, txs_t, streams_t, perm_log_t):
+            for t in (item_keys_t, items_t, item_counts_t, txs_t, streams_t, perm_log_t):
                 c.execute(t.delete())
             self._next_item_id = 1
             self._next_perm_id = 1
+            self._counts = {}
 
     # -- blocks -----------------------------------------------------------------------------
     def tip(self) -> BlockRow | None:
@@ -508,6 +574,16 @@ class ChainStore:
 
     def count_items(self, stream: str, key: str | None = None,
                     publisher: str | None = None) -> int:
+        """Confirmed items of `stream`, of those with `key` and/or by `publisher` when given.
+
+        Without a key, one row of item_counts; with one, the key's entries in ix_item_keys."""
+        if key is None:
+            if publisher == "":
+                return 0  # no item has an empty publisher; "" is the whole stream's row
+            with self.engine.connect() as c:
+                return c.scalar(sa.select(item_counts_t.c.item_count).where(
+                    item_counts_t.c.stream == stream,
+                    item_counts_t.c.publisher == (publisher or ""))) or 0
         q = self._item_filter(sa.select(sa.func.count()).select_from(items_t), stream, key,
                               publisher)
         with self.engine.connect() as c:
@@ -515,12 +591,67 @@ class ChainStore:
 
     def items(self, stream: str, offset: int, limit: int, key: str | None = None,
               publisher: str | None = None) -> list[ItemRow]:
+        """The confirmed items at places offset .. offset+limit-1 (0 = the first) of
+        `stream`, or of its items with `key` and/or by `publisher`, in chain order.
+
+        A whole stream's window is a range of item positions (ix_items_seq). A key's or a
+        publisher's window walks their index from the nearer end, reading item ids only, so
+        the newest page of a key or publisher costs what the first page does."""
+        offset = max(0, offset)
         if limit <= 0:
             return []
-        q = self._item_filter(sa.select(*_ITEM_COLS), stream, key, publisher)
-        q = q.order_by(items_t.c.id).offset(offset).limit(limit)
         with self.engine.connect() as c:
-            return [_item(r) for r in c.execute(q)]
+            if key is None and publisher is None:
+                q = sa.select(*_ITEM_COLS).where(
+                    items_t.c.stream == stream, items_t.c.seq > offset,
+                    items_t.c.seq <= offset + limit).order_by(items_t.c.seq)
+                return [_item(r) for r in c.execute(q)]
+            if key is not None and publisher is not None:
+                q = self._item_filter(sa.select(*_ITEM_COLS), stream, key, publisher)
+                q = q.order_by(items_t.c.id).offset(offset).limit(limit)
+                return [_item(r) for r in c.execute(q)]
+            ids = self._window_ids(c, stream, offset, limit, key, publisher)
+            if not ids:
+                return []
+            if publisher is not None:  # the publisher's items from the first id to the last
+                q = self._item_filter(sa.select(*_ITEM_COLS), stream, None, publisher).where(
+                    items_t.c.id.between(ids[0], ids[-1])).order_by(items_t.c.id)
+                return [_item(r) for r in c.execute(q)]
+            out = []
+            for i in range(0, len(ids), 500):
+                out.extend(_item(r) for r in c.execute(sa.select(*_ITEM_COLS).where(
+                    items_t.c.id.in_(ids[i:i + 500])).order_by(items_t.c.id)))
+            return out
+
+    def _window_ids(self, c: sa.Connection, stream: str, offset: int, limit: int,
+                    key: str | None, publisher: str | None) -> list[int]:
+        """The ids of the items at places offset .. offset+limit-1 with `key` (or by
+        `publisher`): counted, then read from the nearer end of their index."""
+        if key is not None:
+            col = item_keys_t.c.item_id
+            where = (item_keys_t.c.stream == stream, item_keys_t.c.item_key == key)
+            total, last = c.execute(sa.select(sa.func.count(), sa.func.max(col))
+                                    .where(*where)).one()
+        else:
+            col = items_t.c.id
+            where = (items_t.c.stream == stream, items_t.c.publisher == publisher)
+            last_id = sa.select(sa.func.max(col)).where(*where).scalar_subquery()
+            found = c.execute(sa.select(item_counts_t.c.item_count, last_id).where(
+                item_counts_t.c.stream == stream,
+                item_counts_t.c.publisher == publisher)).first()
+            total, last = found if found is not None else (0, None)
+        if offset >= total or last is None:
+            return []
+        n = min(limit, total - offset)
+        from_end = total - offset - n
+        if from_end < offset:
+            # Items added after the count above have larger ids: `col <= last` keeps the
+            # places counted from the end the places counted from the start.
+            ids = list(c.scalars(sa.select(col).where(*where, col <= last)
+                                 .order_by(col.desc()).offset(from_end).limit(n)))
+            return ids[::-1]
+        return list(c.scalars(sa.select(col).where(*where).order_by(col)
+                              .offset(offset).limit(n)))
 
     def items_by_txids(self, stream: str, txids: Sequence[str]) -> list[ItemRow]:
         with self.engine.connect() as c:
@@ -568,11 +699,13 @@ class ChainStore:
 
     def publisher_counts(self, stream: str,
                          publishers: Sequence[str] | None) -> list[tuple[str, int, int]]:
-        q = sa.select(items_t.c.publisher, sa.func.count(), sa.func.min(items_t.c.id)).where(
-            items_t.c.stream == stream)
+        """(publisher, item count, first item id) in order of first appearance, from
+        item_counts."""
+        t = item_counts_t
+        q = sa.select(t.c.publisher, t.c.item_count, t.c.first_id).where(t.c.stream == stream,
+                                                                     t.c.publisher != "")
         if publishers is not None:
-            q = q.where(items_t.c.publisher.in_(list(publishers)))
-        q = q.group_by(items_t.c.publisher)
+            q = q.where(t.c.publisher.in_(list(publishers)))
         with self.engine.connect() as c:
             rs = c.execute(q).all()
         return sorted(((p, n, first) for p, n, first in rs), key=lambda r: r[2])
@@ -652,6 +785,47 @@ class ChainStore:
             c.execute(subscriptions_t.delete().where(subscriptions_t.c.stream == stream))
             if on:
                 c.execute(subscriptions_t.insert().values(stream=stream))
+
+
+def _read_counts(c: sa.Connection) -> dict[tuple[str, str], tuple[int, int]]:
+    return {(r.stream, r.publisher): (r.item_count, r.first_id) for r in c.execute(
+        sa.select(item_counts_t.c.stream, item_counts_t.c.publisher, item_counts_t.c.item_count,
+                  item_counts_t.c.first_id))}
+
+
+def _add_item_positions(engine: sa.Engine) -> None:
+    """Give a store made before items had positions (`seq`) and counts its positions and
+    counts: a one-off upgrade of the items already stored, in one database transaction."""
+    inspector = sa.inspect(engine)
+    if "ix_items_seq" in {ix["name"] for ix in inspector.get_indexes("items")}:
+        return  # the index is made last: with it, the upgrade is complete
+    log.info("chain store: numbering the stored stream items (one-off upgrade)")
+    has_seq = "seq" in {col["name"] for col in inspector.get_columns("items")}
+    with engine.begin() as c:
+        # (MariaDB commits at each ALTER TABLE: after a crash in between, the next open
+        # finds the column without the index and numbers the items again.)
+        if not has_seq:
+            c.exec_driver_sql("ALTER TABLE items ADD COLUMN seq BIGINT NOT NULL DEFAULT 0")
+        c.execute(item_counts_t.delete())
+        counts: dict[tuple[str, str], list[int]] = {}
+        numbered: dict[str, int] = {}
+        updates = []
+        rows = c.execute(sa.select(items_t.c.id, items_t.c.stream, items_t.c.publisher)
+                         .order_by(items_t.c.id)).all()
+        for item_id, stream, publisher in rows:
+            numbered[stream] = numbered.get(stream, 0) + 1
+            updates.append({"i": item_id, "n": numbered[stream]})
+            for group in ((stream, ""), (stream, publisher)):
+                counts.setdefault(group, [0, item_id])[0] += 1
+        for i in range(0, len(updates), 10_000):
+            c.execute(items_t.update().where(items_t.c.id == sa.bindparam("i"))
+                      .values(seq=sa.bindparam("n")), updates[i:i + 10_000])
+        if counts:
+            c.execute(item_counts_t.insert(), [
+                {"stream": s, "publisher": p, "item_count": n, "first_id": first}
+                for (s, p), (n, first) in counts.items()])
+        next(ix for ix in items_t.indexes if ix.name == "ix_items_seq").create(c)
+    log.info("chain store: %d stream items numbered", len(updates))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connection
