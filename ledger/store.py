@@ -654,11 +654,16 @@ class ChainStore:
                               .offset(offset).limit(n)))
 
     def items_by_txids(self, stream: str, txids: Sequence[str]) -> list[ItemRow]:
+        # Selected by txid alone and the stream checked here: given `stream = ?` too, SQLite
+        # walked the whole stream by ix_items_stream instead of seeking each txid (measured
+        # 140 ms on a stream of 270,000 items, against well under 1 ms).
+        wanted = list(dict.fromkeys(txids))
+        rows: list[ItemRow] = []
         with self.engine.connect() as c:
-            rs = c.execute(sa.select(*_ITEM_COLS).where(
-                items_t.c.stream == stream, items_t.c.txid.in_(list(txids))).order_by(
-                items_t.c.id)).all()
-        return [_item(r) for r in rs]
+            for i in range(0, len(wanted), 500):
+                rows.extend(_item(r) for r in c.execute(sa.select(*_ITEM_COLS).where(
+                    items_t.c.txid.in_(wanted[i:i + 500]))) if r.stream == stream)
+        return sorted(rows, key=lambda r: r.id)
 
     def items_by_tx(self, txid: str) -> list[ItemRow]:
         with self.engine.connect() as c:
@@ -667,11 +672,29 @@ class ChainStore:
         return [_item(r) for r in rs]
 
     def items_in_heights(self, stream: str, heights: Sequence[int]) -> list[ItemRow]:
+        # By height alone, the stream checked here (as items_by_txids, for the same reason).
+        wanted = list(dict.fromkeys(heights))
+        rows: list[ItemRow] = []
         with self.engine.connect() as c:
-            rs = c.execute(sa.select(*_ITEM_COLS).where(
-                items_t.c.stream == stream, items_t.c.height.in_(list(heights))).order_by(
-                items_t.c.id)).all()
-        return [_item(r) for r in rs]
+            for i in range(0, len(wanted), 500):
+                rows.extend(_item(r) for r in c.execute(sa.select(*_ITEM_COLS).where(
+                    items_t.c.height.in_(wanted[i:i + 500]))) if r.stream == stream)
+        return sorted(rows, key=lambda r: r.id)
+
+    def count_keys(self, stream: str, also: Iterable[str] = ()) -> int:
+        """The number of distinct keys of the stream's confirmed items and of `also` (the
+        keys of its pending items): one walk of the stream's part of ix_item_keys, which
+        reads no item rows and builds no per-key result as key_counts does."""
+        extra = set(also)
+        with self.engine.connect() as c:
+            n = c.scalar(sa.select(sa.func.count(sa.distinct(item_keys_t.c.item_key)))
+                         .where(item_keys_t.c.stream == stream)) or 0
+            listed = list(extra)
+            for i in range(0, len(listed), 500):
+                extra.difference_update(c.scalars(sa.select(item_keys_t.c.item_key).where(
+                    item_keys_t.c.stream == stream,
+                    item_keys_t.c.item_key.in_(listed[i:i + 500])).distinct()))
+        return n + len(extra)
 
     def query_items(self, stream: str, keys: Sequence[str], publishers: Sequence[str],
                     limit: int) -> list[ItemRow]:

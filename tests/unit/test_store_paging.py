@@ -2,7 +2,8 @@
 MariaDB.
 
 What: `items` (a whole stream's window by item position, a key's or a publisher's window from
-the nearer end), `count_items`, `publisher_counts` and `key_counts` answer exactly what a list
+the nearer end), `count_items`, `publisher_counts`, `count_keys`, `items_by_txids` and
+`items_in_heights` answer exactly what a list
 of the stored items in chain order says, for windows at the start, in the middle, at the end
 and past it; after blocks are rolled back (the positions of the kept items stay 1..n and new
 items follow on), after a reindex (`clear_derived` and the blocks written again), and after a
@@ -118,6 +119,20 @@ def assert_store_matches(store: ChainStore, chain: Chain) -> None:
             assert store.item_by_id(first).publisher == p
             assert store.count_items(stream, publisher=p) == n
         assert store.count_items(stream, publisher="") == 0
+        keys = {k for items in chain.blocks for it in items if it.stream == stream
+                for k in it.keys}
+        assert store.count_keys(stream) == len(keys)
+        assert store.count_keys(stream, ["k0", "pending-only", "pending-only"]) == len(
+            keys | {"k0", "pending-only"})
+        everything = [it for items in chain.blocks for it in items]
+        some = everything[::4]
+        assert _got(store.items_by_txids(stream, [it.txid for it in some])) == [
+            (it.txid, it.vout) for it in everything
+            if it.stream == stream and it.txid in {s.txid for s in some}]
+        heights = list(range(0, len(chain.blocks), 3))
+        assert _got(store.items_in_heights(stream, heights)) == [
+            (it.txid, it.vout) for it in everything
+            if it.stream == stream and it.height in heights]
 
 
 def test_store_paging_matches_the_item_list_through_rollback_and_reindex(store_url):

@@ -255,12 +255,10 @@ def stream_view(ctx: Any, info: StreamInfo, verbose: bool) -> dict[str, Any]:
         out["synchronized"] = True
         out["items"] = confirmed + len(pending)
         out["confirmed"] = confirmed
-        keys = {k for k, _, _ in ctx.store.key_counts(txid, None)}
         pubs = {a for a, _, _ in ctx.store.publisher_counts(txid, None)}
         for it in pending:
-            keys.update(it.keys)
             pubs.add(it.publisher)
-        out["keys"] = len(keys)
+        out["keys"] = ctx.store.count_keys(txid, (k for it in pending for k in it.keys))
         out["publishers"] = len(pubs)
     return out
 
