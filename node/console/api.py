@@ -112,11 +112,19 @@ def block_ref(request: web.Request) -> str | int:
 
 
 async def chain_summary(console: Console) -> dict[str, Any]:
-    """Height, tip, its age, final depth, diversity, miners, peers and mempool in one object."""
-    info, last, mempool, peers, params, miners = await _batch(console, [
+    """Height, tip, its age, final depth, diversity, miners and whose turn it is to sign the
+    next block, peers and mempool in one object.
+
+    The turn comes from getmininginfo's chainmill extension fields (`nextminers`: the miners
+    that may sign the next block in the order they try); a node without them (MultiChain)
+    gives an empty list and no turn."""
+    info, last, mempool, peers, params, miners, mining = await _batch(console, [
         ("getblockchaininfo", []), ("getlastblockinfo", []), ("getmempoolinfo", []),
         ("getpeerinfo", []), ("getblockchainparams", []), ("listpermissions", ["mine"]),
+        ("getmininginfo", []),
     ])
+    miner_set = sorted({m["address"] for m in miners if m.get("for") is None})
+    next_miners = [a for a in mining.get("nextminers") or [] if isinstance(a, str)]
     return {
         "chain": console.chain,
         "height": info["blocks"],
@@ -127,7 +135,12 @@ async def chain_summary(console: Console) -> dict[str, Any]:
         "final_depth": info.get("finaldepth"),
         "mining_diversity": params.get("mining-diversity"),
         "target_block_time": params.get("target-block-time"),
-        "miners": sorted({m["address"] for m in miners if m.get("for") is None}),
+        "miners": miner_set,
+        "next_block": int(mining.get("nextblock", info["blocks"] + 1)),
+        "next_miner": next_miners[0] if next_miners else None,
+        "next_miners": next_miners,
+        "waiting_miners": [m for m in miner_set if m not in next_miners] if next_miners else [],
+        "mining_turnover": mining.get("miningturnover"),
         "peers": len(peers),
         "mempool": {"size": mempool["size"], "bytes": mempool["bytes"]},
     }
