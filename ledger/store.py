@@ -304,22 +304,39 @@ class ChainStore:
             if w.txs:
                 self._insert_many(c, txs_t, _TX_INSERT, [
                     (t.txid, t.height, t.blockindex, t.sender, t.time_s, t.raw) for t in w.txs])
-            counts = None
+            counts: dict[tuple[str, str], tuple[int, int]] | None = None
             if w.items:
                 rows, keys = [], []
                 nid = self._next_item_id
                 dumps = orjson.dumps
-                counts = {}
+                seq: dict[str, int] = {}  # stream -> the last position given
+                first_new: dict[str, int] = {}  # stream -> its first item id in this block
+                by_pub: dict[tuple[str, str], list[int]] = {}  # -> [items, first id]
                 for it in w.items:
-                    for group in ((it.stream, ""), (it.stream, it.publisher)):
-                        n, first = counts.get(group) or self._counts.get(group) or (0, nid)
-                        counts[group] = (n + 1, first)
-                    rows.append((nid, it.stream, it.txid, it.vout, it.height, it.blockindex,
+                    stream = it.stream
+                    n = seq.get(stream)
+                    if n is None:
+                        n = self._counts.get((stream, ""), (0, 0))[0]
+                        first_new[stream] = nid
+                    seq[stream] = n = n + 1
+                    group = by_pub.get((stream, it.publisher))
+                    if group is None:
+                        by_pub[stream, it.publisher] = [1, nid]
+                    else:
+                        group[0] += 1
+                    rows.append((nid, stream, it.txid, it.vout, it.height, it.blockindex,
                                  it.publisher, dumps(it.keys).decode(), it.format, it.data,
-                                 it.offchain, it.time_s, counts[it.stream, ""][0]))
+                                 it.offchain, it.time_s, n))
                     for k in dict.fromkeys(it.keys):
-                        keys.append((nid, it.stream, k, it.height))
+                        keys.append((nid, stream, k, it.height))
                     nid += 1
+                counts = {}
+                for stream, n in seq.items():
+                    first = self._counts.get((stream, ""), (0, first_new[stream]))[1]
+                    counts[stream, ""] = (n, first)
+                for group, (n, first) in by_pub.items():
+                    had, had_first = self._counts.get(group, (0, first))
+                    counts[group] = (had + n, had_first)
                 self._insert_many(c, items_t, _ITEM_INSERT, rows)
                 if keys:
                     self._insert_many(c, item_keys_t, _KEY_INSERT, keys)
