@@ -166,15 +166,33 @@ async def stream_items(console: Console, request: web.Request, stream: str) -> d
     if key is not None and publisher is not None:
         raise json_error(400, -8, "give key or publisher, not both")
     if key is not None:
-        listed = await console.call("liststreamkeyitems", stream, name_param(key, "key"), *window)
+        key = name_param(key, "key")
+        calls = [("liststreamkeyitems", [stream, key, *window]),
+                 ("liststreamkeys", [stream, key])]
     elif publisher is not None:
-        listed = await console.call("liststreampublisheritems", stream,
-                                    address_param(publisher), *window)
+        publisher = address_param(publisher)
+        calls = [("liststreampublisheritems", [stream, publisher, *window]),
+                 ("liststreampublishers", [stream, publisher])]
     else:
-        listed = await console.call("liststreamitems", stream, *window)
+        calls = [("liststreamitems", [stream, *window]), ("getstreaminfo", [stream])]
+    listed, counted = await _batch(console, calls)
+    total = _item_total(counted)
+    if total is not None:
+        # Past the oldest item the node's window (a negative start clamped at 0) would
+        # give the oldest page again: keep only the items that are older than `start`.
+        listed = listed[:max(0, min(count, total - start))]
     listed = list(reversed(listed))
     return {"stream": stream, "start": start, "count": count, "key": key,
-            "publisher": publisher, "items": listed}
+            "publisher": publisher, "total": total, "items": listed}
+
+
+def _item_total(counted: Any) -> int | None:
+    """The item count in getstreaminfo's answer, or in liststreamkeys' / liststreampublishers'
+    for one name (none listed: no items); None when the node does not say."""
+    if isinstance(counted, list):
+        counted = counted[0] if counted else {"items": 0}
+    items = counted.get("items") if isinstance(counted, dict) else None
+    return items if isinstance(items, int) and items >= 0 else None
 
 
 async def _grant_or_revoke(console: Console, request: web.Request, method: str) -> web.Response:
