@@ -873,6 +873,21 @@ class ChainStore:
             block_count = c.scalar(sa.select(sa.func.count()).select_from(blocks_t)) or 0
         return StoredRange(blocks, txs, items, keys, streams, perms, above, block_count)
 
+    def count_problems(self) -> list[str]:
+        """Streams whose item count (item_counts) is not the position of their last item:
+        the start-up check's look at the paging rows, one index seek per stream."""
+        out = []
+        with self.engine.connect() as c:
+            counted = {s: n for (s, p), (n, _) in _read_counts(c).items() if p == ""}
+            for stream in sorted(set(c.scalars(sa.select(streams_t.c.createtxid)))
+                                 | set(counted)):
+                last = c.scalar(sa.select(items_t.c.seq).where(items_t.c.stream == stream)
+                                .order_by(items_t.c.seq.desc()).limit(1)) or 0
+                if counted.get(stream, 0) != last:
+                    out.append(f"stream {stream}: {counted.get(stream, 0)} items counted, "
+                               f"its last item is number {last}")
+        return out
+
     def set_subscribed(self, stream: str, on: bool) -> None:
         with self.engine.begin() as c:
             c.execute(subscriptions_t.delete().where(subscriptions_t.c.stream == stream))

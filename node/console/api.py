@@ -162,28 +162,40 @@ async def stream_items(console: Console, request: web.Request, stream: str) -> d
     count = int_param(request, "count", 20, 1, MAX_PAGE)
     start = int_param(request, "start", 0, 0, 2**31)
     key, publisher = request.query.get("key"), request.query.get("publisher")
-    window = [False, count, -(start + count)]
     if key is not None and publisher is not None:
         raise json_error(400, -8, "give key or publisher, not both")
     if key is not None:
         key = name_param(key, "key")
-        calls = [("liststreamkeyitems", [stream, key, *window]),
-                 ("liststreamkeys", [stream, key])]
+        method, selection, counter = "liststreamkeyitems", [key], ("liststreamkeys", [stream, key])
     elif publisher is not None:
         publisher = address_param(publisher)
-        calls = [("liststreampublisheritems", [stream, publisher, *window]),
-                 ("liststreampublishers", [stream, publisher])]
+        method, selection = "liststreampublisheritems", [publisher]
+        counter = ("liststreampublishers", [stream, publisher])
     else:
-        calls = [("liststreamitems", [stream, *window]), ("getstreaminfo", [stream])]
-    listed, counted = await _batch(console, calls)
-    total = _item_total(counted)
-    if total is not None:
-        # Past the oldest item the node's window (a negative start clamped at 0) would
-        # give the oldest page again: keep only the items that are older than `start`.
-        listed = listed[:max(0, min(count, total - start))]
-    listed = list(reversed(listed))
+        method, selection, counter = "liststreamitems", [], ("getstreaminfo", [stream])
+    # One item more than the page (is there an older one?), and the oldest item of all.
+    listed, oldest = await _batch(console, [
+        (method, [stream, *selection, False, count + 1, -(start + count + 1)]),
+        (method, [stream, *selection, False, 1, 0])])
+    if listed and oldest and _same_item(listed[0], oldest[0]):
+        # The window reaches the oldest item, where the node clamps a negative start at 0
+        # and would give the oldest page again past it: count the items, and keep only
+        # those older than `start` (rare: the last page; counting costs more than paging).
+        total = _item_total((await _batch(console, [counter]))[0])
+        if total is not None:
+            listed = listed[:max(0, total - start)]
+    older = len(listed) > count
+    listed = list(reversed(listed[1:] if older else listed))
     return {"stream": stream, "start": start, "count": count, "key": key,
-            "publisher": publisher, "total": total, "items": listed}
+            "publisher": publisher, "older": older, "items": listed}
+
+
+def _same_item(a: Any, b: Any) -> bool:
+    """Whether two listed items are (as far as a listing tells) the same one: confirmations,
+    finality and the block fields change when a block arrives between two calls."""
+    fields = ("txid", "keys", "publishers", "data")
+    return isinstance(a, dict) and isinstance(b, dict) and all(
+        a.get(f) == b.get(f) for f in fields)
 
 
 def _item_total(counted: Any) -> int | None:

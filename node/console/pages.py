@@ -94,7 +94,7 @@ def register(console: Console) -> None:
         query = {k: v for k in ("key", "publisher") if (v := result[k]) is not None}
         return console.render(request, "stream.html", stream=name, result=result, query=query,
                               newer=max(0, start - PAGE) if start > 0 else None,
-                              older=start + PAGE if _has_older(result) else None)
+                              older=start + PAGE if result["older"] else None)
 
     async def item(request: web.Request) -> web.Response:
         name = api.name_param(request.match_info["stream"], "stream")
@@ -170,13 +170,6 @@ def register(console: Console) -> None:
     console.add_page("GET", "/permissions", page(permissions), nav="Permissions")
     console.add_page("GET", "/peers", page(peers), nav="Peers")
     console.add_page("GET", "/search", page(search))
-
-
-def _has_older(result: dict[str, Any]) -> bool:
-    shown = result["start"] + len(result["items"])
-    if result.get("total") is not None:
-        return shown < result["total"]
-    return len(result["items"]) == result["count"]
 
 
 async def _search_keys(console: Console, key: str) -> list[dict[str, Any]]:

@@ -173,7 +173,8 @@ def test_store_paging_matches_the_item_list_through_rollback_and_reindex(store_u
 
 def test_store_positions_are_dense_per_stream_in_sql(store_url):
     """Read with plain SQL: each stream's positions are 1..n in item id order, and the
-    count rows say n."""
+    count rows say n; a count row changed by hand is reported by count_problems (the
+    start-up check)."""
     chain = Chain(random.Random(5))
     store = ChainStore(store_url)
     try:
@@ -188,6 +189,13 @@ def test_store_positions_are_dense_per_stream_in_sql(store_url):
                 total = c.scalar(sa.text("SELECT item_count FROM item_counts WHERE stream = :s "
                                          "AND publisher = ''"), {"s": stream})
                 assert total == len(seqs) == len(chain.expected(stream))
+        assert store.count_problems() == []
+        with store.engine.begin() as c:
+            c.execute(sa.text("UPDATE item_counts SET item_count = item_count + 1 "
+                              "WHERE stream = :s AND publisher = ''"), {"s": STREAMS[1]})
+        assert store.count_problems() == [
+            f"stream {STREAMS[1]}: {len(chain.expected(STREAMS[1])) + 1} items counted, its "
+            f"last item is number {len(chain.expected(STREAMS[1]))}"]
     finally:
         store.close()
 
