@@ -743,8 +743,9 @@ class ChainStore:
             since = c.scalar(sa.select(items_t.c.height).where(items_t.c.id == last))
             if since is None:
                 return self._recount_keys(c, stream)
-            # By height (whose index every dialect's planner takes here), the stream
-            # checked here; ids grow with height, so `item_id > last` is what came since.
+            # By height (the height index; given `stream = ?` too, SQLite would walk the
+            # stream's keys instead), the stream checked here; ids grow with height, so
+            # `item_id > last` is what came since.
             fresh: set[str] = set()
             for row_stream, key, item_id in c.execute(
                     sa.select(k.c.stream, k.c.item_key, k.c.item_id)

@@ -177,13 +177,18 @@ async def stream_items(console: Console, request: web.Request, stream: str) -> d
     listed, oldest = await _batch(console, [
         (method, [stream, *selection, False, count + 1, -(start + count + 1)]),
         (method, [stream, *selection, False, 1, 0])])
-    if listed and oldest and _same_item(listed[0], oldest[0]):
-        # The window reaches the oldest item, where the node clamps a negative start at 0
-        # and would give the oldest page again past it: count the items, and keep only
-        # those older than `start` (rare: the last page; counting costs more than paging).
+    # Where the window reaches the oldest item the node clamps a negative start at 0, and
+    # past it would give the oldest page again: keep only the items older than `start`,
+    # which takes the number of items. A window shorter than asked holds all of them; a
+    # full one that begins with the oldest item needs them counted (rare: the last page
+    # of a long list; counting costs more than paging).
+    total: int | None = None
+    if len(listed) < count + 1:
+        total = len(listed)
+    elif oldest and _same_item(listed[0], oldest[0]):
         total = _item_total((await _batch(console, [counter]))[0])
-        if total is not None:
-            listed = listed[:max(0, total - start)]
+    if total is not None:
+        listed = listed[:max(0, total - start)]
     older = len(listed) > count
     listed = list(reversed(listed[1:] if older else listed))
     return {"stream": stream, "start": start, "count": count, "key": key,

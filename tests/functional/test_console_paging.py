@@ -100,4 +100,11 @@ def test_console_pages_walk_every_item_once_newest_first(harness, consoles, free
     exact = api.check("GET", "/api/streams/x/items",
                       web.get(f"/api/streams/lots/items?count=5&start={len(txids) - 5}"))
     assert [i["txid"] for i in exact["items"]] == txids[4::-1] and exact["older"] is False
+    log.info("a page longer than the stream: all of it, or what is older than start")
+    whole = api.check("GET", "/api/streams/x/items",
+                      web.get("/api/streams/lots/items?count=50"))
+    assert [i["txid"] for i in whole["items"]] == newest_first and whole["older"] is False
+    rest = api.check("GET", "/api/streams/x/items",
+                     web.get("/api/streams/lots/items?count=50&start=20"))
+    assert [i["txid"] for i in rest["items"]] == newest_first[20:] and rest["older"] is False
     node.resume("mining")
