@@ -200,17 +200,21 @@ def test_store_positions_are_dense_per_stream_in_sql(store_url):
         store.close()
 
 
-def test_store_made_before_item_positions_is_upgraded_on_open(tmp_path):
-    """A SQLite store without `seq`, its index and item_counts (as an older chainmill left
-    it) gets them when opened, and then answers as a new one."""
-    url = f"sqlite:///{tmp_path / 'chain.db'}"
+def test_store_made_before_item_positions_is_upgraded_on_open(store_url):
+    """A store without `seq`, its index and item_counts (as an older chainmill left it) gets
+    them when opened, and then answers as a new one."""
+    url = store_url
     chain = Chain(random.Random(11))
     store = ChainStore(url)
     chain.add(store, 25)
     store.close()
     engine = sa.create_engine(url)
     with engine.begin() as c:
-        c.exec_driver_sql("DROP INDEX ix_items_seq")
+        if engine.dialect.name == "sqlite":
+            c.exec_driver_sql("DROP INDEX ix_items_seq")
+        elif engine.dialect.name in ("mysql", "mariadb"):
+            c.exec_driver_sql("DROP INDEX ix_items_seq ON items")
+        # (PostgreSQL drops the index with its column)
         c.exec_driver_sql("ALTER TABLE items DROP COLUMN seq")
         c.exec_driver_sql("DROP TABLE item_counts")
     engine.dispose()
