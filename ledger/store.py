@@ -9,7 +9,7 @@ says where its bytes are in the block (`raw_start`, `raw_size`), an item row whe
 is (`data_start`, `data_size`), and the readers slice them out (on SQLite with incremental
 blob I/O, which reads only the pages of the slice). Txids are stored as 32 bytes, stream ids
 and addresses as small integers through the `names` table; the rows index what the queries
-need and nothing more (schema 2; about 500 instead of 1,500 bytes per one-item transaction,
+need and nothing more (schema 2; about 510 instead of 1,500 bytes per one-item transaction,
 bench/storage.py). Block hashes, stream and permission rows stay as readable text.
 
 Each item has its place in its stream (`seq`, 1..n in id order, index ix_items_seq), and
@@ -320,8 +320,8 @@ class ChainStore:
         self._names: dict[int, str] = {}
         # The writer's copy of item_counts: (stream id, publisher id) -> (items, first id).
         self._counts: dict[tuple[int, int], tuple[int, int]] = {}
-        # distinct_count's memory of key counts: stream id -> (distinct keys, the last item
-        # id they include); dropped, and the generation moved on, whenever items are removed.
+        # distinct_count's memory of key counts: stream id -> (distinct keys, the item id up
+        # to which they are counted); dropped, and the generation moved on, whenever items are removed.
         self._key_totals: dict[int, tuple[int, int]] = {}
         self._key_generation = 0
         try:
@@ -1078,14 +1078,15 @@ class ChainStore:
                 return self._distinct_keys(c, sid)
             # By height (the height index; given `stream = ?` too, SQLite would walk the
             # stream's keys instead), the stream checked here; ids grow with height, so
-            # `item_id > last` is what came since.
+            # `item_id > last` is what came since. `last` moves past the other streams' keys
+            # too: a stream that no longer gets keyed items does not read them again.
             fresh: set[str] = set()
             for row_stream, key, item_id in c.execute(
                     sa.select(k.c.stream, k.c.item_key, k.c.item_id)
                     .where(k.c.height >= since, k.c.item_id > last)):
+                last = max(last, item_id)
                 if row_stream == sid:
                     fresh.add(key)
-                    last = max(last, item_id)
             listed = list(fresh)
             for i in range(0, len(listed), 500):
                 fresh.difference_update(c.scalars(sa.select(k.c.item_key).where(
