@@ -19,7 +19,10 @@ confirmed, starts `chainmill console` against it, logs in, and times R requests 
     rpc_txitems      liststreamtxitems S TXID true, straight to the node (page_item's call)
 
 reporting p50/p99 per route, requests/s, and each rate as a ratio to the raw coincurve
-verify rate measured in the same run. Figures are printed and written to --out.
+verify rate measured in the same run; and, robust to a loaded machine, the CPU each request
+cost the node and the console processes (ms, and in verifies: CPU seconds x verify rate),
+beside the cores other processes kept busy meanwhile. Figures are printed and written to
+--out.
 """
 
 from __future__ import annotations
@@ -42,12 +45,14 @@ from typing import Any
 from bench.common import (
     REPO,
     BenchNode,
+    CpuMeter,
     _cli_argv,
     _env,
     free_port,
     latency_summary,
     machine_info,
     measure_verify,
+    proc_cpu,
 )
 
 STREAM = "bench"
@@ -192,20 +197,37 @@ def main(argv: list[str] | None = None) -> int:
                                             True),
         }
         results = {}
+        rate = verify["reference_per_s"]
         for name, fn in routes.items():
             timed(fn, 10)  # warm-up
+            meter = CpuMeter(node.pid)
+            meter.start()
+            console0 = proc_cpu(console.pid) or 0.0
             latencies = timed(fn, args.requests)
+            console_s = (proc_cpu(console.pid) or 0.0) - console0
+            cpu = meter.stop()
             summary = latency_summary(latencies)
             per_s = len(latencies) / sum(latencies)
+            # the machine's busy CPU less the node's, the bench's and the console's
+            others = max(0.0, (cpu["other_processes_cores"] or 0.0) - console_s / cpu["wall_s"])
+            node_ms = cpu["node_cpu_s"] * 1000 / len(latencies)
+            console_ms = console_s * 1000 / len(latencies)
             summary.update({
                 "requests_per_s": round(per_s, 1),
-                "ratio_to_verify": round(per_s / verify["reference_per_s"], 5),
+                "ratio_to_verify": round(per_s / rate, 5),
                 "p99_under_target": summary["p99_ms"] is not None
                 and summary["p99_ms"] < TARGET_P99_MS,
+                "node_cpu_ms_per_request": round(node_ms, 2),
+                "console_cpu_ms_per_request": round(console_ms, 2),
+                "cpu_per_request_in_verifies": round((node_ms + console_ms) / 1000 * rate, 1),
+                "other_processes_cores": round(others, 2),
             })
             results[name] = summary
             print(f"{name:18s} p50 {summary['p50_ms']:8.2f} ms  p99 {summary['p99_ms']:8.2f} ms"
-                  f"  {per_s:8.1f} req/s  ratio {summary['ratio_to_verify']}", flush=True)
+                  f"  {per_s:8.1f} req/s  ratio {summary['ratio_to_verify']}  CPU node "
+                  f"{node_ms:.2f} + console {console_ms:.2f} ms"
+                  f" ({summary['cpu_per_request_in_verifies']} verifies)  other load "
+                  f"{others:.2f} cores", flush=True)
         rpc.close()
         report = {
             "bench": "console",

@@ -32,18 +32,25 @@ def eligible_miners(state: ChainState, rules: Rules, height: int,
     )
 
 
-def mining_rank(state: ChainState, rules: Rules, me: bytes, height: int, prev_hash: bytes,
-                turnover: float) -> int | None:
-    """This miner's place in line for `height` (0 = first), or None if it may not mine it."""
-    eligible = eligible_miners(state, rules, height, (me,))
-    if me not in eligible:
-        return None
+def mining_order(state: ChainState, rules: Rules, height: int, prev_hash: bytes,
+                 turnover: float, extra: tuple[bytes, ...] = ()) -> list[bytes]:
+    """The eligible miners for `height` in the order they try (first = whose turn it is):
+    the rotation (longest wait first) and the draw seeded by `prev_hash`, blended by
+    `turnover`. `extra`: addresses to consider beside the holders of mine (see
+    eligible_miners)."""
+    eligible = eligible_miners(state, rules, height, extra)
     by_wait = sorted(eligible, key=lambda a: (state.last_mined.get(a, -1), a))
     by_luck = sorted(eligible, key=lambda a: hashlib.sha256(prev_hash + a).digest())
     t = min(1.0, max(0.0, turnover))
     score = {a: (1 - t) * by_wait.index(a) + t * by_luck.index(a) for a in eligible}
-    order = sorted(eligible, key=lambda a: (score[a], a))
-    return order.index(me)
+    return sorted(eligible, key=lambda a: (score[a], a))
+
+
+def mining_rank(state: ChainState, rules: Rules, me: bytes, height: int, prev_hash: bytes,
+                turnover: float) -> int | None:
+    """This miner's place in line for `height` (0 = first), or None if it may not mine it."""
+    order = mining_order(state, rules, height, prev_hash, turnover, (me,))
+    return order.index(me) if me in order else None
 
 
 def mining_delay(rank: int, target_block_time: float) -> float:

@@ -70,6 +70,12 @@ def check_store(store: ChainStore, codec: AddressCodec, chain_id: bytes, chain_n
             f"`chainmill start {chain_name} --reindex` moves it and the blocks above it aside "
             f"(to invalid-blocks-*.hex) and fetches them again from peers, or restore the "
             f"store from a backup")
+    counted = store.count_problems()
+    if counted:
+        raise StoreDamaged(
+            f"the chain store's item counts disagree with its items ({counted[0]}); rebuild "
+            f"the derived rows from the raw blocks with `chainmill start {chain_name} "
+            f"--reindex`")
     return tip.height - lo + 1
 
 

@@ -112,11 +112,19 @@ def block_ref(request: web.Request) -> str | int:
 
 
 async def chain_summary(console: Console) -> dict[str, Any]:
-    """Height, tip, its age, final depth, diversity, miners, peers and mempool in one object."""
-    info, last, mempool, peers, params, miners = await _batch(console, [
+    """Height, tip, its age, final depth, diversity, miners and whose turn it is to sign the
+    next block, peers and mempool in one object.
+
+    The turn comes from getmininginfo's chainmill extension fields (`nextminers`: the miners
+    that may sign the next block in the order they try); a node without them (MultiChain)
+    gives an empty list and no turn."""
+    info, last, mempool, peers, params, miners, mining = await _batch(console, [
         ("getblockchaininfo", []), ("getlastblockinfo", []), ("getmempoolinfo", []),
         ("getpeerinfo", []), ("getblockchainparams", []), ("listpermissions", ["mine"]),
+        ("getmininginfo", []),
     ])
+    miner_set = sorted({m["address"] for m in miners if m.get("for") is None})
+    next_miners = [a for a in mining.get("nextminers") or [] if isinstance(a, str)]
     return {
         "chain": console.chain,
         "height": info["blocks"],
@@ -127,7 +135,12 @@ async def chain_summary(console: Console) -> dict[str, Any]:
         "final_depth": info.get("finaldepth"),
         "mining_diversity": params.get("mining-diversity"),
         "target_block_time": params.get("target-block-time"),
-        "miners": sorted({m["address"] for m in miners if m.get("for") is None}),
+        "miners": miner_set,
+        "next_block": int(mining.get("nextblock", info["blocks"] + 1)),
+        "next_miner": next_miners[0] if next_miners else None,
+        "next_miners": next_miners,
+        "waiting_miners": [m for m in miner_set if m not in next_miners] if next_miners else [],
+        "mining_turnover": mining.get("miningturnover"),
         "peers": len(peers),
         "mempool": {"size": mempool["size"], "bytes": mempool["bytes"]},
     }
@@ -149,19 +162,54 @@ async def stream_items(console: Console, request: web.Request, stream: str) -> d
     count = int_param(request, "count", 20, 1, MAX_PAGE)
     start = int_param(request, "start", 0, 0, 2**31)
     key, publisher = request.query.get("key"), request.query.get("publisher")
-    window = [False, count, -(start + count)]
     if key is not None and publisher is not None:
         raise json_error(400, -8, "give key or publisher, not both")
     if key is not None:
-        listed = await console.call("liststreamkeyitems", stream, name_param(key, "key"), *window)
+        key = name_param(key, "key")
+        method, selection, counter = "liststreamkeyitems", [key], ("liststreamkeys", [stream, key])
     elif publisher is not None:
-        listed = await console.call("liststreampublisheritems", stream,
-                                    address_param(publisher), *window)
+        publisher = address_param(publisher)
+        method, selection = "liststreampublisheritems", [publisher]
+        counter = ("liststreampublishers", [stream, publisher])
     else:
-        listed = await console.call("liststreamitems", stream, *window)
-    listed = list(reversed(listed))
+        method, selection, counter = "liststreamitems", [], ("getstreaminfo", [stream])
+    # One item more than the page (is there an older one?), and the oldest item of all.
+    listed, oldest = await _batch(console, [
+        (method, [stream, *selection, False, count + 1, -(start + count + 1)]),
+        (method, [stream, *selection, False, 1, 0])])
+    # Where the window reaches the oldest item the node clamps a negative start at 0, and
+    # past it would give the oldest page again: keep only the items older than `start`,
+    # which takes the number of items. A window shorter than asked holds all of them; a
+    # full one that begins with the oldest item needs them counted (rare: the last page
+    # of a long list; counting costs more than paging).
+    total: int | None = None
+    if len(listed) < count + 1:
+        total = len(listed)
+    elif oldest and _same_item(listed[0], oldest[0]):
+        total = _item_total((await _batch(console, [counter]))[0])
+    if total is not None:
+        listed = listed[:max(0, total - start)]
+    older = len(listed) > count
+    listed = list(reversed(listed[1:] if older else listed))
     return {"stream": stream, "start": start, "count": count, "key": key,
-            "publisher": publisher, "items": listed}
+            "publisher": publisher, "older": older, "items": listed}
+
+
+def _same_item(a: Any, b: Any) -> bool:
+    """Whether two listed items are (as far as a listing tells) the same one: confirmations,
+    finality and the block fields change when a block arrives between two calls."""
+    fields = ("txid", "keys", "publishers", "data")
+    return isinstance(a, dict) and isinstance(b, dict) and all(
+        a.get(f) == b.get(f) for f in fields)
+
+
+def _item_total(counted: Any) -> int | None:
+    """The item count in getstreaminfo's answer, or in liststreamkeys' / liststreampublishers'
+    for one name (none listed: no items); None when the node does not say."""
+    if isinstance(counted, list):
+        counted = counted[0] if counted else {"items": 0}
+    items = counted.get("items") if isinstance(counted, dict) else None
+    return items if isinstance(items, int) and items >= 0 else None
 
 
 async def _grant_or_revoke(console: Console, request: web.Request, method: str) -> web.Response:

@@ -94,8 +94,7 @@ def register(console: Console) -> None:
         query = {k: v for k in ("key", "publisher") if (v := result[k]) is not None}
         return console.render(request, "stream.html", stream=name, result=result, query=query,
                               newer=max(0, start - PAGE) if start > 0 else None,
-                              older=start + PAGE if len(result["items"]) == result["count"]
-                              else None)
+                              older=start + PAGE if result["older"] else None)
 
     async def item(request: web.Request) -> web.Response:
         name = api.name_param(request.match_info["stream"], "stream")

@@ -785,7 +785,9 @@ _METHODS: dict[str, _Method] = {
         "Returns the state of block production.",
         (),
         "(object) blocks, currentblocksize, currentblocktx, difficulty, errors, generate, "
-        "genproclimit, networkhashps, hashespersec, pooledtx, testnet, chain.",
+        "genproclimit, networkhashps, hashespersec, pooledtx, testnet, chain; chainmill "
+        "extensions: nextblock, nextminers (the addresses that may sign the next block, in "
+        "the order they try: the first one's turn), miningturnover.",
     ),
 }
 

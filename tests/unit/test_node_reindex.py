@@ -198,6 +198,14 @@ def test_node_reindex_upgrades_a_schema_1_store_at_open(chain_with_blocks):
         assert not upgraded.chain.reindex_pending(), "the upgrade's reindex ran to its end"
         assert upgraded.chain.height == 7
         assert _snapshot(upgraded.store, root) == before
+        # The rebuilt positions and counts page the stream as before the upgrade.
+        store = upgraded.store
+        everything = before[0]
+        assert store.count_items(root) == len(everything)
+        for offset, limit in ((0, 4), (5, 7), (len(everything) - 3, 10)):
+            assert [(i.txid, i.vout) for i in store.items(root, offset, limit)] == [
+                (t, v) for t, v, *_ in everything[offset:offset + limit]]
+        assert store.count_problems() == []
         txid = before[0][-1][0]
         assert upgraded.store.tx_row(txid).raw == stored.txs[-1].raw
     finally:

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from config.runtime import parse_setruntimeparam
+from consensus.mining import mining_order
 from ledger.errors import InvalidAddress
 from node.rpc import help as rpc_help
 from node.rpc.dispatch import MethodTable
@@ -179,7 +180,24 @@ def register_methods(table: MethodTable, ctx: Any) -> None:
             "pooledtx": len(ctx.mempool),
             "testnet": bool(ctx.params["chain-is-testnet"]),
             "chain": "test" if ctx.params["chain-is-testnet"] else "main",
+            **next_miners(),
         }
+
+    def next_miners() -> dict[str, Any]:
+        """Extension fields: whose turn it is to sign the next block. The eligible miners in
+        the order they try (the miner's own ranking, with this node's mining turnover), so
+        the first one signs it unless it is offline."""
+        # One state object: its height and tip hash belong together (the chain's
+        # tip_header is assigned apart from it when a block connects in another thread).
+        state = ctx.chain.state
+        turnover = float(ctx.setting("miningturnover"))
+        if state.height < 0:
+            return {"nextblock": 0, "nextminers": [], "miningturnover": turnover}
+        mine = tuple(k.pubkey_hash for k in ctx.wallet.keys())
+        order = mining_order(state, ctx.chain.rules, state.height + 1, state.tip_hash,
+                             turnover, mine)
+        return {"nextblock": state.height + 1,
+                "nextminers": [ctx.codec.encode(a) for a in order], "miningturnover": turnover}
 
     def _tasks(value: Any) -> list[str]:
         if not isinstance(value, str):

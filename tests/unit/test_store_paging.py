@@ -1,0 +1,275 @@
+"""The chain store's item windows and counts against a plain list, on SQLite, PostgreSQL and
+MariaDB.
+
+What: `items` (a whole stream's window by item position, a key's or a publisher's window from
+the nearer end), `count_items`, `publisher_counts`, `distinct_count`, `name_window` of publishers,
+`items_by_txids` and `items_in_heights` answer exactly what a list of the stored items in
+chain order says, for windows at the start, in the middle, at the end and past it; after
+blocks are rolled back (the positions of the kept items stay 1..n and new items follow on),
+after a reindex (`clear_derived` and the blocks written again), and after a schema-1 store
+(no positions, no counts) is upgraded at open and rebuilt from its blocks.
+
+How: blocks of items are written with `put_block` straight into a real store (a SQLite file,
+or a database of its own on the local PostgreSQL or MariaDB server); a seeded random chooses
+streams, publishers and keys, and the seed is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+
+import pytest
+import sqlalchemy as sa
+
+from ledger.store import REINDEX_MARK, BlockRow, BlockWrite, ChainStore, ItemRow, TxRow
+
+log = logging.getLogger("unit.store_paging")
+
+STREAMS = ["a" * 64, "b" * 64]
+PUBLISHERS = ["1Alice" + "x" * 20, "1Bob" + "y" * 20, "1Carol" + "z" * 20]
+KEYS = ["k0", "k1", "k2", "rare"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def store_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chain.db'}"
+    return request.getfixturevalue(f"{request.param}_db").url
+
+
+def _block(height: int, items: list[ItemRow]) -> BlockWrite:
+    digest = hashlib.sha256(f"block {height}".encode()).hexdigest()
+    parent = hashlib.sha256(f"block {height - 1}".encode()).hexdigest()
+    row = BlockRow(height, digest, parent, 1_700_000_000 + height, 0, PUBLISHERS[0],
+                   len(items), 100)
+    # One transaction per item (blockindex = vout), its data inside the tx's bytes, the
+    # txs inside the raw block: what schema 2 stores as slices of the block.
+    txs = [TxRow(it.txid, height, it.blockindex, it.publisher, it.time_s, b"tx" + it.data)
+           for it in items]
+    return BlockWrite(row, b"header" + b"".join(t.raw for t in txs), txs, items, [], [])
+
+
+class Chain:
+    """Blocks of random items, and the list of what the store should hold."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.blocks: list[list[ItemRow]] = []
+
+    def make_block(self, height: int) -> list[ItemRow]:
+        rng = self.rng
+        items = []
+        for vout in range(rng.choice([0, 1, 3, 7, 20])):
+            keys = tuple(rng.sample(KEYS[:3], rng.randint(0, 2)))
+            if rng.random() < 0.05:
+                keys += ("rare",)
+            items.append(ItemRow(0, rng.choice(STREAMS), hashlib.sha256(
+                f"tx {height} {vout}".encode()).hexdigest(), vout, height, vout,
+                rng.choice(PUBLISHERS), keys, 0, f"{height}.{vout}".encode(), False,
+                1_700_000_000 + height))
+        return items
+
+    def add(self, store: ChainStore, count: int) -> None:
+        for _ in range(count):
+            items = self.make_block(len(self.blocks))
+            store.put_block(_block(len(self.blocks), items))
+            self.blocks.append(items)
+
+    def rollback_to(self, store: ChainStore, height: int) -> None:
+        store.rollback_to(height)
+        del self.blocks[height + 1:]
+
+    def expected(self, stream: str, key: str | None = None,
+                 publisher: str | None = None) -> list[tuple[str, int]]:
+        return [(it.txid, it.vout) for items in self.blocks for it in items
+                if it.stream == stream and (key is None or key in it.keys)
+                and (publisher is None or it.publisher == publisher)]
+
+
+def _got(rows: list[ItemRow]) -> list[tuple[str, int]]:
+    return [(r.txid, r.vout) for r in rows]
+
+
+def assert_store_matches(store: ChainStore, chain: Chain) -> None:
+    """Every kind of window and count equals what the list of items says."""
+    selections = [{}] + [{"key": k} for k in KEYS] + [{"publisher": p} for p in PUBLISHERS] \
+        + [{"key": "k1", "publisher": PUBLISHERS[1]}, {"key": "none"},
+           {"publisher": "1Nobody" + "w" * 20}]
+    for stream in STREAMS:
+        for sel in selections:
+            want = chain.expected(stream, **sel)
+            n = len(want)
+            assert store.count_items(stream, **sel) == n, (stream, sel)
+            windows = {(0, 1), (0, 10), (0, n + 5), (max(0, n - 1), 1), (max(0, n - 10), 10),
+                       (n // 2, 7), (n // 3, 3), (max(0, n - 3), 10), (n, 5), (n + 10, 5)}
+            for offset, limit in sorted(windows):
+                got = _got(store.items(stream, offset, limit, **sel))
+                assert got == want[offset:offset + limit], (stream, sel, offset, limit)
+        assert store.items(stream, 0, 0) == []
+        by_pub = {}
+        for i, (txid, vout) in enumerate(chain.expected(stream)):
+            pub = next(it.publisher for items in chain.blocks for it in items
+                       if (it.txid, it.vout) == (txid, vout))
+            by_pub.setdefault(pub, [0, i])[0] += 1
+        counts = store.publisher_counts(stream, None)
+        assert [(p, n) for p, n, _ in counts] == [(p, n) for p, (n, _) in by_pub.items()]
+        first_ids = [first for _, _, first in counts]
+        assert first_ids == sorted(first_ids)
+        assert [p for p, _, _ in store.publisher_counts(stream, [PUBLISHERS[2], "1No"])] == (
+            [PUBLISHERS[2]] if PUBLISHERS[2] in by_pub else [])
+        for p, n, first in counts:
+            assert store.item_by_id(first).publisher == p
+            assert store.count_items(stream, publisher=p) == n
+        assert store.count_items(stream, publisher="") == 0
+        keys = {k for items in chain.blocks for it in items if it.stream == stream
+                for k in it.keys}
+        assert store.distinct_count(stream, "key") == len(keys)
+        assert store.distinct_count(stream, "key", ["k0", "pending-only", "pending-only"]) \
+            == len(keys | {"k0", "pending-only"})
+        assert store.distinct_count(stream, "publisher", [PUBLISHERS[0], "1Pending"]) == len(
+            set(by_pub) | {PUBLISHERS[0], "1Pending"})
+        assert store.name_window(stream, "publisher", 0, 10) == counts
+        assert store.name_window(stream, "publisher", 1, 1) == counts[1:2]
+        everything = [it for items in chain.blocks for it in items]
+        some = everything[::4]
+        assert _got(store.items_by_txids(stream, [it.txid for it in some])) == [
+            (it.txid, it.vout) for it in everything
+            if it.stream == stream and it.txid in {s.txid for s in some}]
+        heights = list(range(0, len(chain.blocks), 3))
+        assert _got(store.items_in_heights(stream, heights)) == [
+            (it.txid, it.vout) for it in everything
+            if it.stream == stream and it.height in heights]
+
+
+def test_store_paging_matches_the_item_list_through_rollback_and_reindex(store_url):
+    seed = random.randrange(2**32)
+    log.info("seed %d", seed)
+    chain = Chain(random.Random(seed))
+    store = ChainStore(store_url)
+    try:
+        chain.add(store, 40)
+        assert_store_matches(store, chain)
+
+        log.info("roll back the top blocks: the kept items keep their places")
+        chain.rollback_to(store, 25)
+        assert_store_matches(store, chain)
+        chain.add(store, 10)
+        assert_store_matches(store, chain)
+        chain.rollback_to(store, -1)
+        assert_store_matches(store, chain)
+        chain.add(store, 30)
+        assert_store_matches(store, chain)
+
+        log.info("a new ChainStore on the same database carries on numbering")
+        store.close()
+        store = ChainStore(store_url)
+        chain.add(store, 5)
+        assert_store_matches(store, chain)
+
+        log.info("reindex: derived rows dropped and written again")
+        store.clear_derived()
+        assert store.count_items(STREAMS[0]) == 0
+        assert store.publisher_counts(STREAMS[0], None) == []
+        for height, items in enumerate(chain.blocks):
+            store.put_block(_block(height, items), block_stored=True)
+        assert_store_matches(store, chain)
+    finally:
+        store.close()
+
+
+def test_store_positions_are_dense_per_stream_in_sql(store_url):
+    """Read with plain SQL: each stream's positions are 1..n in item id order, and the
+    count rows say n; a count row changed by hand is reported by count_problems (the
+    start-up check)."""
+    chain = Chain(random.Random(5))
+    store = ChainStore(store_url)
+    try:
+        chain.add(store, 30)
+        chain.rollback_to(store, 20)
+        chain.add(store, 5)
+        with store.engine.connect() as c:
+            for stream in STREAMS:
+                sid = c.scalar(sa.text("SELECT id FROM names WHERE name = :s"), {"s": stream})
+                seqs = list(c.scalars(sa.text(
+                    "SELECT seq FROM items WHERE stream = :s ORDER BY id"), {"s": sid}))
+                assert seqs == list(range(1, len(seqs) + 1))
+                total = c.scalar(sa.text("SELECT item_count FROM item_counts WHERE stream = :s "
+                                         "AND publisher = 0"), {"s": sid})
+                assert total == len(seqs) == len(chain.expected(stream))
+            sid1 = c.scalar(sa.text("SELECT id FROM names WHERE name = :s"), {"s": STREAMS[1]})
+        assert store.count_problems() == []
+        with store.engine.begin() as c:
+            c.execute(sa.text("UPDATE item_counts SET item_count = item_count + 1 "
+                              "WHERE stream = :s AND publisher = 0"), {"s": sid1})
+        assert store.count_problems() == [
+            f"stream {STREAMS[1]}: {len(chain.expected(STREAMS[1])) + 1} items counted, its "
+            f"last item is number {len(chain.expected(STREAMS[1]))}"]
+    finally:
+        store.close()
+
+
+SCHEMA_1 = sa.MetaData()
+"""The derived tables of schema 1 whose layout schema 2 changed (no positions, no counts;
+stream ids, addresses and txids as text, each byte copied)."""
+sa.Table("transactions", SCHEMA_1,
+         sa.Column("txid", sa.CHAR(64), primary_key=True),
+         sa.Column("height", sa.Integer, nullable=False, index=True),
+         sa.Column("blockindex", sa.Integer, nullable=False),
+         sa.Column("sender", sa.String(64), nullable=False),
+         sa.Column("time_s", sa.BigInteger, nullable=False),
+         sa.Column("raw", sa.LargeBinary, nullable=False))
+sa.Table("items", SCHEMA_1,
+         sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+         sa.Column("stream", sa.CHAR(64), nullable=False),
+         sa.Column("txid", sa.CHAR(64), nullable=False),
+         sa.Column("vout", sa.Integer, nullable=False),
+         sa.Column("height", sa.Integer, nullable=False),
+         sa.Column("publisher", sa.String(64), nullable=False),
+         sa.Column("data", sa.LargeBinary, nullable=False),
+         sa.Index("ix_items_stream_1", "stream", "id"))
+sa.Table("item_keys", SCHEMA_1,
+         sa.Column("item_id", sa.BigInteger, nullable=False),
+         sa.Column("stream", sa.CHAR(64), nullable=False),
+         sa.Column("item_key", sa.String(256), nullable=False),
+         sa.Column("height", sa.Integer, nullable=False))
+
+
+def test_store_of_schema_1_is_upgraded_at_open_and_pages_after_the_rebuild(store_url):
+    """A schema-1 store (its items without positions, no item_counts) has its derived tables
+    made again at open with the reindex mark set; rebuilt from its blocks, as the node's
+    reindex does, it pages and counts as a new one, and new blocks follow on."""
+    url = store_url
+    chain = Chain(random.Random(11))
+    store = ChainStore(url)
+    chain.add(store, 25)
+    stored = store.stored_range(0, len(chain.blocks) - 1)
+    store.close()
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        for name in ("item_keys", "items", "transactions", "item_counts"):
+            c.exec_driver_sql(f"DROP TABLE {name}")
+        SCHEMA_1.create_all(c)
+        c.execute(SCHEMA_1.tables["items"].insert(), [
+            {"id": i.id, "stream": i.stream, "txid": i.txid, "vout": i.vout,
+             "height": i.height, "publisher": i.publisher, "data": i.data}
+            for i in stored.items])
+        c.execute(sa.text("UPDATE meta SET value = '1' WHERE name = 'schema'"))
+    engine.dispose()
+
+    store = ChainStore(url)
+    try:
+        assert store.get_meta("schema") == "2"
+        assert store.get_meta(REINDEX_MARK) is not None
+        assert store.count_items(STREAMS[0]) == 0 and store.items(STREAMS[0], 0, 10) == []
+        store.clear_derived()
+        for height, items in enumerate(chain.blocks):
+            store.put_block(_block(height, items), block_stored=True)
+        assert_store_matches(store, chain)
+        assert store.count_problems() == []
+        chain.add(store, 5)
+        assert_store_matches(store, chain)
+    finally:
+        store.close()
