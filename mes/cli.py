@@ -221,10 +221,26 @@ def _init(args: argparse.Namespace, engine: Engine) -> int:
     return 0
 
 
+def _token_line(line: str) -> str:
+    """The token of a line on stdin: the token itself, or the JSON object that
+    `chainmill mes bridge CHAIN --issue-master-token NAME` prints (so the two can be piped)."""
+    line = line.strip()
+    if line.startswith("{"):
+        try:
+            issued = json.loads(line)
+        except ValueError:
+            raise MesCliError("stdin: neither a token nor the bridge's JSON answer") from None
+        token = issued.get("token") if isinstance(issued, dict) else None
+        if not isinstance(token, str) or not token:
+            raise MesCliError('stdin: the JSON object has no "token"')
+        return token
+    return line
+
+
 def _token(args: argparse.Namespace, engine: Engine) -> int:
     store = _tokens(args, engine)
     if args.token_command == "master":
-        secret = os.environ.get(TOKEN_ENV) or sys.stdin.readline().strip()
+        secret = os.environ.get(TOKEN_ENV) or _token_line(sys.stdin.readline())
         if not secret:
             raise MesCliError(f"no token: write it to stdin or set {TOKEN_ENV}")
         store.set_master(secret, public_key=args.public_key, name=args.name)

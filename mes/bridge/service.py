@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from config.errors import ChainmillError
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP = "chainmill-mes-bridge"
 _PURGE_EVERY = 60.0
 _RETRY_PAUSE = 1.0
+TOPIC_PARTITIONS = 3
+"""Partitions of a topic the bridge creates (requests of one client stay ordered by key)."""
 _MAX_ATTEMPTS = 3
 _READ_ONLY = (m.TOPIC_PART_LST, m.TOPIC_ACT_LST)
 T = TypeVar("T")
@@ -98,6 +101,7 @@ class BridgeService:
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     **self._kafka_options, **self._consumer_options)
         try:
+            await self._ensure_topics()
             await producer.start()
             self._producer = producer
             await consumer.start()
@@ -106,6 +110,26 @@ class BridgeService:
             await self.close()
             raise BridgeServiceError(f"Kafka at {self.bootstrap_servers}: {exc}") from None
         log.info("bridge consuming %s as group %s", ", ".join(self.topics), self.group_id)
+
+    async def _ensure_topics(self) -> None:
+        """Create the request topics and BLK_Res where the broker has none yet, so a fresh
+        broker needs no set-up; topics that exist are left as they are."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
+                                    client_id="chainmill-mes-bridge", **self._kafka_options)
+        await admin.start()
+        try:
+            have = set(await admin.list_topics())
+            missing = [t for t in dict.fromkeys((*self.topics, m.TOPIC_RES)) if t not in have]
+            if missing:
+                try:
+                    await admin.create_topics([NewTopic(t, TOPIC_PARTITIONS, 1)
+                                               for t in missing])
+                except TopicAlreadyExistsError:  # another bridge was quicker
+                    pass
+                log.info("created Kafka topics %s (%d partitions)", ", ".join(missing),
+                         TOPIC_PARTITIONS)
+        finally:
+            await admin.close()
 
     def stop(self) -> None:
         """Ask `run` to return after the record in hand (callable from a signal handler

@@ -66,3 +66,14 @@ def test_mes_tokens_field_limits_and_no_secret_in_repr(engine) -> None:
         store.set_master("x" * 301)
     assert store.master() is None  # nothing written
     assert "s3cret" not in repr(Token("Master", "s3cret", password="s3cret"))
+
+
+def test_mes_token_master_reads_a_plain_token_or_the_bridges_json_line() -> None:
+    from mes.cli import MesCliError, _token_line
+
+    assert _token_line("abc123\n") == "abc123"
+    issued = '{"kind": "Master", "name": "Plant 1 MES", "token": "tok-9"}\n'
+    assert _token_line(issued) == "tok-9"  # `mes bridge --issue-master-token | mes token master`
+    for bad in ('{"kind": "Master"}', '{"token": ""}', '{"token": 5}', "{not json"):
+        with pytest.raises(MesCliError):
+            _token_line(bad)
