@@ -34,6 +34,7 @@ from mes.bridge.client import (
     BridgeTimeout,
     BridgeUnavailable,
     PendingTable,
+    listen,
 )
 
 __all__ = ["MANAGER", "CORE", "PARTITIONS", "KINDS", "AasError", "AasEndpoint", "record_key",
@@ -197,19 +198,10 @@ class AasEndpoint:
         return response.data if isinstance(response.data, dict) else {}
 
     async def _listen(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
+        if self._consumer is None:
             raise BridgeUnavailable("the AAS endpoint is not started")
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=200)
-            except KafkaError as exc:  # the outermost loop: keep listening
-                log.warning("reading %s: %s; retrying", self.aas_id, exc)
-                await asyncio.sleep(0.5)
-                continue
-            for records in batches.values():
-                for record in records:
-                    self.on_record(record.key, record.value)
+        await listen(self._consumer, self.aas_id,
+                     lambda record: self.on_record(record.key, record.value), timeout_ms=200)
 
     def on_record(self, key: bytes | None, raw: bytes | None) -> bool:
         """Handle one record of the other side; True when it was used."""

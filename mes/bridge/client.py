@@ -18,17 +18,18 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
 from config.errors import ChainmillError
 from mes.bridge import messages as m
 
 __all__ = ["BridgeError", "BridgeTimeout", "BridgeUnavailable", "PendingTable", "BridgeClient",
-           "PRODUCER_OPTIONS", "LISTENER_OPTIONS", "DEFAULT_TIMEOUT"]
+           "PRODUCER_OPTIONS", "LISTENER_OPTIONS", "DEFAULT_TIMEOUT", "listen"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,22 @@ class PendingTable:
         if not future.done():
             future.set_result(response)
         return True
+
+
+async def listen(consumer: AIOKafkaConsumer, what: str,
+                 handle: Callable[[ConsumerRecord], object], *, timeout_ms: int) -> None:
+    """Hand every record the consumer reads to `handle`, until cancelled; a broker error is
+    logged and retried, never the end of the listener (it is the outermost loop)."""
+    while True:
+        try:
+            batches = await consumer.getmany(timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            log.warning("reading %s: %s; retrying", what, exc)
+            await asyncio.sleep(0.5)
+            continue
+        for records in batches.values():
+            for record in records:
+                handle(record)
 
 
 class BridgeClient:
@@ -175,19 +192,10 @@ class BridgeClient:
         self._producer = self._consumer = None
 
     async def _listen(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
+        if self._consumer is None:
             raise BridgeUnavailable("bridge client is not started")
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=500)
-            except KafkaError as exc:  # the outermost loop: keep listening
-                log.warning("reading %s: %s; retrying", m.TOPIC_RES, exc)
-                await asyncio.sleep(0.5)
-                continue
-            for records in batches.values():
-                for record in records:
-                    self.on_record(record.value)
+        await listen(self._consumer, m.TOPIC_RES, lambda record: self.on_record(record.value),
+                     timeout_ms=500)
 
     def on_record(self, value: bytes | None) -> bool:
         """Handle one BLK_Res value: True when it answered an open request of this client."""

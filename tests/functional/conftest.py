@@ -16,6 +16,7 @@ import random
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,12 @@ def harness(request: pytest.FixtureRequest, free_port_factory):
             shutil.rmtree(base, ignore_errors=True)
         if shutdown_error is not None:
             raise shutdown_error
+
+
+@pytest.fixture
+def consoles() -> Iterator[list]:
+    """Console processes a test starts (append them); each is stopped after the test."""
+    started: list = []
+    yield started
+    for console in started:
+        console.stop()

@@ -33,14 +33,6 @@ GET_ROUTES = ["/api/summary", "/api/blocks", "/api/blocks/0", "/api/streams",
 POST_ROUTES = ["/api/permissions/grant", "/api/permissions/revoke", "/api/peers/disconnect"]
 
 
-@pytest.fixture
-def consoles():
-    started: list[ConsoleProcess] = []
-    yield started
-    for console in started:
-        console.stop()
-
-
 def test_console_api_matches_its_openapi_document_and_guards_access(harness, consoles,
                                                                      free_port_factory):
     node = harness.start_node()

@@ -48,14 +48,6 @@ def browser():
             launched.close()
 
 
-@pytest.fixture
-def consoles():
-    started: list[ConsoleProcess] = []
-    yield started
-    for console in started:
-        console.stop()
-
-
 def _login(browser, console: ConsoleProcess):
     context = browser.new_context(java_script_enabled=False, viewport={"width": 1280,
                                                                        "height": 860})

@@ -26,14 +26,6 @@ pytestmark = pytest.mark.functional
 log = logging.getLogger("functional.console_erp")
 
 
-@pytest.fixture
-def consoles():
-    started: list[ConsoleProcess] = []
-    yield started
-    for console in started:
-        console.stop()
-
-
 def test_console_erp_lists_and_accepts_a_partner_request(harness, consoles, tmp_path,
                                                          free_port_factory):
     story = partner_request_story(harness, tmp_path, "erpconsole")

@@ -24,14 +24,6 @@ log = logging.getLogger("functional.console_pages")
 HOSTILE = "<script>alert(1)</script>"
 
 
-@pytest.fixture
-def consoles():
-    started: list[ConsoleProcess] = []
-    yield started
-    for console in started:
-        console.stop()
-
-
 def _main(reply) -> str:
     assert reply.status == 200, (reply.status, reply.text[:500])
     return reply.text.split("<main>", 1)[1]

@@ -25,14 +25,6 @@ log = logging.getLogger("functional.console_paging")
 ITEMS = 25
 
 
-@pytest.fixture
-def consoles():
-    started: list[ConsoleProcess] = []
-    yield started
-    for console in started:
-        console.stop()
-
-
 def test_console_pages_walk_every_item_once_newest_first(harness, consoles, free_port_factory):
     node = harness.start_node()
     admin = node.getaddresses()[0]

@@ -26,14 +26,6 @@ log = logging.getLogger("functional.console_triggers")
 PRIVATE = "private \u2014 not for this node"
 
 
-@pytest.fixture
-def consoles():
-    started: list[ConsoleProcess] = []
-    yield started
-    for console in started:
-        console.stop()
-
-
 def _logged_in(console: ConsoleProcess) -> Browser:
     web = Browser(console.url)
     assert web.login(console.node.rpcuser, console.node.rpcpassword).status == 303

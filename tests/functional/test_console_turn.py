@@ -28,14 +28,6 @@ log = logging.getLogger("functional.console_turn")
 SAMPLES = 8
 
 
-@pytest.fixture
-def consoles():
-    started: list[ConsoleProcess] = []
-    yield started
-    for console in started:
-        console.stop()
-
-
 def test_console_shows_the_miner_who_signs_the_next_block(harness, consoles, free_port_factory):
     nodes = start_network(harness, 3, block_time=0.3, params={
         "mining-diversity": 0.75, "mine-empty-rounds": -1})
