@@ -127,9 +127,11 @@ def rpc_calls(draw) -> tuple[str, list]:
     return kind, args
 
 
-def _resolve_addresses(ctx, value: str, draw_many: int, *, revoke: bool) -> str:
-    # A revoke targets another address, so that later examples keep this node's permissions.
-    own = ctx.codec.encode(b"\x07" * 20 if revoke else ctx.wallet.default.pubkey_hash)
+def _resolve_addresses(ctx, value: str, draw_many: int, *, elsewhere: bool) -> str:
+    # A revoke, or a grant for a block range, targets another address, so that later examples
+    # keep this node's permissions (a grant of `send` for blocks 0-1 to itself would leave the
+    # node unable to send anything, the next test included).
+    own = ctx.codec.encode(b"\x07" * 20 if elsewhere else ctx.wallet.default.pubkey_hash)
     if value == "own":
         return own
     if value == "own,own":
@@ -175,7 +177,8 @@ def test_rpc_limits_accepted_builds_are_mined_decoded_and_reindexed_refused_chan
     accepted: list[str] = []
     for name, params in calls:
         if name in ("grant", "revoke"):
-            params = [_resolve_addresses(ctx, params[0], many, revoke=name == "revoke"),
+            elsewhere = name == "revoke" or len(params) > 2
+            params = [_resolve_addresses(ctx, params[0], many, elsewhere=elsewhere),
                       *params[1:]]
         before = _fingerprint(ctx)
         reply = call(table, name, params)
