@@ -219,6 +219,7 @@ async def _run(args: argparse.Namespace, node: BenchNode, broker: Tansu, workdir
     from mes.bridge import messages as m
     from mes.bridge.client import BridgeClient
     from mes.bridge.executor import Executor
+    from mes.bridge.sealing import open_reporter_token
     from mes.bridge.service import BridgeService
 
     await broker.create_topics([m.TOPIC_RES, *m.LISTEN_TOPICS])
@@ -245,7 +246,7 @@ async def _run(args: argparse.Namespace, node: BenchNode, broker: Tansu, workdir
                 response = await client.request(topic, master, body)
                 if response.kind == "error":
                     raise RuntimeError(response.error)
-            reporter = response.data["token"]
+            reporter = open_reporter_token(master, response.data["token"])
 
             def update_request(i: int) -> tuple[str, str, dict[str, Any], dict[str, int]]:
                 return m.TOPIC_REC, reporter, {

@@ -34,6 +34,7 @@ from config.errors import ChainmillError
 from mes import schema
 from mes.bridge import messages as m
 from mes.bridge.client import BridgeError
+from mes.bridge.sealing import SealError, open_reporter_token
 from mes.lease import SchedulerLock
 from mes.tokens import TokenError, TokenStore
 
@@ -172,14 +173,19 @@ class UnitSender:
             return stored.token
         body = {"action": "ensure_reporter", "record_id": code, "record_type": RECORD_TYPE,
                 "properties": [prop for _, prop in FIELDS]}
-        response = await self.bridge.request(m.TOPIC_REC, self._master(), body)
+        master = self._master()
+        response = await self.bridge.request(m.TOPIC_REC, master, body)
         data = response.data
         if response.kind != "data" or not isinstance(data, dict) or not all(
                 isinstance(data.get(k), str) and data.get(k) for k in ("token", "publicKey", "record_id")):
             raise BridgeError(f"ensure_reporter for {code}: "
                               f"{response.error if response.kind == 'error' else 'unexpected answer'}")
-        self.tokens.add_reporter(unit_id, data["token"], data["publicKey"], data["record_id"])
-        return data["token"]
+        try:  # sealed for our Master token: BLK_Res is read by every MES client
+            token = open_reporter_token(master, data["token"])
+        except SealError as exc:
+            raise BridgeError(f"ensure_reporter for {code}: {exc}") from None
+        self.tokens.add_reporter(unit_id, token, data["publicKey"], data["record_id"])
+        return token
 
     def _next(self) -> Mapping[str, Any] | None:
         o, u = schema.unit_outbox, schema.production_unit

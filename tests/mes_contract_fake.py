@@ -9,7 +9,7 @@ into `kafka_support.BridgeResponderDouble` on the real broker as well as into th
 
 - ensure_record_type: message; a second call: error "... already exists" (success for the MES;
   the real bridge answers a message then);
-- ensure_reporter (Master auth): data {token, publicKey, record_id}; creates the record;
+- ensure_reporter (Master auth): data {token (sealed for the Master token), publicKey, record_id}; creates the record;
 - update_properties (reporter auth, only the properties it was authorised for): data {txid}
   (the real bridge: message "... (txid T)");
 - create_static_records (Master auth, the record type must exist): one atomic batch; data
@@ -27,6 +27,7 @@ import json
 from typing import Any
 
 from mes.bridge import messages as m
+from mes.bridge.sealing import seal_reporter_token
 
 MASTER_TOKEN = "master-token-0001"
 
@@ -71,7 +72,8 @@ class RecordContractFake:
             token = f"reporter-{record_id}-{next(self._seq)}"
             self.reporters[token] = (record_id, list(body["properties"]))
             key = "03" + hashlib.sha256(token.encode()).hexdigest()
-            return {"data": {"token": token, "publicKey": key, "record_id": record_id}}
+            return {"data": {"token": seal_reporter_token(auth, token), "publicKey": key,
+                             "record_id": record_id}}
         if action == "update_properties":
             grant = self.reporters.get(auth)
             if grant is None or grant[0] != body["record_id"]:

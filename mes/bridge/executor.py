@@ -25,6 +25,7 @@ from erp import rules
 from erp.api import Erp
 from erp.errors import ActionRefused, ErpError
 from mes.bridge import messages as m
+from mes.bridge.sealing import seal_reporter_token
 from mes.bridge.store import MASTER, REPORTER, BridgeStore, Reporter, Token
 from triggers.nodes import rpc_error_code, rpc_errors
 
@@ -213,7 +214,8 @@ class Executor:
             agent.answer_proposal(rid, reporter.public_key, "REPORTER", "ACCEPT")
         scope = tuple(sorted(set(reporter.properties) | set(wanted)))
         self.store.save_reporter(Reporter(rid, reporter.address, reporter.public_key, scope))
-        return {"data": {"token": self.store.issue_reporter(rid), "publicKey": reporter.public_key,
+        sealed = seal_reporter_token(request.header.auth, self.store.issue_reporter(rid))
+        return {"data": {"token": sealed, "publicKey": reporter.public_key,
                          "record_id": rid, "properties": list(scope)}}
 
     def _grant_send(self, address: str) -> None:

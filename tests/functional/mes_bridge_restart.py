@@ -33,6 +33,7 @@ from mes_bridge_support import (
 
 from mes.bridge import messages as m
 from mes.bridge.client import BridgeClient
+from mes.bridge.sealing import open_reporter_token
 from mes.bridge.store import BridgeStore
 
 pytestmark = pytest.mark.functional
@@ -82,7 +83,7 @@ def test_bridge_killed_mid_stream_loses_nothing_and_repeats_nothing(harness, bro
             "action": "ensure_reporter", "record_id": "PT10", "record_type": "ProductionUnit",
             "properties": ["Status"]})
         assert reporter.kind == "data", reporter
-        token = reporter.data["token"]
+        token = open_reporter_token(master, reporter.data["token"])
 
         log.info("%d requests at once; the bridge is killed after the first answers",
                  ORDERS + UPDATES)

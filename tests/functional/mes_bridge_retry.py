@@ -24,6 +24,7 @@ from sqlalchemy import create_engine
 from erp.api import Erp
 from mes.bridge import messages as m
 from mes.bridge.executor import EXISTS, REFUSED, Executor
+from mes.bridge.sealing import open_reporter_token
 from mes.bridge.store import BridgeStore, Reporter, open_engine
 from mes.dayreport.ids import flow_id
 from mes.dayreport.indicators import NAMES
@@ -85,7 +86,8 @@ def test_bridge_retry_mode_answers_what_an_earlier_delivery_published(harness,
         "properties": ["Status"]}))["data"]
     update = req(m.TOPIC_REC, {"action": "update_properties", "record_id": "PT10",
                                "properties": [{"name": "Status", "data_type": "STRING",
-                                               "value": "RUNNING"}]}, reporter["token"])
+                                               "value": "RUNNING"}]},
+                 open_reporter_token(master, reporter["token"]))
     first = executor.execute(update)
     assert "txid" in first["message"]
     again = executor.execute(update, retry=True)
@@ -102,7 +104,8 @@ def test_bridge_retry_mode_answers_what_an_earlier_delivery_published(harness,
     assert resumed["publicKey"] == pubkey  # the same identity, not a second one
     done_update = executor.execute(req(m.TOPIC_REC, {
         "action": "update_properties", "record_id": "PT20", "properties": [
-            {"name": "Status", "data_type": "STRING", "value": "IDLE"}]}, resumed["token"]))
+            {"name": "Status", "data_type": "STRING", "value": "IDLE"}]},
+        open_reporter_token(master, resumed["token"])))
     assert "txid" in done_update["message"], done_update
     wait_projected(done_update["message"].rsplit(" ", 1)[1].rstrip(")"))
     assert [v["value"] for p in mes.show("record", "PT20")["properties"] if p["name"] == "Status"

@@ -38,6 +38,7 @@ from mes_bridge_support import (
 from mes.bridge import messages as m
 from mes.bridge.client import BridgeClient
 from mes.bridge.executor import EXISTS, REFUSED, UNAUTHORIZED
+from mes.bridge.sealing import SealError, open_reporter_token
 from mes.dayreport.ids import flow_id
 from mes.dayreport.indicators import NAMES
 from mes.dayreport.publication import RECORD_TYPE, indicator_records
@@ -217,10 +218,19 @@ def test_bridge_record_commands_and_reporter_scope(harness, broker: str, tmp_pat
         assert pt10.kind == "data" and pt11.kind == "data", (pt10, pt11)
         assert set(pt10.data) == {"token", "publicKey", "record_id", "properties"}
         assert pt10.data["record_id"] == "PT10" and pt10.data["publicKey"] != pt11.data["publicKey"]
-        tok10, tok11 = pt10.data["token"], pt11.data["token"]
-        stored = engine.connect().exec_driver_sql("SELECT token_hash FROM mesbridge_tokens")
-        hashes = {r[0] for r in stored}
+        tok10 = open_reporter_token(master, pt10.data["token"])
+        tok11 = open_reporter_token(master, pt11.data["token"])
+        with pytest.raises(SealError):  # another reader of BLK_Res cannot open it
+            open_reporter_token("some other MES's token", pt10.data["token"])
+        with engine.connect() as c:
+            hashes = {r[0] for r in c.exec_driver_sql("SELECT token_hash FROM mesbridge_tokens")}
+            kept = b"".join(r[0] or b"" for r in c.exec_driver_sql(
+                "SELECT response FROM mesbridge_responses"))
         assert tok10 not in hashes and tok11 not in hashes and len(hashes) == 3
+        for clear in (tok10, tok11):  # neither on the shared topic nor in the duplicate store
+            assert clear not in json.dumps(pt10.data) + json.dumps(pt11.data)
+            assert clear.encode() not in kept
+        assert pt10.data["token"].encode() in kept  # the sealed answer is what is kept
 
         def update(token: str, record: str, **values: str) -> m.Response:
             return request(broker, m.TOPIC_REC, token, {
@@ -255,7 +265,8 @@ def test_bridge_record_commands_and_reporter_scope(harness, broker: str, tmp_pat
         assert pt11b.data["properties"] == ["ProcessName", "Status"]
         dead = update(tok11, "PT11", Status="RUNNING")
         assert dead.kind == "error" and dead.error_code == UNAUTHORIZED
-        ok11b = update(pt11b.data["token"], "PT11", ProcessName="drilling")
+        ok11b = update(open_reporter_token(master, pt11b.data["token"]), "PT11",
+                       ProcessName="drilling")
         assert ok11b.kind == "message", ok11b
         wait_projected(erp, ok11b.message.rsplit(" ", 1)[1].rstrip(")"))
         assert {p["name"]: [v["value"] for v in p["values"]] for p in
