@@ -22,6 +22,8 @@ is lost and none is executed twice.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -216,6 +218,11 @@ class BridgeService:
         except (*rpc_errors(), ErpError) as exc:  # the node may be restarting: keep serving
             log.warning("following the chain: %s", exc)
             await asyncio.sleep(_RETRY_PAUSE)
+        await self._purge_now_and_then()
+
+    async def _purge_now_and_then(self) -> None:
+        """Drop stored responses past the dedup window, once per _PURGE_EVERY (also under
+        steady load, when the bridge is never idle)."""
         now = self.clock()
         if now - self._purged > _PURGE_EVERY:
             self._purged = now
@@ -225,6 +232,7 @@ class BridgeService:
 
     async def handle(self, record: ConsumerRecord) -> None:
         """Answer one Kafka record of a request topic."""
+        await self._purge_now_and_then()
         try:
             request = m.parse_request(record.topic, record.value, key=record.key,
                                       headers=record.headers or ())
@@ -247,14 +255,24 @@ class BridgeService:
                               "dedup window; not executed", error_code=EXPIRED))
             return
         if header.client_id is None or header.interaction_id is None or (
-                request.topic in _READ_ONLY):
+                request.topic in _READ_ONLY) or (
+                await self._in_worker(self.store.lookup, header.auth)) is None:
             # An old client: nothing to deduplicate by. A list changes nothing, so a
-            # duplicate is simply executed again (two commits less per list request).
+            # duplicate is simply executed again (two commits less per list request). An
+            # unknown token is refused by the executor and claims no row of the store.
             outcome = await self._in_worker(self.executor.execute, request)
             await self._produce(header, m.build_response(header, **outcome))
             return
         state, stored = await self._in_worker(self.store.begin, header.client_id,
-                                              header.interaction_id)
+                                              header.interaction_id, _request_hash(request))
+        if state == "reused":
+            log.warning("%s reused interaction %d for another request; not executed",
+                        header.client_id, header.interaction_id)
+            await self._produce(header, m.build_response(
+                header, error=f"interaction_id {header.interaction_id} was used for another "
+                              "request within the dedup window; not executed",
+                error_code=m.INVALID_PARAMETER))
+            return
         if state == "done" and stored is not None:
             log.info("duplicate of %s interaction %d answered from the store", header.client_id,
                      header.interaction_id)
@@ -284,6 +302,13 @@ class BridgeService:
             log.warning("responses not acknowledged by the broker: %s; answering again", exc)
             return False
         return True
+
+
+def _request_hash(request: m.Request) -> str:
+    """What a duplicate must share with the request it repeats: topic, token and body."""
+    what = [request.topic, request.header.auth, request.body]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False,
+                                     separators=(",", ":")).encode()).hexdigest()
 
 
 async def serve(service: BridgeService, ready: Callable[[], None] | None = None) -> None:

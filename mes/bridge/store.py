@@ -79,6 +79,7 @@ responses = Table(
     Column("client_id", key_string(64), primary_key=True),
     Column("interaction_id", BigInteger, primary_key=True, autoincrement=False),
     Column("state", String(8), nullable=False),
+    Column("request_hash", String(64), nullable=False, server_default=""),
     Column("response", LargeBinary().with_variant(LargeBinary(2**24), "mysql", "mariadb"),
            nullable=True),
     Column("created", Float, nullable=False),
@@ -196,27 +197,33 @@ class BridgeStore:
 
     # -- responses ------------------------------------------------------------------------
 
-    def begin(self, client_id: str, interaction_id: int) -> tuple[str, bytes | None]:
+    def begin(self, client_id: str, interaction_id: int,
+              request_hash: str = "") -> tuple[str, bytes | None]:
         """Claim (client_id, interaction_id) for execution.
 
         ``("new", None)``: not seen in the window, now ``started``; execute it.
         ``("done", response)``: answered already; send that response again.
         ``("started", None)``: an earlier delivery began executing and did not finish (the
         bridge was killed); execute it again with care for what may already be done.
+        ``("reused", None)``: the pair was claimed in the window by a request with another
+        `request_hash` (topic, token and body): neither executed nor answered from the store.
         """
         now = self.clock()
         key = (responses.c.client_id == client_id) & (responses.c.interaction_id == interaction_id)
         with self.engine.begin() as conn:
-            row = conn.execute(select(responses.c.state, responses.c.response, responses.c.created)
-                               .where(key)).first()
+            row = conn.execute(select(responses.c.state, responses.c.response, responses.c.created,
+                                      responses.c.request_hash).where(key)).first()
             if row is not None and row.created >= now - self.window:
+                if row.request_hash != request_hash:
+                    return "reused", None
                 return ("done", bytes(row.response)) if row.state == "done" else ("started", None)
             if row is not None:
                 conn.execute(delete(responses).where(key))
             try:
                 conn.execute(insert(responses).values(client_id=client_id,
                                                       interaction_id=interaction_id,
-                                                      state="started", created=now))
+                                                      state="started", created=now,
+                                                      request_hash=request_hash))
             except IntegrityError:  # pragma: no cover - one bridge per database
                 return "started", None
         return "new", None

@@ -177,6 +177,27 @@ def test_bridge_partner_and_order_requests(harness, broker: str, tmp_path: Path)
                             if a["action"] == "ANSWER_ACTION"]
         assert len(answers_on_chain) == 1
 
+        log.info("the same interaction id for another request: refused, not the stored answer")
+        reused = m.build_request(m.TOPIC_ACT_ANS, header, {"id": second["abs_action_id"],
+                                                           "response": 0})
+        [refusal] = asyncio.run(send_raw(broker, m.TOPIC_ACT_ANS, reused, header, 1, lambda r:
+                                         r.header.interaction_id == header.interaction_id))
+        refused = m.parse_response(refusal)
+        assert refused.kind == "error" and refused.error_code == m.INVALID_PARAMETER, refused
+        assert "another request" in refused.error
+        log.info("an unknown token claims no row of the duplicate store")
+        with engine.connect() as c:
+            rows_before = c.exec_driver_sql("SELECT COUNT(*) FROM mesbridge_responses").scalar()
+        stranger = m.Header("not-a-token", 77, "mes-stranger")
+        [unknown_answer] = asyncio.run(send_raw(
+            broker, m.TOPIC_ACT_ANS, m.build_request(m.TOPIC_ACT_ANS, stranger, {
+                "id": second["abs_action_id"], "response": 1}), stranger, 1,
+            lambda r: r.header.interaction_id == 77))
+        assert m.parse_response(unknown_answer).error_code == UNAUTHORIZED
+        with engine.connect() as c:
+            assert c.exec_driver_sql(
+                "SELECT COUNT(*) FROM mesbridge_responses").scalar() == rows_before
+
         log.info("an old client (no interaction id) gets its token echoed, real JSON")
         old_header = m.Header(master)
         [old_answer] = asyncio.run(send_raw(

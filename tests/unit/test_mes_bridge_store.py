@@ -66,6 +66,16 @@ def test_store_response_is_claimed_once_and_replayed_within_the_window(store) ->
     assert s.begin("mes-1", 2**63 - 1) == ("new", None)
 
 
+def test_store_refuses_an_interaction_id_reused_for_another_request(store) -> None:
+    s, _clock = store
+    assert s.begin("mes-1", 9, "hash-of-A") == ("new", None)
+    s.finish("mes-1", 9, b"answer to A")
+    assert s.begin("mes-1", 9, "hash-of-A") == ("done", b"answer to A")
+    assert s.begin("mes-1", 9, "hash-of-B") == ("reused", None)  # never A's answer for B
+    assert s.begin("mes-1", 10, "hash-of-C") == ("new", None)
+    assert s.begin("mes-1", 10, "hash-of-D") == ("reused", None)  # nor B run in retry mode
+
+
 def test_store_works_on_every_database(app_db) -> None:  # noqa: F811
     clock = Clock()
     s = BridgeStore(app_db, clock)
