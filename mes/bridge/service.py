@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from sqlalchemy import exc as sa_exc
 
 from config.errors import ChainmillError
 from erp.errors import ErpError
@@ -53,6 +54,8 @@ TOPIC_PARTITIONS = 3
 """Partitions of a topic the bridge creates (requests of one client stay ordered by key)."""
 _MAX_ATTEMPTS = 3
 _READ_ONLY = (m.TOPIC_PART_LST, m.TOPIC_ACT_LST)
+_OUTAGES = (sa_exc.OperationalError, sa_exc.InterfaceError)
+"""Database errors of the connection, not of the request: retried until the database is back."""
 T = TypeVar("T")
 
 
@@ -173,6 +176,12 @@ class BridgeService:
             where = (tp.topic, tp.partition, record.offset)
             try:
                 await self.handle(record)
+            except _OUTAGES as exc:  # the bridge's database is down: not the request's fault
+                log.warning("request at %s[%d] offset %d waits for the bridge's database: %s",
+                            *where, exc)
+                consumer.seek(tp, record.offset)
+                await asyncio.sleep(_RETRY_PAUSE)
+                break
             except Exception:  # the outermost loop: keep serving, retry this record
                 failures = self._failures.get(where, 0) + 1
                 log.exception("request at %s[%d] offset %d failed (attempt %d)", *where, failures)
@@ -182,8 +191,15 @@ class BridgeService:
                     await asyncio.sleep(_RETRY_PAUSE)
                     break
                 # A record that fails every time must not stall the topic behind it.
+                try:
+                    await self._give_up(record)
+                except Exception:  # not even the error answer: keep the record for later
+                    log.exception("answering the failed request at %s[%d] offset %d; "
+                                  "retrying it", *where)
+                    consumer.seek(tp, record.offset)
+                    await asyncio.sleep(_RETRY_PAUSE)
+                    break
                 self._failures.pop(where, None)
-                await self._give_up(record)
             else:
                 self._failures.pop(where, None)
             done = record.offset
