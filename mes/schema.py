@@ -144,6 +144,9 @@ unit_outbox = Table(
     Column("sent_at", BigInteger, nullable=True, index=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("error", Text, nullable=True),
+    Column("interaction_id", BigInteger, nullable=True,
+           doc="drawn before the first send and reused by every resend, so the bridge's "
+               "duplicate check sees a resend after a timeout as the same request"),
 )
 
 unit_sent = Table(

@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.errors import ChainmillError
 from mes import schema
 from mes.bridge import messages as m
-from mes.bridge.client import BridgeError
+from mes.bridge.client import BridgeError, new_interaction_id
 from mes.bridge.sealing import SealError, open_reporter_token
 from mes.lease import SchedulerLock
 from mes.tokens import TokenError, TokenStore
@@ -194,6 +194,15 @@ class UnitSender:
         with self.engine.connect() as conn:
             return conn.execute(query).mappings().first()
 
+    def _draw_interaction(self, outbox_id: int) -> int:
+        """The change's interaction id, stored before its first send: a resend after a
+        timeout (or a restart) reuses it, so the bridge updates the unit once."""
+        iid = new_interaction_id()
+        with self.engine.begin() as conn:
+            conn.execute(update(schema.unit_outbox).where(schema.unit_outbox.c.id == outbox_id)
+                         .values(interaction_id=iid))
+        return iid
+
     def _sent(self, unit_id: int) -> Mapping[str, Any] | None:
         with self.engine.connect() as conn:
             return conn.execute(select(schema.unit_sent)
@@ -246,7 +255,8 @@ class UnitSender:
         await self._ensure_type()
         token = await self._reporter(row["unit_id"], row["code"])
         body = {"action": "update_properties", "record_id": row["code"], "properties": props}
-        response = await self.bridge.request(m.TOPIC_REC, token, body)
+        iid = row["interaction_id"] or await asyncio.to_thread(self._draw_interaction, row["id"])
+        response = await self.bridge.request(m.TOPIC_REC, token, body, interaction_id=iid)
         if response.kind == "error":
             log.warning("unit %s: bridge refused the update: %s", row["code"], response.error)
             await asyncio.to_thread(self._failed, row, response.error or "error")

@@ -29,7 +29,7 @@ from config.errors import ChainmillError
 from mes.bridge import messages as m
 
 __all__ = ["BridgeError", "BridgeTimeout", "BridgeUnavailable", "PendingTable", "BridgeClient",
-           "PRODUCER_OPTIONS", "LISTENER_OPTIONS", "DEFAULT_TIMEOUT", "listen"]
+           "PRODUCER_OPTIONS", "LISTENER_OPTIONS", "DEFAULT_TIMEOUT", "listen", "new_interaction_id"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ class BridgeUnavailable(BridgeError):
     """The broker or the response topic cannot be reached."""
 
 
+def new_interaction_id() -> int:
+    """An interaction id to keep with a request that may have to be resent."""
+    return secrets.randbelow(m.MAX_INTERACTION_ID) + 1
+
+
 class PendingTable:
     """Open requests of one client, keyed by interaction id, with the futures that wait."""
 
@@ -67,9 +72,16 @@ class PendingTable:
     def __len__(self) -> int:
         return len(self._open)
 
-    def register(self, future: asyncio.Future[m.Response]) -> int:
+    def register(self, future: asyncio.Future[m.Response], iid: int | None = None) -> int:
         """A fresh interaction id (random, so a restarted process does not reuse its ids)
-        registered with ``future``."""
+        registered with ``future``; or ``iid``, a resend of a request that timed out (the
+        bridge answers a resend from its duplicate store instead of executing it again)."""
+        if iid is not None:
+            if iid in self._open:
+                raise BridgeError(f"interaction {iid} is already waiting for its answer")
+            self._expired.pop(iid, None)
+            self._open[iid] = future
+            return iid
         while True:
             iid = secrets.randbelow(m.MAX_INTERACTION_ID) + 1
             if iid not in self._open and iid not in self._expired:
@@ -208,16 +220,19 @@ class BridgeClient:
 
     async def request(self, topic: str, auth: str, body: Mapping[str, Any] | None = None, *,
                       start: int | None = None, limit: int | None = None,
-                      timeout: float | None = None) -> m.Response:
+                      timeout: float | None = None,
+                      interaction_id: int | None = None) -> m.Response:
         """Send one request and return its answer (an ``error`` answer included).
 
         BridgeTimeout after ``timeout`` seconds (default: the client's); the interaction is
         closed then, so a late answer is dropped and never taken for another request's.
+        ``interaction_id``: resend a request under the id it was first sent with (see
+        `new_interaction_id`), so that the bridge executes it at most once.
         """
         if self._producer is None:
             raise BridgeUnavailable("bridge client is not started")
         future: asyncio.Future[m.Response] = asyncio.get_running_loop().create_future()
-        iid = self.pending.register(future)
+        iid = self.pending.register(future, interaction_id)
         try:
             header = m.Header(auth, iid, self.client_id, start, limit)
             raw = m.build_request(topic, header, body)

@@ -36,7 +36,7 @@ from mes_bridge_support import (
 )
 
 from mes.bridge import messages as m
-from mes.bridge.client import BridgeClient
+from mes.bridge.client import BridgeClient, BridgeTimeout, new_interaction_id
 from mes.bridge.executor import EXISTS, REFUSED, UNAUTHORIZED
 from mes.bridge.sealing import SealError, open_reporter_token
 from mes.dayreport.ids import flow_id
@@ -293,6 +293,24 @@ def test_bridge_record_commands_and_reporter_scope(harness, broker: str, tmp_pat
         assert {p["name"]: [v["value"] for v in p["values"]] for p in
                 erp.show("record", "PT11")["properties"]} == {"Status": ["STOPPED"],
                                                               "ProcessName": ["drilling"]}
+
+        log.info("an update whose answer timed out, resent under its interaction id: applied once")
+        iid = new_interaction_id()
+        idle = {"action": "update_properties", "record_id": "PT10",
+                "properties": [{"name": "Status", "data_type": "STRING", "value": "IDLE"}]}
+
+        async def timed_out_then_resent() -> m.Response:
+            async with BridgeClient(broker, "mes-resend", timeout=scaled(30)) as client:
+                with pytest.raises(BridgeTimeout):
+                    await client.request(m.TOPIC_REC, tok10, idle, interaction_id=iid,
+                                         timeout=0.001)
+                return await client.request(m.TOPIC_REC, tok10, idle, interaction_id=iid)
+
+        resent = asyncio.run(timed_out_then_resent())
+        assert resent.kind == "message", resent
+        wait_projected(erp, resent.message.rsplit(" ", 1)[1].rstrip(")"))
+        assert [v["value"] for p in erp.show("record", "PT10")["properties"]
+                if p["name"] == "Status" for v in p["values"]] == ["IDLE", "RUNNING"]  # newest first
 
         log.info("a day report: 28 static records in one transaction")
         assert request(broker, m.TOPIC_RTY, master, {

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, select
 
 from mes import schema
 from mes.bridge import messages as m
-from mes.bridge.client import BridgeError
+from mes.bridge.client import BridgeError, BridgeTimeout
 from mes.tokens import TokenStore
 from mes.units import UnitError, UnitSender, UnitUpdater, changed_properties
 
@@ -94,6 +94,31 @@ def test_mes_units_bridge_away_keeps_the_change_queued(world) -> None:
         asyncio.run(UnitSender(engine, tokens, AwayBridge()).send_pending())
     assert asyncio.run(UnitSender(engine, tokens, bridge).send_pending()) == 1
     assert bridge.contract.history["PT10"][0]["values"] == {"Status": "RUNNING"}
+
+
+def test_mes_units_resend_after_a_timeout_keeps_the_interaction_id(world) -> None:
+    """The bridge deduplicates by (client_id, interaction_id): a resend of a change whose
+    answer timed out must carry the id of the first send, or the unit is updated twice."""
+    engine, tokens, bridge = world
+    seen: list[int | None] = []
+
+    class SlowBridge:  # the first update's answer never arrives in time
+        async def request(self, topic, auth, body=None, **kwargs):
+            if body and body.get("action") == "update_properties":
+                seen.append(kwargs.get("interaction_id"))
+                if len(seen) == 1:
+                    raise BridgeTimeout("no answer in time")
+            return await bridge.request(topic, auth, body, **kwargs)
+
+    UnitUpdater(engine).update_production_unit("RUNNING", None, 10)
+    sender = UnitSender(engine, tokens, SlowBridge())
+    with pytest.raises(BridgeTimeout):
+        asyncio.run(sender.send_one())
+    assert asyncio.run(sender.send_one())
+    assert len(seen) == 2 and seen[0] is not None and seen[0] == seen[1]
+    UnitUpdater(engine).update_production_unit("STOPPED", None, 10)
+    assert asyncio.run(sender.send_one())
+    assert seen[2] is not None and seen[2] != seen[0]  # the next change: a new id
 
 
 def test_mes_units_refused_update_is_set_aside_after_retries(world) -> None:
