@@ -22,7 +22,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -216,12 +216,21 @@ class DayReportPublisher:
             on_chain.update(existing)
         return pub.PENDING
 
-    async def run(self, now: dt.datetime) -> int:
-        """Publish every released, finished, unpublished report; the number published now."""
+    async def run(self, now: dt.datetime,
+                  renew: Callable[[], Awaitable[bool]] | None = None) -> int:
+        """Publish every released, finished, unpublished report; the number published now.
+
+        ``renew`` is awaited before each report after the first (the scheduler renews its
+        lease, so a long catch-up keeps it); when it answers False the run stops there.
+        """
         last_day = released_through(now, self.tz, self.at)
         reports = await asyncio.to_thread(self.reports_through, last_day)
         published = 0
-        for report in reports:
+        for n, report in enumerate(reports):
+            if n and renew is not None and not await renew():
+                log.warning("day-report job stopped after %d of %d reports: the scheduler "
+                            "lease went to another process", n, len(reports))
+                break
             try:
                 status = await self.publish_report(report)
             except (IndicatorError, IdError, ValueError) as exc:
@@ -263,13 +272,16 @@ class DayReportScheduler:
                               reason, last)
                     return False
                 log.info("day-report job (%s) at %s, last run %s", reason, now.isoformat(), last)
-                published = await self.publisher.run(now)
+                published = await self.publisher.run(now, renew=self._renew)
                 await asyncio.to_thread(self._record, now, published, reason)
                 return True
             finally:
                 # Held for the run only: a second process (a manual publish, a standby
                 # scheduler) may run later, and then finds the 09:30 covered by last_run.
                 await asyncio.to_thread(self.lock.release)
+
+    async def _renew(self) -> bool:
+        return await asyncio.to_thread(self.lock.acquire, self.clock())
 
     def _record(self, now: dt.datetime, published: int, reason: str) -> None:
         self.lock.set_last_run(now)

@@ -273,3 +273,35 @@ def test_mes_daily_apscheduler_job_at_0930_plant_time_with_catch_up_options(worl
                                       "grace": 6 * 3600, "coalesce": True, "max": 1,
                                       "next": dt.time(9, 30), "check": True}
     assert runs(engine) == [("startup", 1)]  # the start-up catch-up ran once
+
+
+def test_mes_daily_long_catch_up_renews_the_lease_between_reports(world) -> None:
+    """A run that outlasts the lease keeps it: another host cannot start a second run."""
+    engine, tokens, bridge = world
+    for back in (2, 1, 0):
+        add_report(engine, DAY1 - dt.timedelta(days=back))
+    other = SchedulerLock(engine, "host-b:1")
+    start = at(DAY2, 9, 30)
+    taken: list[bool] = []
+
+    class SlowBridge:  # report k is published 11 (k - 1) minutes into the run
+        async def request(self, topic, auth, body=None, **kwargs):
+            if body and body.get("action") == "create_static_records":
+                k = len(taken) + 1
+                if k > 1:  # another host tries 5 minutes after the renewal (if there was one)
+                    taken.append(other.acquire(start + dt.timedelta(minutes=11 * (k - 1) + 5)))
+                else:
+                    taken.append(False)
+            return await bridge.request(topic, auth, body, **kwargs)
+
+    class SteppingClock(Clock):
+        def __call__(self) -> dt.datetime:  # each reading 11 minutes after the one before
+            now, self.now = self.now, self.now + dt.timedelta(minutes=11)
+            return now
+
+    clock = SteppingClock(start)
+    job = DayReportScheduler(DayReportPublisher(engine, tokens, SlowBridge(), LISBON),
+                             SchedulerLock(engine, "host-a:1"), clock=clock)
+    assert asyncio.run(job.tick("schedule"))
+    assert taken == [False, False, False]  # the lease of 10 min would be over at 09:40
+    assert runs(engine) == [("schedule", 3)]
