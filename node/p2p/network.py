@@ -940,6 +940,10 @@ class Network:
                 self.misbehave(peer, BAN_SCORE, "sync batch is not a chain")
                 self._finish_sync(peer)
                 return
+        for b in blocks:
+            # The peer has them: once connected, they are not pushed back to it (a compact
+            # block hashes every transaction, and the peer would decode it for nothing).
+            peer.remember(b.hash)
         first = blocks[0]
         if not self._branch and first.header.prev_hash == self.chain.state.tip_hash or (
                 not self._branch and first.height == 0 and self.chain.height < 0):
