@@ -795,11 +795,32 @@ class ChainStore:
         ids = _txids_bytes(txids_hex)
         if len(ids) == 1:
             return self._known_txid(ids[0])
+        if self.engine.dialect.name == "sqlite":
+            return self._known_txids_sqlite(ids)
         out: set[str] = set()
         with self.engine.connect() as c:
             for i in range(0, len(ids), 500):
                 out.update(bytes(t).hex() for t in c.scalars(sa.select(txs_t.c.txid).where(
                     txs_t.c.txid.in_(ids[i:i + 500]))))
+        return out
+
+    def _known_txids_sqlite(self, ids: list[bytes]) -> set[str]:
+        """known_txids for many txids on SQLite (a synced block's replay check): plain
+        `IN (?, ...)` selects on a pooled driver connection. The SQLAlchemy select with an
+        expanding IN list cost about 8 us per txid, a few % of a catching-up node's CPU."""
+        q = self.engine.dialect.identifier_preparer.quote
+        out: set[str] = set()
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            for i in range(0, len(ids), _SQLITE_MAX_VARS):
+                part = ids[i:i + _SQLITE_MAX_VARS]
+                cur.execute(f"SELECT {q('txid')} FROM {q(txs_t.name)} WHERE {q('txid')} IN ("
+                            + ", ".join("?" * len(part)) + ")", part)
+                out.update(bytes(r[0]).hex() for r in cur.fetchall())
+            cur.close()
+        finally:
+            conn.close()  # back to the pool
         return out
 
     def _known_txid(self, txid: bytes) -> set[str]:
