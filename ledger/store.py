@@ -2,7 +2,8 @@
 
 SQLAlchemy Core over a SQLite file (WAL) by default; any SQLAlchemy URL (PostgreSQL, MariaDB)
 works. Each block is written in one database transaction (`put_blocks`: a run of blocks of
-initial sync in one); `rollback_to` deletes everything above a height in one transaction. Only the active chain is stored.
+initial sync in one); `rollback_to` deletes everything above a height in one transaction.
+Only the active chain is stored.
 
 Each byte of a transaction is stored once, in its raw block (`blocks.raw`): a transaction row
 says where its bytes are in the block (`raw_start`, `raw_size`), an item row where its data
