@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from consensus.state import ChainState, StreamInfo
 from ledger.addresses import AddressCodec
 from ledger.blocks import Block, BlockHeader
 from ledger.codec import Reader
-from ledger.errors import ChainmillError, StoreError
+from ledger.errors import ChainmillError, InvalidBlock, StoreError
 from ledger.store import REINDEX_MARK as STORE_REINDEX_MARK
 from ledger.store import BlockRow, BlockWrite, ChainStore, ItemRow, PermRow, StreamRow, TxRow
 from ledger.transactions import Publish
@@ -40,6 +40,14 @@ class Connected:
     block: Block
     effects: BlockEffects
     items: list[ItemRow]
+
+
+@dataclass(slots=True)
+class ConnectedMany:
+    """What `Chain.connect_many` connected, and the reason it stopped early (or None)."""
+
+    connected: list[Connected]
+    error: InvalidBlock | None
 
 
 class Chain:
@@ -115,6 +123,50 @@ class Chain:
         self.state = new_state
         self.tip_header = block.header
         return Connected(block, effects, items)
+
+    def connect_many(self, blocks: Sequence[Block],
+                     preverified: Sequence[set[bytes] | frozenset]) -> ConnectedMany:
+        """Validate consecutive blocks on top of the tip and append those that are valid,
+        up to the first invalid one, in one store transaction (initial sync).
+
+        Each block is validated exactly as `connect` does, on the state after the blocks
+        before it; a txid of an earlier block of the batch counts as confirmed. The state
+        moves only after the store committed: a store error changes nothing (and raises),
+        an invalid block leaves the blocks before it connected and is returned in `error`.
+        """
+        state, tip = self.state, self.tip_header
+        batch: set[bytes] = set()  # txids of the valid blocks so far
+
+        def known(ids: Iterable[bytes]) -> set[bytes]:
+            ids = list(ids)
+            out = {i for i in ids if i in batch}
+            rest = [i.hex() for i in ids if i not in batch]
+            return out | {bytes.fromhex(t) for t in self.store.known_txids(rest)}
+
+        done: list[tuple[Block, ChainState, BlockEffects]] = []
+        error: InvalidBlock | None = None
+        for block, pre in zip(blocks, preverified, strict=True):
+            try:
+                state, effects = connect_block(
+                    state, self.rules, block, tip, now_ms(), already_known=known,
+                    verify_many=self.verifier, preverified=pre)
+            except InvalidBlock as e:
+                error = e
+                break
+            done.append((block, state, effects))
+            tip = block.header
+            batch.update(t.txid for t in block.txs)
+        out = ConnectedMany([], error)
+        writes = []
+        for block, _, effects in done:
+            write, items = self._write_for(block, effects)
+            writes.append(write)
+            out.connected.append(Connected(block, effects, items))
+        if writes:
+            self.store.put_blocks(writes)
+            self.state = done[-1][1]
+            self.tip_header = done[-1][0].header
+        return out
 
     def _write_for(self, block: Block, fx: BlockEffects) -> tuple[BlockWrite, list[ItemRow]]:
         enc = self.codec.encode

@@ -18,7 +18,7 @@ from ledger.addresses import AddressCodec
 from ledger.blocks import Block
 from ledger.errors import ChainmillError, EntityNotFound
 from ledger.transactions import CreateStream, Permission, Publish, Transaction
-from node.chain import Chain, Connected
+from node.chain import Chain, Connected, ConnectedMany
 from node.hooks import HookRunner
 from node.journal import OwnTxJournal
 from node.mempool import Mempool, PoolEntry
@@ -198,6 +198,25 @@ class NodeContext:
             self.metrics.observe_block(len(block.txs), time.perf_counter() - start)
         self.after_connect(connected)
         return connected
+
+    async def connect_blocks(self, blocks: list[Block], preverified: list[set[bytes]]
+                             ) -> ConnectedMany:
+        """Validate and append consecutive blocks (initial sync) in one store transaction,
+        up to the first invalid one, and run the consequences of each connected block."""
+        async with self._connect_lock:
+            self.consistent.clear()
+            try:
+                start = time.perf_counter()
+                done = await asyncio.to_thread(self.chain.connect_many, blocks, preverified)
+                if self.metrics is not None and done.connected:
+                    spent = (time.perf_counter() - start) / len(done.connected)
+                    for c in done.connected:
+                        self.metrics.observe_block(len(c.block.txs), spent)
+                for c in done.connected:
+                    self.after_connect(c)
+                return done
+            finally:
+                self.consistent.set()
 
     async def reorganise(self, fork_height: int, branch: list[Block]
                          ) -> tuple[bool, list[Block]]:
