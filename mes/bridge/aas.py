@@ -33,6 +33,7 @@ from mes.bridge.client import (
     BridgeError,
     BridgeTimeout,
     BridgeUnavailable,
+    KafkaEndpoint,
     PendingTable,
     listen,
 )
@@ -92,7 +93,7 @@ def _interaction_id(value: dict[str, Any]) -> int | None:
     return None
 
 
-class AasEndpoint:
+class AasEndpoint(KafkaEndpoint):
     """One side (Manager or Core) of one AAS's topic."""
 
     def __init__(self, bootstrap_servers: str, aas_id: str, entity: str, *,
@@ -115,13 +116,6 @@ class AasEndpoint:
         self._listener: asyncio.Task[None] | None = None
         self._served: set[asyncio.Task[None]] = set()
 
-    async def __aenter__(self) -> AasEndpoint:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     async def start(self) -> None:
         """Read the other side's partition from the beginning; be ready to write ours."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
@@ -129,33 +123,16 @@ class AasEndpoint:
                                     client_id=f"aas-{self.entity}")
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all",
                                     client_id=f"aas-{self.entity}")
-        try:
-            await consumer.start()
-            self._consumer = consumer
+
+        async def from_the_beginning(consumer: AIOKafkaConsumer) -> None:
             tp = TopicPartition(self.aas_id, PARTITIONS[self.peer])
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
-            await producer.start()
-            self._producer = producer
-        except KafkaError as exc:
-            await self.stop()
-            raise BridgeUnavailable(f"Kafka at {self.bootstrap_servers}: {exc}") from None
-        self._listener = asyncio.create_task(self._listen(), name=f"aas {self.entity} listener")
 
-    async def stop(self) -> None:
-        tasks = [t for t in (self._listener, *self._served) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        self._listener = None
-        for client in (self._producer, self._consumer):
-            if client is not None:
-                await client.stop()
-        self._producer = self._consumer = None
+        await self._open(consumer, producer, from_the_beginning, f"aas {self.entity} listener")
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        return [*super()._tasks(), *self._served]  # service requests still being answered
 
     async def _send(self, kind: str, value: dict[str, Any]) -> None:
         if self._producer is None:

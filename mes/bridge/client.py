@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -29,7 +30,8 @@ from config.errors import ChainmillError
 from mes.bridge import messages as m
 
 __all__ = ["BridgeError", "BridgeTimeout", "BridgeUnavailable", "PendingTable", "BridgeClient",
-           "PRODUCER_OPTIONS", "LISTENER_OPTIONS", "DEFAULT_TIMEOUT", "listen", "new_interaction_id"]
+           "PRODUCER_OPTIONS", "LISTENER_OPTIONS", "DEFAULT_TIMEOUT", "listen", "new_interaction_id",
+           "KafkaEndpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +128,71 @@ async def listen(consumer: AIOKafkaConsumer, what: str,
                 handle(record)
 
 
-class BridgeClient:
+class KafkaEndpoint(ABC):
+    """What a Kafka client of this package shares: a producer, a consumer read by one
+    listener task, `async with` support, and start/stop that leave nothing half open."""
+
+    bootstrap_servers: str
+    _producer: AIOKafkaProducer | None
+    _consumer: AIOKafkaConsumer | None
+    _listener: asyncio.Task[None] | None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Make the consumer and producer and hand them to `_open`."""
+
+    @abstractmethod
+    async def _listen(self) -> None:
+        """The listener task: read the consumer until cancelled."""
+
+    async def _open(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+                    position: Callable[[AIOKafkaConsumer], Awaitable[None]],
+                    listener_name: str) -> None:
+        """Start the consumer, `position` it (assign and seek), start the producer, then the
+        listener; on any failure stop what was started (BridgeUnavailable for Kafka's)."""
+        try:
+            await consumer.start()
+            self._consumer = consumer
+            await position(consumer)
+            await producer.start()
+            self._producer = producer
+        except KafkaError as exc:
+            await self.stop()
+            raise BridgeUnavailable(f"Kafka at {self.bootstrap_servers}: {exc}") from None
+        except BaseException:
+            await self.stop()
+            raise
+        self._listener = asyncio.create_task(self._listen(), name=listener_name)
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        """The tasks `stop` cancels: the listener (and an endpoint's own)."""
+        return [self._listener] if self._listener is not None else []
+
+    async def stop(self) -> None:
+        """Cancel the listener (and the endpoint's tasks), stop the producer and consumer."""
+        tasks = self._tasks()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._listener = None
+        for client in (self._producer, self._consumer):
+            if client is not None:
+                await client.stop()
+        self._producer = self._consumer = None
+
+
+class BridgeClient(KafkaEndpoint):
     """Requests to the bridge over Kafka, each correlated with its answer."""
 
     def __init__(self, bootstrap_servers: str, client_id: str, *, timeout: float = DEFAULT_TIMEOUT,
@@ -145,13 +211,6 @@ class BridgeClient:
         self._consumer: AIOKafkaConsumer | None = None
         self._listener: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> BridgeClient:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     async def start(self) -> None:
         """Start the listener at the end of BLK_Res, then the producer."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers,
@@ -161,24 +220,16 @@ class BridgeClient:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers,
                                     client_id=f"{self.client_id}-requests",
                                     **PRODUCER_OPTIONS, **self._kafka_options)
-        try:
-            await consumer.start()
-            self._consumer = consumer
+
+        async def at_the_end(consumer: AIOKafkaConsumer) -> None:
             partitions = await self._response_partitions(consumer)
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
             # position() resolves the lazy seek now, before any request can be answered.
             for tp in partitions:
                 await consumer.position(tp)
-            await producer.start()
-            self._producer = producer
-        except KafkaError as exc:
-            await self.stop()
-            raise BridgeUnavailable(f"Kafka at {self.bootstrap_servers}: {exc}") from None
-        except BaseException:
-            await self.stop()
-            raise
-        self._listener = asyncio.create_task(self._listen(), name=f"{self.client_id} BLK_Res listener")
+
+        await self._open(consumer, producer, at_the_end, f"{self.client_id} BLK_Res listener")
 
     async def _response_partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         partitions = consumer.partitions_for_topic(m.TOPIC_RES)
@@ -188,20 +239,6 @@ class BridgeClient:
         if not partitions:
             raise BridgeUnavailable(f"topic {m.TOPIC_RES} does not exist on {self.bootstrap_servers}")
         return [TopicPartition(m.TOPIC_RES, p) for p in sorted(partitions)]
-
-    async def stop(self) -> None:
-        """Stop the listener and the producer; open requests fail with BridgeUnavailable."""
-        if self._listener is not None:
-            self._listener.cancel()
-            try:
-                await self._listener
-            except asyncio.CancelledError:
-                pass
-            self._listener = None
-        for client in (self._producer, self._consumer):
-            if client is not None:
-                await client.stop()
-        self._producer = self._consumer = None
 
     async def _listen(self) -> None:
         if self._consumer is None:
