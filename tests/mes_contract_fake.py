@@ -24,10 +24,17 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
+from sqlalchemy import Engine, create_engine
+
+from mes import schema
 from mes.bridge import messages as m
 from mes.bridge.sealing import seal_reporter_token
+from mes.tokens import TokenStore
 
 MASTER_TOKEN = "master-token-0001"
 
@@ -141,3 +148,16 @@ class FakeBridge:
         if self.after is not None:
             self.after(request, response)
         return response
+
+
+def mes_world(directory: Path) -> Iterator[tuple[Engine, TokenStore, FakeBridge]]:
+    """A reference MES database (unit 10 = PT10), its token store holding MASTER_TOKEN, and a
+    FakeBridge: what the MES-side unit tests start from (use with ``yield from``)."""
+    engine = create_engine(f"sqlite:///{directory / 'mes.db'}")
+    schema.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(schema.production_unit.insert().values(unit_id=10, code="PT10", updated_at=0))
+    tokens = TokenStore(engine, Fernet.generate_key())
+    tokens.set_master(MASTER_TOKEN)
+    yield engine, tokens, FakeBridge()
+    engine.dispose()

@@ -13,15 +13,13 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from cryptography.fernet import Fernet
-from mes_contract_fake import MASTER_TOKEN, FakeBridge
-from sqlalchemy import create_engine, select
+from mes_contract_fake import mes_world
+from sqlalchemy import select
 
 from mes import schema
 from mes.daily import DayReportPublisher, DayReportScheduler, SchedulerLock
 from mes.dayreport.ids import flow_id
 from mes.dayreport.publication import CONFLICT, PENDING, PUBLISHED
-from mes.tokens import TokenStore
 
 LISBON = ZoneInfo("Europe/Lisbon")
 DAY1 = dt.date(2026, 3, 2)
@@ -55,14 +53,7 @@ def add_report(engine, day: dt.date, shifts=("A", "B", "C")) -> None:
 
 @pytest.fixture
 def world(tmp_path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'mes.db'}")
-    schema.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(schema.production_unit.insert().values(unit_id=10, code="PT10", updated_at=0))
-    tokens = TokenStore(engine, Fernet.generate_key())
-    tokens.set_master(MASTER_TOKEN)
-    yield engine, tokens, FakeBridge()
-    engine.dispose()
+    yield from mes_world(tmp_path)
 
 
 def scheduler(world, clock: Clock, holder: str = "host-a:1") -> DayReportScheduler:

@@ -5,28 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from cryptography.fernet import Fernet
-from mes_contract_fake import MASTER_TOKEN, FakeBridge
-from sqlalchemy import create_engine, select
+from mes_contract_fake import mes_world
+from sqlalchemy import select
 
 from mes import schema
 from mes.bridge import messages as m
 from mes.bridge.client import BridgeError, BridgeTimeout
-from mes.tokens import TokenStore
 from mes.units import UnitError, UnitSender, UnitUpdater, changed_properties
 
 
 @pytest.fixture
 def world(tmp_path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'mes.db'}")
-    schema.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(schema.production_unit.insert().values(unit_id=10, code="PT10", updated_at=0))
-    tokens = TokenStore(engine, Fernet.generate_key())
-    tokens.set_master(MASTER_TOKEN)
-    bridge = FakeBridge()
-    yield engine, tokens, bridge
-    engine.dispose()
+    yield from mes_world(tmp_path)
 
 
 def test_mes_units_changed_properties_sends_only_differences() -> None:
