@@ -386,7 +386,8 @@ class ChainStore:
         statement object. Building the select (its filters, the page-of-ids join) and its
         key again on every call cost more than running it: `last_item` by key took 650-1,100
         us on SQLite, of which about 120 the execution. A statement object built once keeps
-        its cache key, so a call costs the cache hit, the execution and the rows."""
+        its cache key, so a call costs the cache hit, the execution and the rows. (Two
+        threads asking first at once may each build it: either copy does.)"""
         q = self._queries.get(name)
         if q is None:
             q = self._queries[name] = build()
