@@ -61,6 +61,29 @@ def handshake_seeds() -> list[tuple[str, bytes]]:
     ]
 
 
+def compact_seeds() -> list[bytes]:
+    """CMPCTBLOCK payloads: the seed blocks (no, two and five transactions) as compact blocks."""
+    blocks = [Block.decode(raw) for raw in block_seeds()]
+    return [m.CompactBlock(b.header, b.signature,
+                           tuple((t.txid, m.raw_hash(t.raw)) for t in b.txs)).encode()
+            for b in blocks]
+
+
+def getblocktxn_seeds() -> list[bytes]:
+    """GETBLOCKTXN payloads: no index, one, several, the largest u32 and a 3-byte varint."""
+    h = Block.decode(block_seeds()[2]).hash
+    return [m.encode_getblocktxn(h, idx) for idx in
+            ([], [0], [0, 2, 4], [4, 1], [0xFFFFFFFF], list(range(300)))]
+
+
+def blocktxn_seeds() -> list[bytes]:
+    """BLOCKTXN payloads: none, one and every seed transaction, and one over 252 bytes (a
+    3-byte length prefix)."""
+    h = Block.decode(block_seeds()[2]).hash
+    raws = tx_seeds()
+    return [m.encode_blocktxn(h, r) for r in ([], raws[:1], raws, [raws[1]])]
+
+
 def transport_messages() -> list[list[tuple[int, bytes]]]:
     """Message sequences to seal as transport records: small, empty, several, and one that
     spans two records (a payload longer than one record's 65,519 bytes)."""

@@ -251,6 +251,54 @@ def check_handshake(value: tuple[str, Any]) -> None:
         _check_decoder(kind, data)
 
 
+# -- compact blocks (protocol 3) -----------------------------------------------------------------
+def check_cmpctblock(data: bytes) -> None:
+    """`CompactBlock.decode` returns or raises DecodeError; what decodes has a 65-byte
+    signature and 32-byte ids and re-encodes to the same bytes."""
+    try:
+        cb = m.CompactBlock.decode(data)
+    except DecodeError:
+        return
+    if len(cb.signature) != 65 or any(len(t) != 32 or len(r) != 32 for t, r in cb.ids):
+        raise AssertionError("compact block fields of the wrong size")
+    if cb.encode() != data:
+        raise AssertionError("compact block re-encodes to other bytes")
+
+
+def check_getblocktxn(data: bytes) -> None:
+    """`decode_getblocktxn` returns or raises DecodeError; what decodes re-encodes to the
+    same bytes (indexes are u32: on_getblocktxn compares each with the block's count)."""
+    try:
+        h, indexes = m.decode_getblocktxn(data)
+    except DecodeError:
+        return
+    if len(h) != 32 or any(not 0 <= i < 1 << 32 for i in indexes):
+        raise AssertionError("GETBLOCKTXN fields out of range")
+    if m.encode_getblocktxn(h, indexes) != data:
+        raise AssertionError("GETBLOCKTXN re-encodes to other bytes")
+
+
+def check_blocktxn(value: tuple[bytes, int]) -> None:
+    """`decode_blocktxn` returns or raises DecodeError, no transaction over the size limit;
+    what decodes re-encodes to the same bytes, and each transaction in it meets the `tx`
+    contract (on_blocktxn decodes each next)."""
+    data, limit = value
+    try:
+        h, raws = m.decode_blocktxn(data, limit)
+    except DecodeError:
+        return
+    if len(h) != 32 or any(len(r) > limit for r in raws):
+        raise AssertionError("BLOCKTXN fields out of range")
+    if m.encode_blocktxn(h, raws) != data:
+        raise AssertionError("BLOCKTXN re-encodes to other bytes")
+    for raw in raws:
+        check_tx(raw)
+
+
+_TX_LIMITS = st.sampled_from([0, 100, 1 << 16, 1 << 20])
+"""The max_size a BLOCKTXN is decoded with (the node passes its frame limit)."""
+
+
 # -- JSON-RPC parameters -------------------------------------------------------------------------
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
@@ -336,6 +384,12 @@ TARGETS = [
     Target("frame", hostile(corpus.frame_seeds()), check_frame, "p2p read_frame"),
     Target("handshake", handshake_inputs(), check_handshake,
            "P2P message decoders, Noise key exchange, transport records"),
+    Target("cmpctblock", hostile(corpus.compact_seeds()), check_cmpctblock,
+           "CompactBlock.decode (CMPCTBLOCK)"),
+    Target("getblocktxn", hostile(corpus.getblocktxn_seeds()), check_getblocktxn,
+           "decode_getblocktxn (GETBLOCKTXN)"),
+    Target("blocktxn", st.tuples(hostile(corpus.blocktxn_seeds()), _TX_LIMITS), check_blocktxn,
+           "decode_blocktxn (BLOCKTXN) and the transactions in it"),
     Target("rpc-params", param_inputs(), check_params, "node/rpc/params.py"),
     Target("rpc-body", hostile(_BODY_SEEDS), check_rpc_body, "JSON-RPC dispatcher bodies"),
     Target("xml", st.tuples(hostile(corpus.XML_SEEDS), st.booleans()), check_xml,

@@ -40,3 +40,33 @@ def test_bench_fuzz_handshake_targets_speak_the_current_p2p_protocol(tmp_path):
     assert [t["target"] for t in results["targets"]] == ["handshake", "handshake-live"]
     for t in results["targets"]:
         assert t["executions"] > 0 and t["crashes"] == 0, t
+
+
+def test_bench_fuzz_compact_block_targets_run_clean(tmp_path):
+    """The CMPCTBLOCK, GETBLOCKTXN and BLOCKTXN decoder targets (protocol 3) run clean."""
+    out = tmp_path / "fuzz.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.fuzz", "--minutes", "0.01", "--targets",
+         "cmpctblock,getblocktxn,blocktxn", "--seed", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = json.loads(out.read_text())
+    assert [t["target"] for t in results["targets"]] == ["cmpctblock", "getblocktxn", "blocktxn"]
+    for t in results["targets"]:
+        assert t["executions"] > 0 and t["crashes"] == 0, t
+
+
+def test_bench_fuzz_compact_block_checks_hold_on_their_seeds():
+    """Each seed meets its target's contract, and so do its truncated and extended forms
+    and a BLOCKTXN under a limit its transactions exceed (all refused with DecodeError)."""
+    from bench.fuzz import corpus, targets
+
+    for check, seeds in ((targets.check_cmpctblock, corpus.compact_seeds()),
+                         (targets.check_getblocktxn, corpus.getblocktxn_seeds())):
+        for seed in seeds:
+            check(seed)
+            check(seed[:-1])  # truncated: refused with DecodeError
+            check(seed + b"\0")  # trailing byte: refused with DecodeError
+    for seed in corpus.blocktxn_seeds():
+        targets.check_blocktxn((seed, 1 << 20))
+        targets.check_blocktxn((seed, 0))  # every transaction over the limit: refused

@@ -273,3 +273,50 @@ def test_store_of_schema_1_is_upgraded_at_open_and_pages_after_the_rebuild(store
         assert_store_matches(store, chain)
     finally:
         store.close()
+
+
+def test_store_readers_answer_each_call_with_its_own_values(store_url):
+    """The store builds each read statement once and binds the values of every call
+    (ChainStore._query): asked in turn about different streams, keys, publishers, txids
+    and heights, each reader answers what the list of items says for those values, not
+    for the first ones it was asked about."""
+    chain = Chain(random.Random(7))
+    store = ChainStore(store_url)
+    try:
+        chain.add(store, 20)
+        everything = [it for items in chain.blocks for it in items]
+        for stream in [*STREAMS, STREAMS[0]]:
+            for sel in [{}, *({"key": k} for k in KEYS), *({"publisher": p} for p in PUBLISHERS),
+                        {"key": "k0", "publisher": PUBLISHERS[0]}, {"key": "none"}]:
+                want = chain.expected(stream, **sel)
+                last = store.last_item(stream, **sel)
+                assert (last.txid, last.vout) == want[-1] if want else last is None, (
+                    stream, sel)
+            for keys in (["k0"], ["k1", "rare", "none"], ["k2"]):
+                counts = store.key_counts(stream, keys)
+                assert [(k, n) for k, n, _ in counts] == sorted(
+                    ((k, len(chain.expected(stream, key=k))) for k in keys
+                     if chain.expected(stream, key=k)),
+                    key=lambda kn: next(i for i, it in enumerate(everything)
+                                        if it.stream == stream and kn[0] in it.keys))
+        for it in everything[::5]:
+            assert store.tx_row(it.txid).raw == b"tx" + it.data
+            assert [(i.txid, i.vout) for i in store.items_by_tx(it.txid)] == [(it.txid, it.vout)]
+        assert store.known_txids([everything[0].txid, everything[-1].txid, "00" * 32]) == {
+            everything[0].txid, everything[-1].txid}
+        for height in (3, 0, len(chain.blocks) - 1):
+            row = store.block_row(height)
+            assert row.height == height
+            assert store.block_row(hash_hex=row.hash).height == height
+            assert store.block_raw(height) == _block(height, chain.blocks[height]).raw
+        assert [r.height for r in store.block_rows([5, 2, 9])] == [2, 5, 9]
+        assert [r.height for r in store.block_rows([1])] == [1]
+        first = 1_700_000_000
+        assert [r.height for r in store.blocks_in_time(first + 4, first + 6)] == [4, 5, 6]
+        assert [r.height for r in store.blocks_in_time(first + 10, first + 10)] == [10]
+        assert len(store.blocks_raw(2, 3)) == 3 and len(store.blocks_raw(18, 5)) == 2
+        for p in (PUBLISHERS[1], PUBLISHERS[2]):
+            assert {t.txid for t in store.tx_rows_involving([p])} == {
+                it.txid for it in everything if it.publisher == p}
+    finally:
+        store.close()
