@@ -158,13 +158,21 @@ def apply_tx(state: ChainState, rules: Rules, tx: Transaction, height: int,
         raise PermissionDenied("the sending address has no send permission")
     check_tx_limits(tx, rules)
     effects = TxEffects([], [])
+    # Streams this tx's Publish ops were found writable on, since the state last changed: a
+    # Publish changes nothing, so its check on a stream gives the same answer for every
+    # item of that stream until a create or permission op of the same tx changes the state.
+    writable: set[bytes] = set()
     for op in tx.ops:
         if isinstance(op, Publish):
-            _apply_publish(state, rules, sender, op, height)
-        elif isinstance(op, CreateStream):
-            _apply_create(state, rules, tx, op, height, offset, effects)
+            if op.stream not in writable:
+                _apply_publish(state, rules, sender, op, height)
+                writable.add(op.stream)
         else:
-            _apply_permission(state, rules, tx, op, height, effects)
+            writable.clear()
+            if isinstance(op, CreateStream):
+                _apply_create(state, rules, tx, op, height, offset, effects)
+            else:
+                _apply_permission(state, rules, tx, op, height, effects)
     return effects
 
 

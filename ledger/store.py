@@ -22,6 +22,7 @@ counting a stream's items or publishers reads a few rows.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import sqlite3
 import threading
@@ -541,7 +542,9 @@ class ChainStore:
         by_pub: dict[tuple[int, int], list[int]] = {}  # -> [items, first id]
         for it in w.items:
             span = spans[it.blockindex]
-            at = _find(raw, it.data, span[0], span[1], f"item {it.txid}:{it.vout}")
+            at = raw.find(it.data, span[0], span[1])
+            if at < 0:  # _find's error, without making its message for every item
+                _find(raw, it.data, span[0], span[1], f"item {it.txid}:{it.vout}")
             span[0] = at + len(it.data)
             sid, pid = ids[it.stream], ids[it.publisher]
             n = seq.get(sid)
@@ -557,7 +560,8 @@ class ChainStore:
             rows.append((nid, sid, it.height, it.blockindex, it.vout, pid,
                          dumps(it.keys).decode(), it.format, it.offchain, at,
                          len(it.data), it.time_s, n))
-            for k in dict.fromkeys(it.keys):
+            ks = it.keys
+            for k in (ks if len(ks) < 2 else dict.fromkeys(ks)):  # each distinct key once
                 keys.append((nid, sid, k, it.height))
             nid += 1
         for sid, n in seq.items():
@@ -634,7 +638,7 @@ class ChainStore:
         for i in range(0, len(rows), per):
             part = rows[i:i + per]
             c.exec_driver_sql(head + ", ".join([one] * len(part)),
-                              tuple(v for r in part for v in r))
+                              tuple(itertools.chain.from_iterable(part)))
 
     def rollback_to(self, height: int) -> None:
         """Delete every block above `height` and everything derived from them."""

@@ -27,7 +27,29 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 class PoolEntry:
     tx: Transaction
     received: float
-    items: list[ItemRow]
+    sender: str
+    """The sender's address (the items' publisher)."""
+    _items: list[ItemRow] | None = None
+
+    @property
+    def items(self) -> list[ItemRow]:
+        """The transaction's items as the pool shows them (no id, height or block yet).
+
+        Made when first read, not on arrival: a publishmulti of 32 items would otherwise
+        build 32 rows on the event loop that nothing reads unless a client lists the
+        stream's unconfirmed items before the next block."""
+        if self._items is None:
+            txid_hex = self.tx.txid.hex()
+            t = int(self.received)
+            self._items = [ItemRow(-1, op.stream.hex(), txid_hex, vout, -1, -1, self.sender,
+                                   op.keys, int(op.fmt), op.data, op.offchain, t)
+                           for vout, op in enumerate(self.tx.ops) if isinstance(op, Publish)]
+        return self._items
+
+    def streams(self) -> list[str]:
+        """The streams the transaction publishes to, in the order of their first item."""
+        ids = dict.fromkeys(op.stream for op in self.tx.ops if isinstance(op, Publish))
+        return [s.hex() for s in ids]
 
 
 class Mempool:
@@ -35,7 +57,8 @@ class Mempool:
         self.chain = chain
         self.max_bytes = max_bytes
         self.entries: dict[bytes, PoolEntry] = {}
-        self.by_stream: dict[str, list[ItemRow]] = {}
+        self.by_stream: dict[str, list[PoolEntry]] = {}
+        """Stream (creation txid, hex) -> the pooled entries with items on it, in pool order."""
         self.state = chain.state.copy()
         self.bytes = 0
         self.seen: set[bytes] = set()
@@ -75,22 +98,14 @@ class Mempool:
         return self._insert(tx, time.time())
 
     def _insert(self, tx: Transaction, received: float) -> PoolEntry:
-        txid_hex = tx.txid.hex()
-        sender = self.chain.codec.encode(tx.sender_hash)
-        t = int(received)
-        items = []
-        for vout, op in enumerate(tx.ops):
-            if isinstance(op, Publish):
-                items.append(ItemRow(-1, op.stream.hex(), txid_hex, vout, -1, -1, sender,
-                                     op.keys, int(op.fmt), op.data, op.offchain, t))
-        entry = PoolEntry(tx, received, items)
+        entry = PoolEntry(tx, received, self.chain.codec.encode(tx.sender_hash))
         self._put(entry)
         self.seen.add(tx.txid)
         return entry
 
     def _put(self, entry: PoolEntry) -> None:
-        for it in entry.items:
-            self.by_stream.setdefault(it.stream, []).append(it)
+        for stream in entry.streams():
+            self.by_stream.setdefault(stream, []).append(entry)
         self.entries[entry.tx.txid] = entry
         self.bytes += entry.tx.size
 
@@ -149,4 +164,6 @@ class Mempool:
             return False
 
     def stream_items(self, stream_hex: str) -> list[ItemRow]:
-        return self.by_stream.get(stream_hex, [])
+        """The pooled items on a stream, in pool order."""
+        return [it for e in self.by_stream.get(stream_hex, ()) for it in e.items
+                if it.stream == stream_hex]

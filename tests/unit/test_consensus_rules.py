@@ -161,6 +161,24 @@ def test_rules_closed_stream_needs_write():
         apply_tx(state, rules, tx(USER, item(closed)), HEIGHT)
 
 
+def test_rules_each_item_of_a_tx_is_checked_on_the_state_its_earlier_ops_made():
+    # apply_tx checks a stream once for a run of items on it; an op that changes the state
+    # in between (here the creator revoking its own write, then granting it back) must
+    # make the next item on that stream be checked again.
+    rules = make_rules()
+    state = make_state(ADMINS)
+    closed = create_stream(state, rules, "closed", closed=True)
+    me = ADMIN.pubkey_hash
+    apply_tx(state.copy(), rules, tx(ADMIN, *[item(closed)] * 5), HEIGHT)
+    with pytest.raises(PermissionDenied, match="write"):
+        apply_tx(state.copy(), rules, tx(ADMIN, item(closed), revoke(ADMIN, "write", closed),
+                                         item(closed)), HEIGHT)
+    after = state.copy()
+    apply_tx(after, rules, tx(ADMIN, item(closed), revoke(ADMIN, "write", closed),
+                              grant(ADMIN, "write", closed), item(closed)), HEIGHT)
+    assert after.holds(me, "write", HEIGHT, closed)
+
+
 def test_rules_publish_to_an_unknown_stream_is_invalid():
     with pytest.raises(InvalidTransaction, match="does not exist"):
         apply_tx(make_state([(USER, "send")]), make_rules(), tx(USER, item(b"\x99" * 32)), HEIGHT)

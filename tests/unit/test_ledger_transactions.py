@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.codec import Writer
 from ledger.errors import DecodeError
 from ledger.keys import KeyPair
 from ledger.transactions import (
@@ -15,9 +16,11 @@ from ledger.transactions import (
     RESTRICT_WRITE,
     CreateStream,
     DataFormat,
+    OpKind,
     Permission,
     Publish,
     Transaction,
+    _encode_publish,
 )
 
 CHAIN_A = bytes.fromhex("aa" * 32)
@@ -180,3 +183,25 @@ def test_ledger_signature_refuses_tampering_and_other_signers():
     assert not changed.signature_valid(CHAIN_A)
     garbage = Transaction(tx.sender, tx.nonce, tx.time, tx.ops, b"\x30" + bytes(9))
     assert not garbage.signature_valid(CHAIN_A)
+
+
+@pytest.mark.parametrize("keys", [(), ("k",), ("a", "ü" * 100, "x" * 256), ("k",) * 300])
+@pytest.mark.parametrize("size", [0, 0xFC, 0xFD, 0xFFFF, 0x10000])
+@pytest.mark.parametrize("offchain", [False, True])
+def test_ledger_publish_encoding_is_the_field_by_field_encoding(keys, size, offchain):
+    # The one-join encoding of a Publish (the fast path for transactions of many items)
+    # writes exactly the bytes of the field-by-field Writer, one-byte and longer varints alike.
+    op = Publish(b"\x07" * 32, keys, DataFormat.JSON, b"d" * size, offchain)
+    w = Writer()
+    w.u8(OpKind.PUBLISH)
+    w.fixed(op.stream)
+    w.varint(len(keys))
+    for k in keys:
+        w.var_bytes(k.encode())
+    w.u8(op.fmt)
+    w.u8(1 if offchain else 0)
+    w.var_bytes(op.data)
+    assert _encode_publish(op) == w.getvalue()
+    tx = Transaction(KEY.pubkey, 5, 6, (op, op))
+    tx.signature = KEY.sign(tx.sighash(CHAIN_A))
+    assert Transaction.decode(tx.raw).ops == (op, op)

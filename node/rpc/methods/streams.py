@@ -43,6 +43,8 @@ MAX_KEY_BYTES = 256
 STREAM_INDEXES = ("items", "keys", "publishers", "items-local", "keys-local",
                   "publishers-local")
 """The indexes MultiChain 2.3 lists for a stream subscribed with all of them."""
+_ITEM_FIELDS = frozenset({"for", "key", "keys", "data", "options"})
+"""The fields an item of publishmulti may have."""
 _RESTRICT_WORDS = {"write": RESTRICT_WRITE, "read": RESTRICT_READ,
                    "onchain": RESTRICT_ONCHAIN, "offchain": RESTRICT_OFFCHAIN}
 
@@ -61,7 +63,8 @@ def parse_keys(value: Any) -> tuple[str, ...]:
             raise _bad("Item key should be a string")
         if k == "*":
             raise _bad("Item key cannot be *")
-        if len(k.encode()) > MAX_KEY_BYTES:
+        # Short ASCII text (the usual key) is one byte per character: no need to encode it.
+        if not (len(k) <= MAX_KEY_BYTES and k.isascii()) and len(k.encode()) > MAX_KEY_BYTES:
             raise _bad(f"Item key is too long (over {MAX_KEY_BYTES} bytes)")
     return tuple(keys)
 
@@ -146,13 +149,22 @@ def publishmulti(ctx: Any, from_address: Any | None, p: list) -> str:
         raise _bad("items should be a non-empty array")
     parse_options(p[2] if given(p, 2) else None)
     ops, streams = [], {}
+    # Stream identifier -> StreamInfo, resolved once per call: the items of a call nearly
+    # always name the same one or two streams, and resolving is a regex match and two
+    # lookups per item. A name that does not resolve raises at its first item, as before.
+    resolved: dict[str, StreamInfo] = {}
     for it in items:
         if not isinstance(it, dict):
             raise _bad("each item should be an object")
-        unknown = set(it) - {"for", "key", "keys", "data", "options"}
-        if unknown:
+        if not _ITEM_FIELDS.issuperset(it):
+            unknown = set(it) - _ITEM_FIELDS
             raise _bad(f"Invalid item field: {sorted(unknown)[0]}")
-        info = ctx.resolve_stream(it.get("for", default))
+        ident = it.get("for", default)
+        info = resolved.get(ident) if type(ident) is str else None
+        if info is None:
+            info = ctx.resolve_stream(ident)
+            if type(ident) is str:
+                resolved[ident] = info
         if "key" in it and "keys" in it:
             raise _bad("an item has key or keys, not both")
         if "keys" in it:
