@@ -114,7 +114,13 @@ def has_permission(state: ChainState, rules: Rules, address: bytes, perm: str, h
 
 def check_tx_limits(tx: Transaction, rules: Rules) -> None:
     """Context-free limits: the encoding's structural limits (the same function the decoder
-    applies, so whatever passes here decodes again), then the chain's size and count limits."""
+    applies, so whatever passes here decodes again), then the chain's size and count limits.
+
+    They depend on the transaction and the rules only, so a pass is remembered on the
+    transaction for these rules: mempool admission, the miner's re-check and connect_block
+    check one transaction of this node once, not three times."""
+    if tx._limits_of is rules:
+        return
     check_structure(tx)
     if tx.size > rules.max_tx_size:
         raise InvalidTransaction(f"transaction of {tx.size} bytes exceeds max-std-tx-size")
@@ -134,6 +140,7 @@ def check_tx_limits(tx: Transaction, rules: Rules) -> None:
             f"{items} items in one transaction exceed max-std-op-returns-count "
             f"({rules.max_items_per_tx})"
         )
+    tx._limits_of = rules
 
 
 def streamref_for(height: int, offset: int, txid: bytes) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -34,6 +35,7 @@ _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
 _PERM_MASK = (1 << 16) - 1
 _RESTRICT_MASK = 0x0F
+_NONCE_TIME = struct.Struct("<QI")
 
 
 class OpKind(IntEnum):
@@ -345,46 +347,54 @@ class Transaction:
     signature: bytes = b""
     version: int = TX_VERSION
     _body: bytes | None = field(default=None, repr=False, compare=False)
-    _txid: bytes | None = field(default=None, repr=False, compare=False)
+    _txid: Hash32 | None = field(default=None, repr=False, compare=False)
     _raw: bytes | None = field(default=None, repr=False, compare=False)
-    _sender_hash: bytes | None = field(default=None, repr=False, compare=False)
+    _sender_hash: PubKeyHash | None = field(default=None, repr=False, compare=False)
     _checked: bool = field(default=False, repr=False, compare=False)
     """check_structure passed (fields are not changed after building, as _body assumes)."""
+    _limits_of: object = field(default=None, repr=False, compare=False)
+    """The chain rules whose size and count limits the transaction passed (consensus's
+    `check_tx_limits`, which remembers them here as check_structure remembers _checked)."""
 
     def body(self) -> bytes:
         if self._body is None:
             w = Writer()
             w.u8(self.version)
             w.fixed(self.sender)
-            w.u64(self.nonce)
-            w.u32(self.time)
+            w.fixed(_NONCE_TIME.pack(self.nonce, self.time))  # u64 nonce, u32 time
             w.varint(len(self.ops))
             for op in self.ops:
                 _encode_op(w, op)
             self._body = w.getvalue()
         return self._body
 
+    # The pool, the miner, the block checks and the store read these many times per
+    # transaction (txid about 16 times, size 10): once cached, they return the field as it is.
     @property
     def txid(self) -> Hash32:
-        if self._txid is None:
-            self._txid = sha256d(self.body())
-        return Hash32(self._txid)
+        txid = self._txid
+        if txid is None:
+            txid = self._txid = sha256d(self.body())
+        return txid
 
     @property
     def sender_hash(self) -> PubKeyHash:
-        if self._sender_hash is None:
-            self._sender_hash = hash160(self.sender)
-        return PubKeyHash(self._sender_hash)
+        h = self._sender_hash
+        if h is None:
+            h = self._sender_hash = hash160(self.sender)
+        return h
 
     @property
     def raw(self) -> bytes:
-        if self._raw is None:
-            self._raw = self.body() + bytes((len(self.signature),)) + self.signature
-        return self._raw
+        raw = self._raw
+        if raw is None:
+            raw = self._raw = self.body() + bytes((len(self.signature),)) + self.signature
+        return raw
 
     @property
     def size(self) -> int:
-        return len(self.raw)
+        raw = self._raw
+        return len(raw if raw is not None else self.raw)
 
     def sighash(self, chain_id: bytes) -> bytes:
         return tx_sighash(chain_id, self.txid)

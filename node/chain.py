@@ -105,19 +105,27 @@ class Chain:
         return len(self.state.holders("mine", self.state.height + 1))
 
     # -- connecting -------------------------------------------------------------------------
-    def validate(self, block: Block, preverified: set[bytes] | frozenset = frozenset()
+    def validate(self, block: Block, preverified: set[bytes] | frozenset = frozenset(),
+                 unconfirmed: set[bytes] | frozenset = frozenset(),
                  ) -> tuple[ChainState, BlockEffects]:
-        """Check a block on top of the tip without changing anything."""
+        """Check a block on top of the tip without changing anything.
+
+        `unconfirmed`: txids known not to be on the chain (the mempool's: it refuses a txid
+        the store has and drops each one that a block confirms); the replay check asks the
+        store about the others only."""
+        def known(ids: Iterable[bytes]) -> set[bytes]:
+            ask = [x.hex() for x in ids if x not in unconfirmed]
+            return {bytes.fromhex(t) for t in self.store.known_txids(ask)} if ask else set()
+
         return connect_block(
             self.state, self.rules, block, self.tip_header, now_ms(),
-            already_known=lambda ids: {bytes.fromhex(t) for t in
-                                       self.store.known_txids(x.hex() for x in ids)},
-            verify_many=self.verifier, preverified=preverified)
+            already_known=known, verify_many=self.verifier, preverified=preverified)
 
-    def connect(self, block: Block, preverified: set[bytes] | frozenset = frozenset()
-                ) -> Connected:
-        """Validate and append a block; raises InvalidBlock and then changes nothing."""
-        new_state, effects = self.validate(block, preverified)
+    def connect(self, block: Block, preverified: set[bytes] | frozenset = frozenset(),
+                unconfirmed: set[bytes] | frozenset = frozenset()) -> Connected:
+        """Validate and append a block; raises InvalidBlock and then changes nothing.
+        `preverified` and `unconfirmed` as for `validate` and `connect_block`."""
+        new_state, effects = self.validate(block, preverified, unconfirmed)
         write, items = self._write_for(block, effects)
         self.store.put_block(write)
         self.state = new_state

@@ -186,14 +186,20 @@ class NodeContext:
                 self.consistent.set()
 
     async def _connect_unlocked(self, block: Block, preverified: set[bytes] | None) -> Connected:
+        # A pooled txid is not on the chain (the mempool refuses confirmed txids and drops
+        # those a block confirms, and the chain changes only under the connect lock), so the
+        # block's replay check asks the store about the others only: for a block of this
+        # node's own pool, no query at all.
+        entries = self.mempool.entries
+        unconfirmed = {t.txid for t in block.txs if t.txid in entries}
         if preverified is None:
             # A pooled tx counts as checked only if the block carries the same signature.
-            entries = self.mempool.entries
             preverified = {t.txid for t in block.txs
                            if (e := entries.get(t.txid)) is not None
                            and e.tx.signature == t.signature}
         start = time.perf_counter()
-        connected = await asyncio.to_thread(self.chain.connect, block, preverified)
+        connected = await asyncio.to_thread(self.chain.connect, block, preverified,
+                                            unconfirmed)
         if self.metrics is not None:
             self.metrics.observe_block(len(block.txs), time.perf_counter() - start)
         self.after_connect(connected)
