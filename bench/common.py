@@ -418,16 +418,18 @@ class PySpy:
     """`py-spy record` on the node for the life of this object; `stop()` returns a summary.
 
     Raw (collapsed-stack) output, per thread, non-blocking sampling so the node is not paused.
+    With `gil`, only samples of the thread holding the GIL are kept: py-spy otherwise counts a
+    thread waiting for the GIL as busy, which inflates whatever it waits in (epoll, a lock).
     """
 
-    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
+    def __init__(self, pid: int, out: Path, rate: int = 100, *, gil: bool = False) -> None:
         self.out = out
         exe = shutil.which("py-spy")
         if exe is None:
             raise NodeError("py-spy is not installed (pip install py-spy)")
         self.proc = subprocess.Popen(
             [exe, "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-t", "--nolineno",
-             "-r", str(rate), "--nonblocking"],
+             "-r", str(rate), "--nonblocking", *(["--gil"] if gil else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
 
