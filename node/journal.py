@@ -76,9 +76,9 @@ class OwnTxJournal:
         self.synced = 0
         self.fsyncs = 0
         self._fd: int | None = None
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-        """(records written when the call came, its future) of the calls waiting in `sync`,
-        in call order, so in order of their targets too."""
+        self._waiters: deque[tuple[int, Callable[[BaseException | None], None]]] = deque()
+        """(records written when the call came, its callback) of the calls waiting for an
+        fsync, in call order, so in order of their targets too."""
         self._inflight = False
         """An fsync is running in the fsync thread (or queued for it)."""
         self._fsyncer: _FsyncThread | None = None
@@ -137,18 +137,33 @@ class OwnTxJournal:
 
     async def sync(self) -> None:
         """Return once every record appended before this call is on disk (group commit)."""
+        waiter = asyncio.get_running_loop().create_future()
+
+        def synced(error: BaseException | None) -> None:
+            if waiter.done():  # the call was cancelled: only its own future is
+                return
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+        if self.after_sync(synced):
+            await waiter
+
+    def after_sync(self, done: Callable[[BaseException | None], None]) -> bool:
+        """`sync` as a callback, for replies sent without a task: False if every record
+        appended so far is already on disk; else True, and `done(None)` (or `done(error)`
+        if the fsync failed) is called on the event loop once an fsync covers them."""
         target = self.written
         if self.synced >= target:
-            return
+            return False
         if self._fd is None:  # closed: close() fsynced every record written before it
             self.synced = target
-            return
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        self._waiters.append((target, waiter))
+            return False
+        self._waiters.append((target, done))
         if not self._inflight:
-            self._start_fsync(loop)
-        await waiter  # a cancelled call cancels only its own future
+            self._start_fsync(asyncio.get_running_loop())
+        return True
 
     def _start_fsync(self, loop: asyncio.AbstractEventLoop) -> None:
         """Hand one fsync, covering every record written so far, to the fsync thread."""
@@ -171,21 +186,13 @@ class OwnTxJournal:
             self.synced = max(self.synced, upto)
         waiters = self._waiters
         while waiters and (error is not None or waiters[0][0] <= self.synced):
-            _, waiter = waiters.popleft()
-            if waiter.done():  # its call was cancelled
-                continue
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(error)  # every waiting call fails, as the fsync did
+            waiters.popleft()[1](error)  # on error every waiting call fails, as the fsync did
         if not waiters:
             return
         if self._fd is None:  # closed meanwhile: close() fsynced every record
             self.synced = self.written
-            for _, waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            waiters.clear()
+            while waiters:
+                waiters.popleft()[1](None)
         else:
             self._start_fsync(asyncio.get_running_loop())
 
