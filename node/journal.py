@@ -162,13 +162,20 @@ class OwnTxJournal:
             return False
         self._waiters.append((target, done))
         if not self._inflight:
-            self._start_fsync(asyncio.get_running_loop())
+            # Started once the callbacks ready now have run, not at once: the calls that
+            # arrived in the same loop iteration (epoll hands several sockets at a time) join
+            # this fsync instead of waiting a whole fsync for the next one.
+            self._inflight = True
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._start_fsync, loop)
         return True
 
     def _start_fsync(self, loop: asyncio.AbstractEventLoop) -> None:
         """Hand one fsync, covering every record written so far, to the fsync thread."""
-        if self._fd is None:
-            raise RuntimeError("the own-transaction journal is not open")
+        if self._fd is None:  # closed meanwhile: close() fsynced every record
+            self._inflight = False
+            self._release_all()
+            return
         if self._fsyncer is None:
             self._fsyncer = _FsyncThread(self._fsync)
         self._inflight = True
@@ -190,11 +197,14 @@ class OwnTxJournal:
         if not waiters:
             return
         if self._fd is None:  # closed meanwhile: close() fsynced every record
-            self.synced = self.written
-            while waiters:
-                waiters.popleft()[1](None)
+            self._release_all()
         else:
             self._start_fsync(asyncio.get_running_loop())
+
+    def _release_all(self) -> None:
+        self.synced = self.written
+        while self._waiters:
+            self._waiters.popleft()[1](None)
 
     def confirmed(self, txids: Iterable[bytes]) -> None:
         """Forget records of confirmed transactions; compact when most records are dead."""
