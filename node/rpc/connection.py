@@ -2,8 +2,9 @@
 
 Requests on a connection are answered one at a time, in order (pipelined requests wait in the
 buffer). For each request head the connection asks its `Routes` what to do: a refusal
-(answered at once, before any body byte is read) or an answer coroutine, which gets the body
-once it is complete. The ConnectionGuard (node/rpc/limits.py) admits connections before they
+(answered at once, before any body byte is read) or an answer, which gets the body once it
+is complete and returns the response (most JSON-RPC calls: no task, no extra loop iteration)
+or a future or coroutine of it. The ConnectionGuard (node/rpc/limits.py) admits connections before they
 get here and sees a connection as busy while an answer runs.
 
 Why not aiohttp: its request and response machinery cost about 110 µs of CPU per call on
@@ -55,7 +56,7 @@ class Routes(Protocol):
     malformed: RateLimitedLog
 
     def route(self, request: Request, host: str | None) -> Response | Answer:
-        """A refusal to send at once, or the coroutine that answers from the body."""
+        """A refusal to send at once, or the answer to call with the body."""
         ...
 
 

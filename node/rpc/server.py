@@ -157,7 +157,7 @@ class RpcRoutes:
 
     `route` runs the checks of spec §1.7 on the request head (address filter, path, verb,
     Basic auth), so a refused request's body is never read; node/rpc/connection.py reads the
-    body of an admitted one and awaits the answer.
+    body of an admitted one and sends the answer (at once, or when its future is done).
     """
 
     def __init__(self, dispatcher: Dispatcher, settings: RpcSettings,
@@ -175,7 +175,7 @@ class RpcRoutes:
         self._probe_open = open_access(probes.open_networks if probes is not None else ())
 
     def route(self, request: Request, host: str | None) -> Response | Answer:
-        """A refusal, or the coroutine that answers the request from its body."""
+        """A refusal, or the answer to call with the request's body."""
         if not self._allowed(host):
             return _FORBIDDEN
         path = request.path
