@@ -418,16 +418,18 @@ class PySpy:
     """`py-spy record` on the node for the life of this object; `stop()` returns a summary.
 
     Raw (collapsed-stack) output, per thread, non-blocking sampling so the node is not paused.
+    With `gil`, only samples of the thread holding the GIL are kept: py-spy otherwise counts a
+    thread waiting for the GIL as busy, which inflates whatever it waits in (epoll, a lock).
     """
 
-    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
+    def __init__(self, pid: int, out: Path, rate: int = 100, *, gil: bool = False) -> None:
         self.out = out
         exe = shutil.which("py-spy")
         if exe is None:
             raise NodeError("py-spy is not installed (pip install py-spy)")
         self.proc = subprocess.Popen(
             [exe, "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-t", "--nolineno",
-             "-r", str(rate), "--nonblocking"],
+             "-r", str(rate), "--nonblocking", *(["--gil"] if gil else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
 
@@ -460,8 +462,11 @@ PROFILE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("tx build (encode, txid)", ("create (ledger/transactions.py)",)),
     ("publish: params, stream, permission", ("publish (node/rpc/methods/streams.py)",
                                              "publishmulti (node/rpc/methods/streams.py)")),
-    ("dispatch per call, other methods", ("handle_object (node/rpc/dispatch.py)",)),
-    ("JSON parse/encode (dispatch)", ("handle_body (node/rpc/dispatch.py)",)),
+    ("dispatch per call, other methods", ("handle_object (node/rpc/dispatch.py)",
+                                          "_handle_object_now (node/rpc/dispatch.py)")),
+    ("JSON parse/encode (dispatch)", ("handle_body (node/rpc/dispatch.py)",
+                                      "handle_body_now (node/rpc/dispatch.py)")),
+    ("journal: fsync hand-off and wake-up", ("node/journal.py",)),
     ("HTTP server (rpc/connection.py, rpc/http.py)", ("node/rpc/connection.py",
                                                       "node/rpc/http.py",
                                                       "node/rpc/server.py")),

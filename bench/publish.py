@@ -174,7 +174,7 @@ async def wait_confirmed(rpc: Rpc, stream: str, expected: int, deadline: float,
 
 async def run_path(node: BenchNode, path: str, *, items: int, clients: int, batch: int,
                    deadline_s: float, keepalive: bool, client_kind: str = "aiohttp",
-                   pyspy_dir: Path | None = None) -> dict[str, Any]:
+                   pyspy_dir: Path | None = None, pyspy_gil: bool = False) -> dict[str, Any]:
     import aiohttp
     import orjson
 
@@ -211,7 +211,8 @@ async def run_path(node: BenchNode, path: str, *, items: int, clients: int, batc
         connector = aiohttp.TCPConnector(limit=clients, force_close=not keepalive)
         session = aiohttp.ClientSession(timeout=timeout, connector=connector,
                                         headers=headers)
-        spy = PySpy(node.pid or 0, pyspy_dir / f"{path}.txt") if pyspy_dir else None
+        spy = (PySpy(node.pid or 0, pyspy_dir / f"{path}.txt", gil=pyspy_gil)
+               if pyspy_dir else None)
         t_first = time.monotonic()
         deadline = t_first + deadline_s
         meter.start()
@@ -415,6 +416,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pyspy", metavar="DIR",
                    help="sample the node with py-spy during each path (raw stacks in DIR/PATH.txt "
                         "and a breakdown in the results; slows the node a little)")
+    p.add_argument("--pyspy-gil", action="store_true",
+                   help="with --pyspy: keep only samples holding the GIL (py-spy --gil), so a "
+                        "thread waiting for the GIL does not count as busy")
     args = p.parse_args(argv)
     args.paths = [x.strip() for x in args.paths.split(",") if x.strip()]
     for x in args.paths:
@@ -463,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = asyncio.run(run_path(node, path, items=args.items, clients=args.clients,
                                          batch=args.batch, deadline_s=args.deadline,
                                          keepalive=True, pyspy_dir=pyspy,
-                                         client_kind=args.client))
+                                         pyspy_gil=args.pyspy_gil, client_kind=args.client))
                 results.append(r)
                 print(f"  {r['confirmed_items_per_s']:,.0f} confirmed items/s "
                       f"(send {r['send_items_per_s']:,.0f}/s)", flush=True)
@@ -474,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             r = asyncio.run(run_path(node, "single-noka", items=args.items,
                                      clients=args.clients, batch=args.batch,
                                      deadline_s=args.deadline, keepalive=False,
-                                     pyspy_dir=pyspy, client_kind=args.client))
+                                     pyspy_dir=pyspy, pyspy_gil=args.pyspy_gil,
+                                     client_kind=args.client))
             results.append(r)
             print(f"  {r['confirmed_items_per_s']:,.0f} confirmed items/s "
                   f"(send {r['send_items_per_s']:,.0f}/s)", flush=True)

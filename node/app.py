@@ -342,7 +342,8 @@ class NodeApp:
         register_all(table, ctx)
         dispatcher = Dispatcher(table, chain_name=self.chain_name,
                                 allow_methods=set(runtime.rpcallowmethod) or None,
-                                before_reply=ctx.own_txs_durable)
+                                before_reply=ctx.own_txs_durable,
+                                on_durable=ctx.journal.after_sync)
         probes = self._probes(ctx, dispatcher, runtime)
         # Descriptor budgets (issue 15.2): P2P and RPC each get their own cap, so a flood of
         # one cannot exhaust the descriptors the other needs.

@@ -4,8 +4,8 @@ its txid is returned, and goes back into the memory pool after any restart.
 As the wallet of Bitcoin Core and MultiChain keeps the node's own transactions: a record is
 appended (`append`) when the transaction enters the pool, and the RPC call that made it
 waits (`sync`) until an fsync covers the record. Group commit: one fsync runs at a time in
-a worker thread, and every record appended while it runs is covered by the next one, so
-concurrent calls share fsyncs and the cost per call stays small under load.
+the journal's own fsync thread, and every record appended while it runs is covered by the
+next one, so concurrent calls share fsyncs and the cost per call stays small under load.
 
 The file holds one record per line, `<crc32 hex> <raw tx hex>`; a line torn by a crash
 fails its checksum and is skipped (its call never returned). Confirmed transactions are
@@ -18,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
+import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -73,7 +76,12 @@ class OwnTxJournal:
         self.synced = 0
         self.fsyncs = 0
         self._fd: int | None = None
-        self._flushing: asyncio.Task | None = None
+        self._waiters: deque[tuple[int, Callable[[BaseException | None], None]]] = deque()
+        """(records written when the call came, its callback) of the calls waiting for an
+        fsync, in call order, so in order of their targets too."""
+        self._inflight = False
+        """An fsync is running in the fsync thread (or queued for it)."""
+        self._fsyncer: _FsyncThread | None = None
         self._retired: list[int] = []
         """Descriptors replaced by a compaction while an fsync on them may be running."""
 
@@ -100,7 +108,7 @@ class OwnTxJournal:
         write_private_file(self.path, text)  # tmp file, fsync, rename: atomic
         self._fsync_dir()
         if self._fd is not None:
-            if self._flushing is not None and not self._flushing.done():
+            if self._inflight:
                 self._retired.append(self._fd)  # closed once that fsync is over
             else:
                 os.close(self._fd)
@@ -129,25 +137,74 @@ class OwnTxJournal:
 
     async def sync(self) -> None:
         """Return once every record appended before this call is on disk (group commit)."""
-        target = self.written
-        while self.synced < target:
-            if self._flushing is None or self._flushing.done():
-                self._flushing = asyncio.ensure_future(self._flush())
-            await asyncio.shield(self._flushing)
+        waiter = asyncio.get_running_loop().create_future()
 
-    async def _flush(self) -> None:
-        upto, fd = self.written, self._fd
-        if fd is None:  # closed: close() fsynced every record written before it
-            self.synced = max(self.synced, upto)
+        def synced(error: BaseException | None) -> None:
+            if waiter.done():  # the call was cancelled: only its own future is
+                return
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+        if self.after_sync(synced):
+            await waiter
+
+    def after_sync(self, done: Callable[[BaseException | None], None]) -> bool:
+        """`sync` as a callback, for replies sent without a task: False if every record
+        appended so far is already on disk; else True, and `done(None)` (or `done(error)`
+        if the fsync failed) is called on the event loop once an fsync covers them."""
+        target = self.written
+        if self.synced >= target:
+            return False
+        if self._fd is None:  # closed: close() fsynced every record written before it
+            self.synced = target
+            return False
+        self._waiters.append((target, done))
+        if not self._inflight:
+            # Started once the callbacks ready now have run, not at once: the calls that
+            # arrived in the same loop iteration (epoll hands several sockets at a time) join
+            # this fsync instead of waiting a whole fsync for the next one.
+            self._inflight = True
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._start_fsync, loop)
+        return True
+
+    def _start_fsync(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand one fsync, covering every record written so far, to the fsync thread."""
+        if self._fd is None:  # closed meanwhile: close() fsynced every record
+            self._inflight = False
+            self._release_all()
             return
-        try:
-            await asyncio.to_thread(self._fsync, fd)
-        finally:
-            retired, self._retired = self._retired, []
-            for old in retired:
-                os.close(old)
-        self.fsyncs += 1
-        self.synced = max(self.synced, upto)
+        if self._fsyncer is None:
+            self._fsyncer = _FsyncThread(self._fsync)
+        self._inflight = True
+        upto = self.written
+        self._fsyncer.request(self._fd, loop, lambda error: self._fsynced(upto, error))
+
+    def _fsynced(self, upto: int, error: BaseException | None) -> None:
+        """On the event loop, once per fsync: release the calls it covers, start the next."""
+        self._inflight = False
+        retired, self._retired = self._retired, []
+        for old in retired:
+            os.close(old)
+        if error is None:
+            self.fsyncs += 1
+            self.synced = max(self.synced, upto)
+        waiters = self._waiters
+        while waiters and (error is not None or waiters[0][0] <= self.synced):
+            waiters.popleft()[1](error)  # on error every waiting call fails, as the fsync did
+        if not waiters:
+            return
+        if self._fd is None:  # closed meanwhile: close() fsynced every record
+            self._release_all()
+        else:
+            self._start_fsync(asyncio.get_running_loop())
+
+    def _release_all(self) -> None:
+        self.synced = self.written
+        while self._waiters:
+            self._waiters.popleft()[1](None)
 
     def confirmed(self, txids: Iterable[bytes]) -> None:
         """Forget records of confirmed transactions; compact when most records are dead."""
@@ -158,6 +215,9 @@ class OwnTxJournal:
             self._rewrite()
 
     def close(self) -> None:
+        if self._fsyncer is not None:
+            self._fsyncer.stop()  # after the fsync it may be running
+            self._fsyncer = None
         if self._fd is not None:
             try:
                 self._fsync(self._fd)
@@ -167,6 +227,47 @@ class OwnTxJournal:
                 self._fd = None
             log.info("own-transaction journal closed: %d records written, %d fsyncs",
                      self.written, self.fsyncs)
+
+
+class _FsyncThread:
+    """The thread that runs a journal's fsyncs, one at a time, off the event loop.
+
+    Handing an fsync over is one put on a queue and getting it back one
+    `call_soon_threadsafe`: `asyncio.to_thread` cost an executor submit (locks, a work item,
+    a concurrent future chained to an asyncio one) and more loop iterations per fsync,
+    which is per call when calls come one at a time (bench/README.md).
+    """
+
+    def __init__(self, fsync: Callable[[int], None]) -> None:
+        self._fsync = fsync
+        self._requests: queue.SimpleQueue[
+            tuple[int, asyncio.AbstractEventLoop, Callable[[BaseException | None], None]]
+            | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="journal-fsync", daemon=True)
+        self._thread.start()
+
+    def request(self, fd: int, loop: asyncio.AbstractEventLoop,
+                done: Callable[[BaseException | None], None]) -> None:
+        """fsync `fd`, then call `done(None)` or `done(exception)` on `loop`."""
+        self._requests.put((fd, loop, done))
+
+    def stop(self) -> None:
+        """Finish the fsync under way (its `done` still goes to the loop) and end the thread."""
+        self._requests.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (job := self._requests.get()) is not None:
+            fd, loop, done = job
+            error: BaseException | None = None
+            try:
+                self._fsync(fd)
+            except Exception as exc:  # handed to the waiting calls, which fail with it
+                error = exc
+            try:
+                loop.call_soon_threadsafe(done, error)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                log.debug("own-transaction journal: fsync finished after its loop closed")
 
 
 def restore(journal: OwnTxJournal, mempool: Mempool) -> tuple[int, int, int]:

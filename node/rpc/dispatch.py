@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Any]], Any]
 """A method implementation: positional params in, JSON-able result out (sync or async)."""
+Durable = Callable[[BaseException | None], None]
+"""Called once the replies' transactions are on disk, with None or the fsync's error."""
+T = TypeVar("T")
 
 MAX_PARAM_ITEMS = 10_000
 """Most entries an array parameter may hold (addresses, keys, streams, blocks, items): one
@@ -49,6 +52,15 @@ a loop iteration, an epoll call included, per element)."""
 
 WARMUP_METHODS = frozenset({"stop", "getinitstatus", "help"})
 """Methods that always work during warm-up, whatever their registration says."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A request object that passed the checks: what to call."""
+
+    method: Method
+    params: list[Any]
+    rid: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +194,8 @@ class Dispatcher:
 
     `before_reply`, if given, is awaited once per HTTP request before its reply goes out
     (the node makes its new transactions durable there: one wait covers a whole batch).
+    `on_durable` is the same wait in callback form, for `handle_body_now`: `on_durable(done)`
+    returns False when nothing is waiting for the disk, else calls `done` later.
 
     `observe`, if set, is called after each request object with (method, outcome, seconds):
     the method name (node.metrics.UNKNOWN_METHOD for names not registered), "ok" or the
@@ -195,10 +209,12 @@ class Dispatcher:
         chain_name: str,
         allow_methods: Iterable[str] | None = None,
         before_reply: Callable[[], Awaitable[None]] | None = None,
+        on_durable: Callable[[Durable], bool] | None = None,
     ) -> None:
         self.table = table
         self.chain_name = chain_name
         self.before_reply = before_reply
+        self.on_durable = on_durable
         self.warmup_status: str | None = None
         self.observe: Callable[[str, str, float], None] | None = None
         self.read_barrier: asyncio.Event | None = None
@@ -210,18 +226,59 @@ class Dispatcher:
 
     async def handle_object(self, obj: Any) -> tuple[dict[str, Any], int]:
         """One request object -> (response envelope, HTTP status)."""
+        start = time.perf_counter()
+        reply = await self._handle_object(obj)
+        self._observed(obj, reply[0], start)
+        return reply
+
+    def _observed(self, obj: Any, envelope: dict[str, Any], start: float) -> None:
         observe = self.observe
         if observe is None:
-            return await self._handle_object(obj)
-        start = time.perf_counter()
-        envelope, status = await self._handle_object(obj)
+            return
         name = obj.get("method") if isinstance(obj, dict) else None
         error = envelope["error"]
         observe(name if isinstance(name, str) and name in self._methods else UNKNOWN_METHOD,
                 "ok" if error is None else str(error["code"]), time.perf_counter() - start)
-        return envelope, status
 
     async def _handle_object(self, obj: Any) -> tuple[dict[str, Any], int]:
+        call = self._checked(obj)
+        if not isinstance(call, _Call):
+            return call
+        barrier = self._barrier(call.method)
+        while barrier is not None and not barrier.is_set():
+            await barrier.wait()  # loop: another block may start before this task resumes
+        try:
+            if call.method.is_async:
+                result = await call.method.handler(call.params)
+            else:
+                result = call.method.handler(call.params)
+        except Exception as exc:
+            return _failed(call, exc)
+        return {"result": result, "error": None, "id": call.rid}, 200
+
+    def _handle_object_now(self, obj: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
+        """`handle_object` without awaiting; None (nothing run) if it would have to wait."""
+        start = time.perf_counter()
+        call = self._checked(obj)
+        if not isinstance(call, _Call):
+            reply = call
+        else:
+            barrier = self._barrier(call.method)
+            if call.method.is_async or (barrier is not None and not barrier.is_set()):
+                return None
+            try:
+                reply = {"result": call.method.handler(call.params), "error": None,
+                         "id": call.rid}, 200
+            except Exception as exc:
+                reply = _failed(call, exc)
+        self._observed(obj, reply[0], start)
+        return reply
+
+    def _barrier(self, method: Method) -> asyncio.Event | None:
+        return self.read_barrier if method.name not in WARMUP_METHODS else None  # stop, help
+
+    def _checked(self, obj: Any) -> tuple[dict[str, Any], int] | _Call:
+        """The checks of spec §1.7, in order: the error reply, or the call to make."""
         if not isinstance(obj, dict):
             return _error(None, RPC_INVALID_REQUEST, "Invalid Request object"), 400
         rid = obj.get("id")
@@ -258,18 +315,57 @@ class Dispatcher:
                 return _error(rid, RPC_INVALID_PARAMETER,
                               f"Too many entries in parameter {position + 1}: {len(param)} "
                               f"(at most {MAX_PARAM_ITEMS} in one call)"), 500
-        barrier = self.read_barrier if name not in WARMUP_METHODS else None  # stop, help
-        while barrier is not None and not barrier.is_set():
-            await barrier.wait()  # loop: another block may start before this task resumes
+        return _Call(method, params, rid)
+
+    def handle_body_now(self, body: bytes, make: Callable[[bytes, int], T],
+                        ) -> T | asyncio.Future[T] | None:
+        """`handle_body` without a task, for a body that needs no waiting but the disk's: one
+        request object of a plain-function method while the read barrier is open (every
+        one-item `publish`, every read).
+
+        Returns `make(reply, status)` when the reply may go out at once, a future of it when
+        it waits for `on_durable`, or None when the body must go through `handle_body` (a
+        batch, an `async def` method, a closed barrier, `before_reply` without
+        `on_durable`); then nothing of it has run.
+        """
+        if self.before_reply is not None and self.on_durable is None:
+            return None
         try:
-            if method.is_async:
-                result = await method.handler(params)
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            reply = _PARSE_ERROR, 500
+        else:
+            if isinstance(request, dict):
+                outcome = self._handle_object_now(request)
+                if outcome is None:
+                    return None
+                reply = _encoded(*outcome, request.get("method"))
+            elif isinstance(request, list):
+                return None
             else:
-                result = method.handler(params)
-        except Exception as exc:
-            err = to_rpc_error(exc, name)
-            return _error(rid, err.code, err.message), _status(err.code)
-        return {"result": result, "error": None, "id": rid}, 200
+                reply = _TOP_LEVEL_ERROR, 500
+        return self._when_durable(reply, make)
+
+    def _when_durable(self, reply: tuple[bytes, int], make: Callable[[bytes, int], T],
+                      ) -> T | asyncio.Future[T]:
+        """`make(*reply)`, at once or (a future) once `on_durable` says the disk has it."""
+        if self.on_durable is None:
+            return make(*reply)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+        def durable(error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(make(*reply))
+            elif isinstance(error, OSError):
+                future.set_result(make(*_disk_error(error)))
+            else:
+                future.set_exception(error)
+
+        if not self.on_durable(durable):
+            return make(*reply)
+        return future
 
     async def handle_body(self, body: bytes) -> tuple[bytes, int]:
         """An HTTP request body -> (response body ending in a newline, HTTP status)."""
@@ -278,9 +374,7 @@ class Dispatcher:
             try:
                 await self.before_reply()
             except OSError as exc:
-                log.error("cannot make the request's transactions durable: %s", exc)
-                return orjson.dumps(_error(None, RPC_INTERNAL_ERROR, "Cannot write to disk: "
-                                           f"{exc}"), option=orjson.OPT_APPEND_NEWLINE), 500
+                return _disk_error(exc)
         return reply
 
     async def _handle_body(self, body: bytes) -> tuple[bytes, int]:
@@ -290,10 +384,7 @@ class Dispatcher:
             return _PARSE_ERROR, 500
         if isinstance(request, dict):
             envelope, status = await self.handle_object(request)
-            try:
-                return orjson.dumps(envelope, option=orjson.OPT_APPEND_NEWLINE), status
-            except TypeError as exc:
-                return _unencodable(envelope, exc, request.get("method")), 500
+            return _encoded(envelope, status, request.get("method"))
         if isinstance(request, list):
             # Each element independently and in order; a batch is always HTTP 200 (§1.6).
             parts = []
@@ -311,6 +402,24 @@ class Dispatcher:
                     parts.append(_unencodable(envelope, exc, method)[:-1])
             return b"[" + b",".join(parts) + b"]\n", 200
         return _TOP_LEVEL_ERROR, 500
+
+
+def _failed(call: _Call, exc: Exception) -> tuple[dict[str, Any], int]:
+    err = to_rpc_error(exc, call.method.name)
+    return _error(call.rid, err.code, err.message), _status(err.code)
+
+
+def _encoded(envelope: dict[str, Any], status: int, method: Any) -> tuple[bytes, int]:
+    try:
+        return orjson.dumps(envelope, option=orjson.OPT_APPEND_NEWLINE), status
+    except TypeError as exc:
+        return _unencodable(envelope, exc, method), 500
+
+
+def _disk_error(exc: OSError) -> tuple[bytes, int]:
+    log.error("cannot make the request's transactions durable: %s", exc)
+    return orjson.dumps(_error(None, RPC_INTERNAL_ERROR, f"Cannot write to disk: {exc}"),
+                        option=orjson.OPT_APPEND_NEWLINE), 500
 
 
 def _encodable(value: Any) -> bool:

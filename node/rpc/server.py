@@ -15,7 +15,7 @@ import hmac
 import ipaddress
 import logging
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -157,7 +157,7 @@ class RpcRoutes:
 
     `route` runs the checks of spec §1.7 on the request head (address filter, path, verb,
     Basic auth), so a refused request's body is never read; node/rpc/connection.py reads the
-    body of an admitted one and awaits the answer.
+    body of an admitted one and sends the answer (at once, or when its future is done).
     """
 
     def __init__(self, dispatcher: Dispatcher, settings: RpcSettings,
@@ -170,12 +170,12 @@ class RpcRoutes:
         self._auth = _Auth(settings.user, settings.password)
         self._failed_login = RateLimitedLog(log)
         self._allowed = _ip_filter(settings.allow_ips)
-        self._handle_body = dispatcher.handle_body
+        self._dispatcher = dispatcher
         self._probes = probes
         self._probe_open = open_access(probes.open_networks if probes is not None else ())
 
     def route(self, request: Request, host: str | None) -> Response | Answer:
-        """A refusal, or the coroutine that answers the request from its body."""
+        """A refusal, or the answer to call with the request's body."""
         if not self._allowed(host):
             return _FORBIDDEN
         path = request.path
@@ -199,13 +199,22 @@ class RpcRoutes:
             return _WRONG_CREDENTIALS
         return None
 
-    async def _rpc(self, request: Request, body: bytes) -> Response:
-        out, status = await self._handle_body(body)
+    def _rpc(self, request: Request, body: bytes) -> Response | Awaitable[Response]:
+        # Most calls need no task: answered here, or once the journal's fsync covers them.
+        now = self._dispatcher.handle_body_now(body, _json_response)
+        return self._rpc_later(body) if now is None else now
+
+    async def _rpc_later(self, body: bytes) -> Response:
+        out, status = await self._dispatcher.handle_body(body)
         return Response(status, out)
 
     async def _probe(self, request: Request, body: bytes) -> Response:
         assert self._probes is not None
         return await probe_response(self._probes, request.method, request.path)
+
+
+def _json_response(body: bytes, status: int) -> Response:
+    return Response(status, body)
 
 
 def make_rpc_app(dispatcher: Dispatcher, settings: RpcSettings,

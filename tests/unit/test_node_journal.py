@@ -83,3 +83,73 @@ def test_journal_sync_after_close_returns(tmp_path):
 
     asyncio.run(asyncio.wait_for(journal.sync(), 5))
     assert journal.synced == journal.written == 1
+
+
+def test_journal_fsyncs_run_in_one_thread_of_their_own(tmp_path):
+    threads: list[int] = []
+
+    def fsync(fd: int) -> None:
+        threads.append(threading.get_ident())
+        os.fsync(fd)
+
+    journal = OwnTxJournal(tmp_path / j.JOURNAL_FILE, fsync=fsync)
+    journal.open([])
+    threads.clear()  # open() fsyncs on the caller's thread
+
+    async def calls() -> None:
+        for i in range(5):  # one at a time: one fsync each
+            journal.append(bytes([i]) * 32, b"raw%d" % i)
+            await journal.sync()
+
+    asyncio.run(calls())
+    assert len(threads) == journal.fsyncs == 5
+    assert len(set(threads)) == 1 and threads[0] != threading.get_ident()
+    journal.close()
+
+
+def test_journal_failed_fsync_fails_the_waiting_calls_and_the_next_call_retries(tmp_path):
+    failing = True
+
+    def fsync(fd: int) -> None:
+        if failing:
+            raise OSError(5, "Input/output error")
+        os.fsync(fd)
+
+    journal = OwnTxJournal(tmp_path / j.JOURNAL_FILE, fsync=os.fsync)
+    journal.open([])
+    journal._fsync = fsync
+
+    async def calls() -> None:
+        nonlocal failing
+        for i in range(3):
+            journal.append(bytes([i]) * 32, b"raw%d" % i)
+        results = await asyncio.gather(journal.sync(), journal.sync(), return_exceptions=True)
+        assert all(isinstance(r, OSError) for r in results)
+        assert journal.synced == 0
+        failing = False
+        await journal.sync()
+
+    asyncio.run(calls())
+    assert journal.synced == journal.written == 3
+    journal.close()
+
+
+def test_journal_cancelled_call_leaves_the_other_calls_waiting(tmp_path):
+    fsync = CountingFsync()
+    journal = OwnTxJournal(tmp_path / j.JOURNAL_FILE, fsync=fsync)
+    journal.open([])
+
+    async def calls() -> None:
+        fsync.gate.clear()
+        journal.append(b"a" * 32, b"A")
+        first = asyncio.ensure_future(journal.sync())
+        second = asyncio.ensure_future(journal.sync())
+        await asyncio.sleep(0.01)
+        first.cancel()
+        fsync.gate.set()
+        await asyncio.wait_for(second, 5)
+        assert first.cancelled()
+
+    asyncio.run(calls())
+    assert journal.synced == journal.written == 1
+    journal.close()

@@ -223,3 +223,59 @@ def test_dispatch_methods_wait_while_the_read_barrier_is_cleared():
         assert envelope["result"] == "ok" and status == 200
 
     asyncio.run(scenario())
+
+
+def _made(out: bytes, status: int) -> tuple[str, bytes, int]:
+    return "made", out, status
+
+
+def test_rpc_dispatch_body_now_answers_plain_methods_without_awaiting(dispatcher):
+    async def scenario() -> None:
+        made = dispatcher.handle_body_now(b'{"method":"echo","params":[1],"id":7}', _made)
+        assert made == ("made", b'{"result":[1],"error":null,"id":7}\n', 200)
+        assert dispatcher.handle_body_now(b"{nope", _made)[2] == 500
+        assert dispatcher.handle_body_now(b'{"method":"missing","params":["s"],"id":1}',
+                                          _made)[2] == 500
+        # These need awaiting: nothing runs, handle_body answers them.
+        assert dispatcher.handle_body_now(b'{"method":"aecho","params":[1],"id":1}', _made) \
+            is None
+        assert dispatcher.handle_body_now(b'[{"method":"echo","id":1}]', _made) is None
+        barrier = asyncio.Event()
+        dispatcher.read_barrier = barrier
+        assert dispatcher.handle_body_now(b'{"method":"echo","id":1}', _made) is None
+        assert dispatcher.handle_body_now(b'{"method":"stop","id":1}', _made)[2] == 200
+
+    asyncio.run(scenario())
+
+
+def test_rpc_dispatch_body_now_waits_for_on_durable_and_maps_a_disk_error():
+    ran: list[str] = []
+    table = build_table()
+    table.register("mark", lambda params: ran.append("handler") or "ok", min_params=0,
+                   max_params=0, help="mark\n\nRecords the call.", category="Control")
+    pending: list = []
+
+    def on_durable(done) -> bool:
+        pending.append(done)
+        return True
+
+    async def barrier() -> None:
+        raise AssertionError("the fast path uses on_durable, not before_reply")
+
+    d = Dispatcher(table, chain_name=CHAIN, before_reply=barrier, on_durable=on_durable)
+
+    async def scenario() -> None:
+        first = d.handle_body_now(b'{"method":"mark","id":1}', _made)
+        second = d.handle_body_now(b'{"method":"mark","id":2}', _made)
+        assert ran == ["handler", "handler"] and not first.done() and not second.done()
+        pending[0](None)
+        pending[1](OSError(28, "No space left on device"))
+        assert (await first)[1:] == (b'{"result":"ok","error":null,"id":1}\n', 200)
+        _, out, status = await second
+        assert status == 500
+        assert orjson.loads(out)["error"]["message"].startswith("Cannot write to disk")
+
+    asyncio.run(scenario())
+    # Without the callback form, a before_reply hook sends every body the awaiting way.
+    plain = Dispatcher(table, chain_name=CHAIN, before_reply=barrier)
+    assert plain.handle_body_now(b'{"method":"mark","id":1}', _made) is None

@@ -176,6 +176,34 @@ def test_rpc_http_pipelined_requests_are_answered_in_order_on_one_connection():
     asyncio.run(main())
 
 
+def test_rpc_http_plain_methods_are_answered_without_a_task_async_ones_in_one():
+    """The fast path: a plain-function method runs straight from the received bytes."""
+    seen: list[object] = []
+    table = build_table()
+    table.register("where", lambda params: seen.append(asyncio.current_task()) or "here",
+                   min_params=0, max_params=0, help="where\n\nNotes its task.",
+                   category="Control")
+
+    async def awhere(params):
+        seen.append(asyncio.current_task())
+        return "there"
+
+    table.register("awhere", awhere, min_params=0, max_params=0,
+                   help="awhere\n\nNotes its task.", category="Control")
+
+    async def main():
+        async with serving(table) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            for name in (b"where", b"awhere"):
+                writer.write(rpc_request(b'{"method":"%s","id":1}' % name))
+                _, payload = await read_response(reader)
+                assert orjson.loads(payload)["error"] is None
+            writer.close()
+
+    asyncio.run(main())
+    assert seen[0] is None and seen[1] is not None
+
+
 def test_rpc_http_request_sent_one_byte_at_a_time():
     async def main():
         async with serving() as server:
