@@ -81,6 +81,8 @@ class OwnTxJournal:
         fsync, in call order, so in order of their targets too."""
         self._inflight = False
         """An fsync is running in the fsync thread (or queued for it)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The event loop whose calls the fsync in flight will release."""
         self._fsyncer: _FsyncThread | None = None
         self._retired: list[int] = []
         """Descriptors replaced by a compaction while an fsync on them may be running."""
@@ -160,13 +162,20 @@ class OwnTxJournal:
         if self._fd is None:  # closed: close() fsynced every record written before it
             self.synced = target
             return False
+        loop = asyncio.get_running_loop()
+        if self._inflight and self._loop is not loop:
+            # The fsync in flight was started on a loop that has closed since (a node runs
+            # on one loop; tools and tests may run several in turn): its release can never
+            # run, and the calls it would release went with their loop.
+            self._inflight = False
+            self._waiters.clear()
         self._waiters.append((target, done))
         if not self._inflight:
             # Started once the callbacks ready now have run, not at once: the calls that
             # arrived in the same loop iteration (epoll hands several sockets at a time) join
             # this fsync instead of waiting a whole fsync for the next one.
             self._inflight = True
-            loop = asyncio.get_running_loop()
+            self._loop = loop
             loop.call_soon(self._start_fsync, loop)
         return True
 

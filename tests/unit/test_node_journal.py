@@ -85,6 +85,25 @@ def test_journal_sync_after_close_returns(tmp_path):
     assert journal.synced == journal.written == 1
 
 
+def test_journal_sync_on_a_new_loop_after_the_old_one_closed_mid_fsync(tmp_path):
+    fsync = CountingFsync()
+    journal = OwnTxJournal(tmp_path / j.JOURNAL_FILE, fsync=fsync)
+    journal.open([])
+
+    async def first() -> None:
+        fsync.gate.clear()  # the fsync started on this loop outlives it
+        journal.append(b"a" * 32, b"A")
+        assert journal.after_sync(lambda error: None)
+        await asyncio.sleep(0.01)
+
+    asyncio.run(first())
+    fsync.gate.set()
+    journal.append(b"b" * 32, b"B")
+    asyncio.run(asyncio.wait_for(journal.sync(), 5))  # on base: TimeoutError
+    assert journal.synced == journal.written == 2
+    journal.close()
+
+
 def test_journal_fsyncs_run_in_one_thread_of_their_own(tmp_path):
     threads: list[int] = []
 
