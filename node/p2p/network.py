@@ -1026,10 +1026,9 @@ class Network:
         """Decode a sync batch; if it continues the tip, hand each chunk of about
         VERIFY_CHUNK transactions to the verifier as soon as it is decoded.
 
-        The worker processes check a chunk's signatures while this thread decodes the rest
-        of the batch and then connects the chunks before it: before, they idled while the
-        whole batch was decoded and the main process idled while the first chunk was
-        checked. Any block that does not decode still refuses the whole batch before
+        The worker processes check a chunk's signatures while the main process decodes the
+        rest of the batch and connects the chunks before it (they used to idle while the
+        whole batch was decoded, and the main process while the first chunk was checked). Any block that does not decode still refuses the whole batch before
         anything is connected (the checks already started are cancelled or dropped)."""
         blocks: list[Block] = []
         chunks: list[SyncChunk] = []
@@ -1062,6 +1061,14 @@ class Network:
     async def _extend(self, peer: Peer, blocks: list[Block], chunks: list[SyncChunk]) -> bool:
         """Connect a decoded batch that continues the tip, chunk by chunk as the verifier
         answers (`chunks` from `_decode_batch`: every chunk's check is already running)."""
+        try:
+            return await self._connect_chunks(peer, blocks, chunks)
+        except BaseException:
+            _cancel(chunks)  # a store error or shutdown: no check is left unanswered
+            raise
+
+    async def _connect_chunks(self, peer: Peer, blocks: list[Block],
+                              chunks: list[SyncChunk]) -> bool:
         t0 = time.monotonic()
         items = 0
         for i, c in enumerate(chunks):
