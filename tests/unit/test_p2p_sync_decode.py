@@ -106,3 +106,44 @@ def test_p2p_sync_decode_an_undecodable_block_refuses_the_batch_and_drops_the_ch
     assert len(started) == 2  # the two chunks decoded before the bad block
     assert all(f.cancelled() for f in started)
     assert node_ctx.chain.height == blocks[0].height - 1  # nothing connected
+
+
+class _Peer:
+    """What Network.misbehave and _finish_sync read of a peer that passed the handshake."""
+
+    def __init__(self) -> None:
+        self.banscore = 0
+        self.address_hash = bytes(20)
+        self.address = "forger"
+        self.addr = "192.0.2.1:1"
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_p2p_sync_decode_a_forged_signature_bans_and_connects_only_the_chunks_before(
+        node_ctx, monkeypatch):
+    monkeypatch.setattr(net_mod, "VERIFY_CHUNK", 1)  # a chunk per block
+    good = _blocks(node_ctx, [2])
+    chain, key = node_ctx.chain, node_ctx.wallet.default
+    tx = _blocks(node_ctx, [1])[0].txs[0]
+    forged = Transaction(tx.sender, tx.nonce, tx.time, tx.ops, key.sign(bytes(32)))
+    tip = good[0]
+    bad = Block.build(key, chain.chain_id, tip.height + 1, tip.hash, tip.header.time_ms + 1,
+                      [forged])
+    after = Block.build(key, chain.chain_id, bad.height + 1, bad.hash, bad.header.time_ms + 1,
+                        _blocks(node_ctx, [1])[0].txs)
+    peer = _Peer()
+
+    async def run():
+        net = Network(node_ctx, port=0, listen=False)
+        blocks, chunks = net._decode_batch([b.raw for b in (*good, bad, after)])
+        assert len(chunks) == 3
+        ok = await net._extend(peer, blocks, chunks)
+        return ok, chunks
+
+    ok, chunks = asyncio.run(run())
+    assert ok is False
+    assert peer.closed and peer.banscore >= net_mod.BAN_SCORE
+    assert node_ctx.chain.height == good[0].height  # neither the forged block nor the next
