@@ -97,3 +97,25 @@ def test_codec_var_bytes_limit():
     w.var_bytes(b"x" * 10)
     with pytest.raises(DecodeError, match="limit"):
         Reader(w.getvalue()).var_bytes(9)
+
+
+@pytest.mark.parametrize("blob", [
+    b"\x05abcd",  # a one-byte length and too few bytes after it
+    b"\xfd\x00",  # a two-byte length cut short
+    b"\xfd\x00\x01abcd",  # a two-byte length (256) and too few bytes
+    b"",  # no length at all
+])
+def test_codec_var_bytes_refuses_truncated_input(blob):
+    with pytest.raises(DecodeError, match="truncated"):
+        Reader(blob).var_bytes(1 << 20)
+
+
+def test_codec_var_bytes_refuses_non_minimal_and_over_limit_long_lengths():
+    with pytest.raises(DecodeError, match="non-canonical"):
+        Reader(b"\xfd\x05\x00abcde").var_bytes(1 << 20)
+    data = b"\xfd\x00\x01" + bytes(256)
+    with pytest.raises(DecodeError, match="limit"):
+        Reader(data).var_bytes(255)
+    r = Reader(data)
+    assert r.var_bytes(256) == bytes(256)
+    r.end()

@@ -1,0 +1,149 @@
+"""Network._decode_batch: a sync batch is decoded and its chunks handed to the signature
+verifier as they are decoded; a block that does not decode refuses the whole batch.
+
+A real node context (store, chain, mempool) as in test_chain_connect_many.py; the chunks are
+small, so the verifier checks them on its calling thread (no worker processes start)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+
+from config.params import default_params, write_params_file
+from config.runtime import ensure_chain_conf
+from ledger.blocks import Block
+from ledger.errors import DecodeError
+from ledger.transactions import DataFormat, Publish, Transaction
+from node.app import NodeApp
+from node.p2p import network as net_mod
+from node.p2p.network import Network
+
+
+@pytest.fixture
+def node_ctx(tmp_path):
+    chain_dir = tmp_path / "cm"
+    chain_dir.mkdir()
+    write_params_file(chain_dir / "params.dat", default_params("cm", {}, random.Random(12)))
+    ensure_chain_conf(chain_dir)
+    ctx, _ = NodeApp(tmp_path, "cm", {})._open()
+    yield ctx
+    ctx.chain.close()
+    ctx.store.close()
+
+
+def _blocks(ctx, sizes: list[int]) -> list[Block]:
+    """Consecutive blocks of one-item transactions on the tip, not connected."""
+    chain, key = ctx.chain, ctx.wallet.default
+    root = next(iter(chain.state.streams))
+    tip, out = chain.tip_header, []
+    height, prev, t = tip.height, tip.hash, tip.time_ms
+    for k, n in enumerate(sizes):
+        txs = [Transaction.create(key, [Publish(root, (f"b{k}-{i}",), DataFormat.RAW, b"x")],
+                                  chain.chain_id, int(time.time())) for i in range(n)]
+        height, t = height + 1, t + 1
+        b = Block.build(key, chain.chain_id, height, prev, t, txs)
+        out.append(b)
+        prev = b.hash
+    return out
+
+
+def test_p2p_sync_decode_hands_every_chunk_to_the_verifier_in_order(node_ctx, monkeypatch):
+    monkeypatch.setattr(net_mod, "VERIFY_CHUNK", 4)
+    blocks = _blocks(node_ctx, [3, 2, 5, 1])
+
+    async def run():
+        net = Network(node_ctx, port=0, listen=False)
+        decoded, chunks = net._decode_batch([b.raw for b in blocks])
+        return decoded, chunks, [await c.verified for c in chunks]
+
+    decoded, chunks, results = asyncio.run(run())
+    assert [b.hash for b in decoded] == [b.hash for b in blocks]
+    assert [[b.height for b in c.blocks] for c in chunks] == [
+        [blocks[0].height, blocks[1].height], [blocks[2].height], [blocks[3].height]]
+    assert [[t.txid for t in c.txs] for c in chunks] == [
+        [t.txid for b in c.blocks for t in b.txs] for c in chunks]
+    assert results == [[True] * len(c.txs) for c in chunks]
+
+
+def test_p2p_sync_decode_a_batch_not_on_the_tip_is_not_verified_here(node_ctx):
+    blocks = _blocks(node_ctx, [2, 2])
+
+    async def run():
+        net = Network(node_ctx, port=0, listen=False)
+        return net._decode_batch([b.raw for b in blocks[1:]])  # does not follow the tip
+
+    decoded, chunks = asyncio.run(run())
+    assert [b.hash for b in decoded] == [blocks[1].hash]
+    assert chunks == []
+
+
+def test_p2p_sync_decode_an_undecodable_block_refuses_the_batch_and_drops_the_checks(
+        node_ctx, monkeypatch):
+    monkeypatch.setattr(net_mod, "VERIFY_CHUNK", 2)
+    blocks = _blocks(node_ctx, [2, 2, 2])
+    raws = [b.raw for b in blocks]
+    raws[-1] = raws[-1] + b"\x00"  # trailing byte: strict decoding refuses it
+    started: list[asyncio.Future] = []
+
+    async def run():
+        net = Network(node_ctx, port=0, listen=False)
+        verify = net._verify
+
+        def spy(txs):
+            fut = verify(txs)
+            started.append(fut)
+            return fut
+
+        net._verify = spy
+        with pytest.raises(DecodeError, match="trailing"):
+            net._decode_batch(raws)
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert len(started) == 2  # the two chunks decoded before the bad block
+    assert all(f.cancelled() for f in started)
+    assert node_ctx.chain.height == blocks[0].height - 1  # nothing connected
+
+
+class _Peer:
+    """What Network.misbehave and _finish_sync read of a peer that passed the handshake."""
+
+    def __init__(self) -> None:
+        self.banscore = 0
+        self.address_hash = bytes(20)
+        self.address = "forger"
+        self.addr = "192.0.2.1:1"
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_p2p_sync_decode_a_forged_signature_bans_and_connects_only_the_chunks_before(
+        node_ctx, monkeypatch):
+    monkeypatch.setattr(net_mod, "VERIFY_CHUNK", 1)  # a chunk per block
+    good = _blocks(node_ctx, [2])
+    chain, key = node_ctx.chain, node_ctx.wallet.default
+    tx = _blocks(node_ctx, [1])[0].txs[0]
+    forged = Transaction(tx.sender, tx.nonce, tx.time, tx.ops, key.sign(bytes(32)))
+    tip = good[0]
+    bad = Block.build(key, chain.chain_id, tip.height + 1, tip.hash, tip.header.time_ms + 1,
+                      [forged])
+    after = Block.build(key, chain.chain_id, bad.height + 1, bad.hash, bad.header.time_ms + 1,
+                        _blocks(node_ctx, [1])[0].txs)
+    peer = _Peer()
+
+    async def run():
+        net = Network(node_ctx, port=0, listen=False)
+        blocks, chunks = net._decode_batch([b.raw for b in (*good, bad, after)])
+        assert len(chunks) == 3
+        ok = await net._extend(peer, blocks, chunks)
+        return ok, chunks
+
+    ok, chunks = asyncio.run(run())
+    assert ok is False
+    assert peer.closed and peer.banscore >= net_mod.BAN_SCORE
+    assert node_ctx.chain.height == good[0].height  # neither the forged block nor the next
