@@ -28,6 +28,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 import sqlalchemy as sa
@@ -180,8 +181,12 @@ class BlockRow:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class TxRow:
+class TxRow(NamedTuple):
+    """One stored transaction. TxRow and ItemRow are named tuples rather than frozen
+    dataclasses: a block makes one of each per transaction and item, and a frozen
+    dataclass's `__init__` sets each field through `object.__setattr__` (~2 µs for an item
+    against ~0.4 µs for the tuple), while both stay immutable."""
+
     txid: str
     height: int
     blockindex: int
@@ -190,8 +195,7 @@ class TxRow:
     raw: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ItemRow:
+class ItemRow(NamedTuple):
     """One stream item as stored (confirmed), or as held in the mempool (height -1)."""
 
     id: int
