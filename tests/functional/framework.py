@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from node.client import RpcClient, RpcConnectionError, RpcError
+from node.client import RpcAuthError, RpcClient, RpcConnectionError, RpcError
 
 log = logging.getLogger("functional")
 
@@ -269,18 +269,30 @@ class TestNode:
 
     def wait_for_rpc(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Wait until the node answers RPC calls (and is out of warm-up)."""
+        def exited(code: int) -> NodeStartError:
+            tail = "\n".join(self.output(this_start=True).strip().splitlines()[-15:])
+            return NodeStartError(f"node{self.index} exited with code {code} while "
+                                  f"starting:\n{tail}")
+
         def ready() -> bool:
             assert self.process is not None and self.rpc is not None
             code = self.process.poll()
             if code is not None:
-                tail = "\n".join(self.output(this_start=True).strip().splitlines()[-15:])
-                raise NodeStartError(f"node{self.index} exited with code {code} while "
-                                     f"starting:\n{tail}")
+                raise exited(code)
             try:
                 self.rpc.call("getinitstatus")
                 return True
             except RpcConnectionError:
                 return False
+            except RpcAuthError as refused:
+                # Someone else listens on the port given to this node (another test's node
+                # took it between free_port and the bind): this node then fails to bind and
+                # exits, which is the error to report (start() retries on fresh ports).
+                try:
+                    code = self.process.wait(timeout=scaled(10))
+                except subprocess.TimeoutExpired:
+                    raise refused from None
+                raise exited(code) from None
             except RpcError as e:
                 if e.code == RPC_IN_WARMUP:
                     return False
