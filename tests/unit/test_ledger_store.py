@@ -6,28 +6,19 @@ genesis from NodeApp, then blocks of locally signed transactions through Chain.c
 
 from __future__ import annotations
 
-import random
 import time
 
 import pytest
+from node_helpers import fresh_node
 
-from config.params import default_params, write_params_file
-from config.runtime import ensure_chain_conf
 from ledger.blocks import Block
 from ledger.transactions import DataFormat, Publish, Transaction
-from node.app import NodeApp
 
 
 @pytest.fixture
 def node_ctx(tmp_path):
-    chain_dir = tmp_path / "st"
-    chain_dir.mkdir()
-    write_params_file(chain_dir / "params.dat", default_params("st", {}, random.Random(11)))
-    ensure_chain_conf(chain_dir)
-    ctx, _ = NodeApp(tmp_path, "st", {})._open()
-    yield ctx, chain_dir / "chain.db"
-    ctx.chain.close()
-    ctx.store.close()
+    with fresh_node(tmp_path, "st", 11) as ctx:
+        yield ctx, tmp_path / "st" / "chain.db"
 
 
 def _connect(ctx, payloads: list[list[bytes]], height: int | None = None) -> list[Transaction]:

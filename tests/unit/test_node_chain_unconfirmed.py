@@ -8,29 +8,20 @@ the other transactions of the block are pooled. Real in-process node parts on a 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 
 import pytest
+from node_helpers import fresh_node
 
-from config.params import default_params, write_params_file
-from config.runtime import ensure_chain_conf
 from ledger.blocks import Block
 from ledger.errors import InvalidBlock
 from ledger.transactions import DataFormat, Publish, Transaction
-from node.app import NodeApp
 
 
 @pytest.fixture
 def ctx(tmp_path):
-    chain_dir = tmp_path / "uc"
-    chain_dir.mkdir()
-    write_params_file(chain_dir / "params.dat", default_params("uc", {}, random.Random(5)))
-    ensure_chain_conf(chain_dir)
-    ctx, _ = NodeApp(tmp_path, "uc", {})._open()
-    yield ctx
-    ctx.chain.close()
-    ctx.store.close()
+    with fresh_node(tmp_path, "uc", 5) as ctx:
+        yield ctx
 
 
 def _tx(ctx, tag: str) -> Transaction:

@@ -8,28 +8,19 @@ publisher and the arrival second as time. Real in-process node parts on a SQLite
 
 from __future__ import annotations
 
-import random
 import time
 
 import pytest
+from node_helpers import fresh_node
 
-from config.params import default_params, write_params_file
-from config.runtime import ensure_chain_conf
 from ledger.store import ItemRow
 from ledger.transactions import CreateStream, DataFormat, Publish, Transaction
-from node.app import NodeApp
 
 
 @pytest.fixture
 def ctx(tmp_path):
-    chain_dir = tmp_path / "mp"
-    chain_dir.mkdir()
-    write_params_file(chain_dir / "params.dat", default_params("mp", {}, random.Random(5)))
-    ensure_chain_conf(chain_dir)
-    ctx, _ = NodeApp(tmp_path, "mp", {})._open()
-    yield ctx
-    ctx.chain.close()
-    ctx.store.close()
+    with fresh_node(tmp_path, "mp", 5) as ctx:
+        yield ctx
 
 
 def test_node_mempool_lists_each_streams_pooled_items_in_pool_order(ctx):

@@ -7,29 +7,20 @@ the block built from the rest connects. Real in-process node parts on a SQLite s
 
 from __future__ import annotations
 
-import random
 import time
 
 import pytest
+from node_helpers import fresh_node
 
-from config.params import default_params, write_params_file
-from config.runtime import ensure_chain_conf
 from ledger.blocks import Block
 from ledger.transactions import DataFormat, Publish, Transaction
-from node.app import NodeApp
 from node.miner import Miner
 
 
 @pytest.fixture
 def ctx(tmp_path):
-    chain_dir = tmp_path / "mn"
-    chain_dir.mkdir()
-    write_params_file(chain_dir / "params.dat", default_params("mn", {}, random.Random(3)))
-    ensure_chain_conf(chain_dir)
-    ctx, _ = NodeApp(tmp_path, "mn", {})._open()
-    yield ctx
-    ctx.chain.close()
-    ctx.store.close()
+    with fresh_node(tmp_path, "mn", 3) as ctx:
+        yield ctx
 
 
 async def _never(block: Block) -> None:

@@ -7,13 +7,11 @@ made from locally signed transactions and connected through Chain.connect.
 from __future__ import annotations
 
 import json
-import random
 import time
 
 import pytest
+from node_helpers import open_fresh_node
 
-from config.params import default_params, write_params_file
-from config.runtime import ensure_chain_conf
 from ledger.blocks import Block
 from ledger.errors import DecodeError
 from ledger.store import ChainStore
@@ -34,11 +32,7 @@ def _snapshot(store: ChainStore, stream: str) -> tuple:
 
 @pytest.fixture
 def chain_with_blocks(tmp_path):
-    chain_dir = tmp_path / "rx"
-    chain_dir.mkdir()
-    write_params_file(chain_dir / "params.dat", default_params("rx", {}, random.Random(7)))
-    ensure_chain_conf(chain_dir)
-    ctx, _ = NodeApp(tmp_path, "rx", {})._open()
+    ctx = open_fresh_node(tmp_path, "rx", 7)
     chain, key = ctx.chain, ctx.wallet.default
     root = next(iter(chain.state.streams))
     for h in range(1, 8):

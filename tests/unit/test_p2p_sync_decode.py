@@ -7,31 +7,22 @@ small, so the verifier checks them on its calling thread (no worker processes st
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 
 import pytest
+from node_helpers import fresh_node
 
-from config.params import default_params, write_params_file
-from config.runtime import ensure_chain_conf
 from ledger.blocks import Block
 from ledger.errors import DecodeError
 from ledger.transactions import DataFormat, Publish, Transaction
-from node.app import NodeApp
 from node.p2p import network as net_mod
 from node.p2p.network import Network
 
 
 @pytest.fixture
 def node_ctx(tmp_path):
-    chain_dir = tmp_path / "cm"
-    chain_dir.mkdir()
-    write_params_file(chain_dir / "params.dat", default_params("cm", {}, random.Random(12)))
-    ensure_chain_conf(chain_dir)
-    ctx, _ = NodeApp(tmp_path, "cm", {})._open()
-    yield ctx
-    ctx.chain.close()
-    ctx.store.close()
+    with fresh_node(tmp_path, "cm", 12) as ctx:
+        yield ctx
 
 
 def _blocks(ctx, sizes: list[int]) -> list[Block]:

@@ -1,0 +1,36 @@
+"""A node's parts on a fresh chain, for unit tests that need a real store, chain, mempool
+and wallet but no RPC port and no P2P (as `chainmill start` opens them, in-process)."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from config.params import default_params, write_params_file
+from config.runtime import ensure_chain_conf
+from node.app import NodeApp
+
+
+def open_fresh_node(tmp_path: Path, chain: str, seed: int) -> Any:
+    """The opened NodeContext of a new chain `chain` under tmp_path, its parameters drawn
+    from random.Random(seed); the caller closes its chain and store."""
+    chain_dir = tmp_path / chain
+    chain_dir.mkdir()
+    write_params_file(chain_dir / "params.dat", default_params(chain, {}, random.Random(seed)))
+    ensure_chain_conf(chain_dir)
+    ctx, _ = NodeApp(tmp_path, chain, {})._open()
+    return ctx
+
+
+@contextlib.contextmanager
+def fresh_node(tmp_path: Path, chain: str, seed: int) -> Iterator[Any]:
+    """open_fresh_node, closed again when the block ends."""
+    ctx = open_fresh_node(tmp_path, chain, seed)
+    try:
+        yield ctx
+    finally:
+        ctx.chain.close()
+        ctx.store.close()
