@@ -13,15 +13,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bench_fuzz_command_runs_targets_and_writes_results(tmp_path):
+def run_fuzz(tmp_path: Path, targets: list[str], minutes: str,
+             timeout: float = 120) -> tuple[subprocess.CompletedProcess, dict]:
+    """`python -m bench.fuzz` on `targets` with seed 1: the run, and its results file after
+    checking that it succeeded and reported the targets asked for, in order."""
     out = tmp_path / "fuzz.json"
     run = subprocess.run(
-        [sys.executable, "-m", "bench.fuzz", "--minutes", "0.02", "--targets", "tx,xml",
-         "--seed", "1", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [sys.executable, "-m", "bench.fuzz", "--minutes", minutes, "--targets",
+         ",".join(targets), "--seed", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert run.returncode == 0, run.stdout + run.stderr
     results = json.loads(out.read_text())
-    assert [t["target"] for t in results["targets"]] == ["tx", "xml"]
+    assert [t["target"] for t in results["targets"]] == targets
+    return run, results
+
+
+def test_bench_fuzz_command_runs_targets_and_writes_results(tmp_path):
+    run, results = run_fuzz(tmp_path, ["tx", "xml"], "0.02")
     for t in results["targets"]:
         assert t["executions"] > 0 and t["crashes"] == 0
     assert "executions" in run.stdout
@@ -30,28 +38,14 @@ def test_bench_fuzz_command_runs_targets_and_writes_results(tmp_path):
 def test_bench_fuzz_handshake_targets_speak_the_current_p2p_protocol(tmp_path):
     """The decoder/Noise/record target and the live one run clean: every live execution ends
     with a correct Noise key exchange and signed handshake that the real node accepts."""
-    out = tmp_path / "fuzz.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.fuzz", "--minutes", "0.01", "--targets",
-         "handshake,handshake-live", "--seed", "1", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert run.returncode == 0, run.stdout + run.stderr
-    results = json.loads(out.read_text())
-    assert [t["target"] for t in results["targets"]] == ["handshake", "handshake-live"]
+    _, results = run_fuzz(tmp_path, ["handshake", "handshake-live"], "0.01", timeout=180)
     for t in results["targets"]:
         assert t["executions"] > 0 and t["crashes"] == 0, t
 
 
 def test_bench_fuzz_compact_block_targets_run_clean(tmp_path):
     """The CMPCTBLOCK, GETBLOCKTXN and BLOCKTXN decoder targets (protocol 3) run clean."""
-    out = tmp_path / "fuzz.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.fuzz", "--minutes", "0.01", "--targets",
-         "cmpctblock,getblocktxn,blocktxn", "--seed", "1", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
-    results = json.loads(out.read_text())
-    assert [t["target"] for t in results["targets"]] == ["cmpctblock", "getblocktxn", "blocktxn"]
+    _, results = run_fuzz(tmp_path, ["cmpctblock", "getblocktxn", "blocktxn"], "0.01")
     for t in results["targets"]:
         assert t["executions"] > 0 and t["crashes"] == 0, t
 
