@@ -43,6 +43,20 @@ class Connected:
 
 
 @dataclass(slots=True)
+class Checked:
+    """A block validated on the tip, with its store rows: what `Chain.commit` appends."""
+
+    block: Block
+    state: ChainState
+    """The chain state after the block."""
+    effects: BlockEffects
+    write: BlockWrite
+    items: list[ItemRow]
+    on_tip: BlockHeader | None
+    """The tip the block was validated on: `commit` refuses it once the tip has moved."""
+
+
+@dataclass(slots=True)
 class ConnectedMany:
     """What `Chain.connect_many` connected, and the reason it stopped early (or None)."""
 
@@ -125,12 +139,24 @@ class Chain:
                 unconfirmed: set[bytes] | frozenset = frozenset()) -> Connected:
         """Validate and append a block; raises InvalidBlock and then changes nothing.
         `preverified` and `unconfirmed` as for `validate` and `connect_block`."""
+        return self.commit(self.check(block, preverified, unconfirmed))
+
+    def check(self, block: Block, preverified: set[bytes] | frozenset = frozenset(),
+              unconfirmed: set[bytes] | frozenset = frozenset()) -> Checked:
+        """The first half of `connect`: validate the block on the tip and make its store
+        rows, changing nothing (so readers may go on meanwhile); raises InvalidBlock."""
         new_state, effects = self.validate(block, preverified, unconfirmed)
         write, items = self._write_for(block, effects)
-        self.store.put_block(write)
-        self.state = new_state
-        self.tip_header = block.header
-        return Connected(block, effects, items)
+        return Checked(block, new_state, effects, write, items, self.tip_header)
+
+    def commit(self, checked: Checked) -> Connected:
+        """The second half of `connect`: append a block that `check` validated on this tip."""
+        if checked.on_tip is not self.tip_header:
+            raise InvalidBlock(f"block {checked.block.height} was checked on another tip")
+        self.store.put_block(checked.write)
+        self.state = checked.state
+        self.tip_header = checked.block.header
+        return Connected(checked.block, checked.effects, checked.items)
 
     def connect_many(self, blocks: Sequence[Block],
                      preverified: Sequence[set[bytes] | frozenset]) -> ConnectedMany:
