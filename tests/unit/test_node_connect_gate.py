@@ -9,6 +9,7 @@ tip that has moved since. Real in-process node parts on a SQLite store.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 
@@ -75,3 +76,29 @@ def test_node_connect_commit_refuses_a_block_checked_on_another_tip(ctx):
     with pytest.raises(InvalidBlock, match="checked on another tip"):
         chain.commit(checked)
     assert chain.height == height and ctx.store.tip().height == height
+
+
+def test_node_connect_rows_made_and_written_with_the_collector_paused(ctx):
+    chain = ctx.chain
+    seen: dict[str, bool] = {}
+    write_for, put_block = chain._write_for, ctx.store.put_block
+
+    def watched_write_for(*args):
+        seen["rows"] = gc.isenabled()
+        return write_for(*args)
+
+    def watched_put_block(*args, **kwargs):
+        seen["write"] = gc.isenabled()
+        return put_block(*args, **kwargs)
+
+    chain._write_for, ctx.store.put_block = watched_write_for, watched_put_block
+    assert gc.isenabled()
+    chain.connect(_pooled_block(ctx, b"rows"))
+    assert seen == {"rows": False, "write": False}
+    assert gc.isenabled()  # restored
+    gc.disable()
+    try:  # a collector the caller had turned off stays off
+        chain.connect(_pooled_block(ctx, b"off"))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
