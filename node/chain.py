@@ -6,9 +6,11 @@ everything else (mempool, miner, RPC, P2P) goes through here.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,23 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a block's store rows are made and
+    written. A block of 10,000 items makes some 30,000 container objects (rows, row tuples)
+    that all live until its commit and form no cycles; made with the collector on, they
+    trigger collections that walk the node's whole heap (measured in-process: 45-60 ms on
+    every other block of 10,000 items, for 30 ms of row making). They are collected with
+    the rest at the next collection after this; the previous setting is restored."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 @dataclass(slots=True)
 class Connected:
     """What connecting a block did, for the mempool, hooks and logs."""
@@ -40,6 +59,20 @@ class Connected:
     block: Block
     effects: BlockEffects
     items: list[ItemRow]
+
+
+@dataclass(slots=True)
+class Checked:
+    """A block validated on the tip, with its store rows: what `Chain.commit` appends."""
+
+    block: Block
+    state: ChainState
+    """The chain state after the block."""
+    effects: BlockEffects
+    write: BlockWrite
+    items: list[ItemRow]
+    on_tip: BlockHeader | None
+    """The tip the block was validated on: `commit` refuses it once the tip has moved."""
 
 
 @dataclass(slots=True)
@@ -125,12 +158,26 @@ class Chain:
                 unconfirmed: set[bytes] | frozenset = frozenset()) -> Connected:
         """Validate and append a block; raises InvalidBlock and then changes nothing.
         `preverified` and `unconfirmed` as for `validate` and `connect_block`."""
+        return self.commit(self.check(block, preverified, unconfirmed))
+
+    def check(self, block: Block, preverified: set[bytes] | frozenset = frozenset(),
+              unconfirmed: set[bytes] | frozenset = frozenset()) -> Checked:
+        """The first half of `connect`: validate the block on the tip and make its store
+        rows, changing nothing (so readers may go on meanwhile); raises InvalidBlock."""
         new_state, effects = self.validate(block, preverified, unconfirmed)
-        write, items = self._write_for(block, effects)
-        self.store.put_block(write)
-        self.state = new_state
-        self.tip_header = block.header
-        return Connected(block, effects, items)
+        with _collector_paused():
+            write, items = self._write_for(block, effects)
+        return Checked(block, new_state, effects, write, items, self.tip_header)
+
+    def commit(self, checked: Checked) -> Connected:
+        """The second half of `connect`: append a block that `check` validated on this tip."""
+        if checked.on_tip is not self.tip_header:
+            raise InvalidBlock(f"block {checked.block.height} was checked on another tip")
+        with _collector_paused():
+            self.store.put_block(checked.write)
+        self.state = checked.state
+        self.tip_header = checked.block.header
+        return Connected(checked.block, checked.effects, checked.items)
 
     def connect_many(self, blocks: Sequence[Block],
                      preverified: Sequence[set[bytes] | frozenset]) -> ConnectedMany:

@@ -1,0 +1,104 @@
+"""node.context connect_block: the RPC gate closes for a block's commit, not for its check.
+
+A block is checked (validated, its store rows made) while RPC methods go on, since checking
+changes nothing; the gate (`consistent`) is closed only from the store commit until the
+mempool has dropped the block's transactions. `Chain.commit` refuses a block checked on a
+tip that has moved since. Real in-process node parts on a SQLite store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import time
+
+import pytest
+
+from config.params import default_params, write_params_file
+from config.runtime import ensure_chain_conf
+from ledger.blocks import Block
+from ledger.errors import InvalidBlock
+from ledger.transactions import DataFormat, Publish, Transaction
+from node.app import NodeApp
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    chain_dir = tmp_path / "cg"
+    chain_dir.mkdir()
+    write_params_file(chain_dir / "params.dat", default_params("cg", {}, random.Random(5)))
+    ensure_chain_conf(chain_dir)
+    ctx, _ = NodeApp(tmp_path, "cg", {})._open()
+    yield ctx
+    ctx.chain.close()
+    ctx.store.close()
+
+
+def _pooled_block(ctx, text: bytes) -> Block:
+    chain, key = ctx.chain, ctx.wallet.default
+    root = next(iter(chain.state.streams))
+    tx = Transaction.create(key, [Publish(root, ("k",), DataFormat.TEXT, text)],
+                            chain.chain_id, int(time.time()))
+    ctx.mempool.add(tx, verified=True, local=True)
+    tip = chain.tip_header
+    return Block.build(key, chain.chain_id, tip.height + 1, tip.hash, tip.time_ms + 1, [tx])
+
+
+def test_node_connect_gate_open_while_checking_closed_while_committing(ctx):
+    chain = ctx.chain
+    seen: dict[str, bool] = {}
+    check, commit = chain.check, chain.commit
+
+    def watched_check(*args):
+        seen["check"] = ctx.consistent.is_set()
+        return check(*args)
+
+    def watched_commit(checked):
+        seen["commit"] = ctx.consistent.is_set()
+        return commit(checked)
+
+    chain.check, chain.commit = watched_check, watched_commit
+    block = _pooled_block(ctx, b"one")
+    connected = asyncio.run(ctx.connect_block(block))
+    assert seen == {"check": True, "commit": False}
+    assert ctx.consistent.is_set()
+    assert connected.block.hash == block.hash and chain.height == block.height
+    assert not ctx.mempool.entries  # the block's tx left the pool before the gate opened
+
+
+def test_node_connect_commit_refuses_a_block_checked_on_another_tip(ctx):
+    chain = ctx.chain
+    first = _pooled_block(ctx, b"first")
+    checked = chain.check(first)
+    chain.connect(_pooled_block(ctx, b"second"))  # the tip moves past `first`'s parent
+    height = chain.height
+    with pytest.raises(InvalidBlock, match="checked on another tip"):
+        chain.commit(checked)
+    assert chain.height == height and ctx.store.tip().height == height
+
+
+def test_node_connect_rows_made_and_written_with_the_collector_paused(ctx):
+    chain = ctx.chain
+    seen: dict[str, bool] = {}
+    write_for, put_block = chain._write_for, ctx.store.put_block
+
+    def watched_write_for(*args):
+        seen["rows"] = gc.isenabled()
+        return write_for(*args)
+
+    def watched_put_block(*args, **kwargs):
+        seen["write"] = gc.isenabled()
+        return put_block(*args, **kwargs)
+
+    chain._write_for, ctx.store.put_block = watched_write_for, watched_put_block
+    assert gc.isenabled()
+    chain.connect(_pooled_block(ctx, b"rows"))
+    assert seen == {"rows": False, "write": False}
+    assert gc.isenabled()  # restored
+    gc.disable()
+    try:  # a collector the caller had turned off stays off
+        chain.connect(_pooled_block(ctx, b"off"))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
