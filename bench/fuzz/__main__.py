@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                               time.gmtime()),
                                     "targets": results}, indent=2) + "\n")
-    print(f"results written to {args.out.name} in bench/results/")
+    print(f"results written to {args.out}")
     return 1 if any(r["crashes"] for r in results) else 0
 
 
