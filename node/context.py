@@ -251,37 +251,50 @@ class NodeContext:
                                    ) -> tuple[bool, list[Block]]:
         removed = await asyncio.to_thread(self.chain.rollback_to, fork_height)
         self.forget_hashes_above(fork_height)
+        connected: list[Block] = []
         try:
             for b in branch:
                 await self._connect_unlocked(b, None)
+                connected.append(b)
         except ChainmillError as e:
             log.warning("reorganisation failed (%s); restoring the previous branch", e)
             await asyncio.to_thread(self.chain.rollback_to, fork_height)
             self.forget_hashes_above(fork_height)
             for b in removed:
                 await self._connect_unlocked(b, None)
+            # The branch blocks that did connect took their transactions out of the pool and
+            # the journal; those the restored blocks do not hold are unconfirmed again.
+            self._return_to_pool(connected, removed)
             return False, []
         if self.metrics is not None:
             self.metrics.observe_reorg(len(removed))
-        kept = {t.txid for b in branch for t in b.txs}
-        returned = [t for b in removed for t in b.txs if t.txid not in kept]
-        dropped = self.mempool.readmit(returned)
-        if self.journal is not None:  # own txs unconfirmed again: journal them again
-            gone_ids = {t.txid for t in dropped}
-            for tx in returned:
-                if tx.sender_hash in self.wallet and tx.txid not in gone_ids:
-                    self.journal.append(tx.txid, tx.raw)
-        if self.network is not None:
-            gone = {t.txid for t in dropped}
-            for tx in returned:
-                if tx.txid not in gone:
-                    self.network.announce_tx(tx)
+        returned, dropped = self._return_to_pool(removed, branch)
         if self.tip_marker is not None:
             self.tip_marker.write(self.chain.height, self.chain.state.tip_hash.hex())
         log.info("reorganisation done: tip %d, %d transactions returned to the mempool, "
                  "%d no longer valid", self.chain.height, len(returned) - len(dropped),
                  len(dropped))
         return True, removed
+
+    def _return_to_pool(self, left: list[Block], chain: list[Block]
+                        ) -> tuple[list[Transaction], list[Transaction]]:
+        """After a reorganisation (or a failed one): the transactions of the blocks `left`
+        behind that the blocks now on the chain do not contain go back to the mempool when
+        still valid; the node's own are journaled again (the next group commit fsyncs them)
+        and all are announced. Returns (returned, no longer valid)."""
+        kept = {t.txid for b in chain for t in b.txs}
+        returned = [t for b in left for t in b.txs if t.txid not in kept]
+        dropped = self.mempool.readmit(returned)
+        gone = {t.txid for t in dropped}
+        if self.journal is not None:  # own txs unconfirmed again: journal them again
+            for tx in returned:
+                if tx.sender_hash in self.wallet and tx.txid not in gone:
+                    self.journal.append(tx.txid, tx.raw)
+        if self.network is not None:
+            for tx in returned:
+                if tx.txid not in gone:
+                    self.network.announce_tx(tx)
+        return returned, dropped
 
     def after_connect(self, connected: Connected) -> None:
         block = connected.block
