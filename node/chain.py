@@ -146,12 +146,17 @@ class Chain:
         `unconfirmed`: txids known not to be on the chain (the mempool's: it refuses a txid
         the store has and drops each one that a block confirms); the replay check asks the
         store about the others only."""
+        return self._validate_on(self.state, self.tip_header, block, preverified, unconfirmed)
+
+    def _validate_on(self, state: ChainState, tip: BlockHeader, block: Block,
+                     preverified: set[bytes] | frozenset, unconfirmed: set[bytes] | frozenset,
+                     ) -> tuple[ChainState, BlockEffects]:
         def known(ids: Iterable[bytes]) -> set[bytes]:
             ask = [x.hex() for x in ids if x not in unconfirmed]
             return {bytes.fromhex(t) for t in self.store.known_txids(ask)} if ask else set()
 
         return connect_block(
-            self.state, self.rules, block, self.tip_header, now_ms(),
+            state, self.rules, block, tip, now_ms(),
             already_known=known, verify_many=self.verifier, preverified=preverified)
 
     def connect(self, block: Block, preverified: set[bytes] | frozenset = frozenset(),
@@ -164,15 +169,19 @@ class Chain:
               unconfirmed: set[bytes] | frozenset = frozenset()) -> Checked:
         """The first half of `connect`: validate the block on the tip and make its store
         rows, changing nothing (so readers may go on meanwhile); raises InvalidBlock."""
-        new_state, effects = self.validate(block, preverified, unconfirmed)
+        tip = self.tip_header  # the state and tip the block is checked on, read once
+        new_state, effects = self._validate_on(self.state, tip, block, preverified,
+                                               unconfirmed)
         with _collector_paused():
             write, items = self._write_for(block, effects)
-        return Checked(block, new_state, effects, write, items, self.tip_header)
+        return Checked(block, new_state, effects, write, items, tip)
 
     def commit(self, checked: Checked) -> Connected:
         """The second half of `connect`: append a block that `check` validated on this tip."""
         if checked.on_tip is not self.tip_header:
-            raise InvalidBlock(f"block {checked.block.height} was checked on another tip")
+            # Callers hold the node's connect lock, so the tip cannot move between the two
+            # halves; this is the node's own error, not the block's (no peer is blamed).
+            raise RuntimeError(f"block {checked.block.height} was checked on another tip")
         with _collector_paused():
             self.store.put_block(checked.write)
         self.state = checked.state
