@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from config.params import default_params, write_params_file
 from config.runtime import ensure_chain_conf
+from ledger.transactions import DataFormat, Publish, Transaction
 from node.app import NodeApp
 
 
@@ -34,3 +36,12 @@ def fresh_node(tmp_path: Path, chain: str, seed: int) -> Iterator[Any]:
     finally:
         ctx.chain.close()
         ctx.store.close()
+
+
+def root_publish(ctx: Any, key: str, data: bytes) -> Transaction:
+    """A new transaction of the node's default address publishing `data` under `key` in
+    the root stream."""
+    chain = ctx.chain
+    root = next(iter(chain.state.streams))
+    return Transaction.create(ctx.wallet.default, [Publish(root, (key,), DataFormat.TEXT, data)],
+                              chain.chain_id, int(time.time()))

@@ -8,14 +8,13 @@ the other transactions of the block are pooled. Real in-process node parts on a 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
-from node_helpers import fresh_node
+from node_helpers import fresh_node, root_publish
 
 from ledger.blocks import Block
 from ledger.errors import InvalidBlock
-from ledger.transactions import DataFormat, Publish, Transaction
+from ledger.transactions import Transaction
 
 
 @pytest.fixture
@@ -25,10 +24,7 @@ def ctx(tmp_path):
 
 
 def _tx(ctx, tag: str) -> Transaction:
-    chain, key = ctx.chain, ctx.wallet.default
-    root = next(iter(chain.state.streams))
-    return Transaction.create(key, [Publish(root, (tag,), DataFormat.TEXT, tag.encode())],
-                              chain.chain_id, int(time.time()))
+    return root_publish(ctx, tag, tag.encode())
 
 
 def _block(ctx, txs: list[Transaction]) -> Block:

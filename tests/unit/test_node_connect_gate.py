@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 
 import pytest
-from node_helpers import fresh_node
+from node_helpers import fresh_node, root_publish
 
 from ledger.blocks import Block
-from ledger.transactions import DataFormat, Publish, Transaction
 
 
 @pytest.fixture
@@ -27,9 +25,7 @@ def ctx(tmp_path):
 
 def _pooled_block(ctx, text: bytes) -> Block:
     chain, key = ctx.chain, ctx.wallet.default
-    root = next(iter(chain.state.streams))
-    tx = Transaction.create(key, [Publish(root, ("k",), DataFormat.TEXT, text)],
-                            chain.chain_id, int(time.time()))
+    tx = root_publish(ctx, "k", text)
     ctx.mempool.add(tx, verified=True, local=True)
     tip = chain.tip_header
     return Block.build(key, chain.chain_id, tip.height + 1, tip.hash, tip.time_ms + 1, [tx])
