@@ -15,6 +15,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,10 @@ BAN_SECONDS = 3600
 SYNC_BATCH = 500
 VERIFY_CHUNK = 2000
 """Transactions whose signatures a catching-up node checks ahead of the blocks it connects."""
+SYNC_CHECK_THREADS = 4
+"""Threads that hand a sync's chunks to the signature verifier and wait for its answer: its
+own pool, so that a catch-up's checks in flight do not take every thread of asyncio's default
+executor from the block connects, the relay checks and the probes that run there."""
 SYNC_BYTES = 2 * 1024 * 1024
 """A sync batch stops after the block that crosses this many bytes. Small enough that the
 first batch arrives quickly and the next one can travel while one is connected (one batch
@@ -163,6 +168,7 @@ class Network:
         self._noise_static = os.urandom(32)
         """This process's X25519 static key: throw-away, identity is the signed transcript."""
         self._initial = tuple(addnodes)
+        self._checks: ThreadPoolExecutor | None = None
         self.last_error = ""
         self.refused_reason = ""
 
@@ -198,6 +204,9 @@ class Network:
         for t in list(self.added.values()) + list(self.tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self._checks is not None:  # checks still queued are dropped; a running one ends
+            self._checks.shutdown(wait=False, cancel_futures=True)  # when the verifier closes
+            self._checks = None
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         t = asyncio.get_running_loop().create_task(coro)
@@ -1105,14 +1114,17 @@ class Network:
         return True
 
     def _verify(self, txs: list[Transaction]) -> asyncio.Future:
-        """Start checking `txs` now (on an executor thread that feeds the worker processes):
-        unlike a coroutine task, the check begins while the caller keeps the loop busy."""
+        """Start checking `txs` now, on a thread of the sync's own pool that feeds the worker
+        processes: unlike a coroutine task, the check begins while the caller keeps the loop
+        busy."""
         loop = asyncio.get_running_loop()
         if not txs:
             fut = loop.create_future()
             fut.set_result([])
             return fut
-        return loop.run_in_executor(None, self.chain.verifier, txs)
+        if self._checks is None:
+            self._checks = ThreadPoolExecutor(SYNC_CHECK_THREADS, thread_name_prefix="sync-check")
+        return loop.run_in_executor(self._checks, self.chain.verifier, txs)
 
     def _tip_moved(self, block: Block) -> bool:
         """True when `block` no longer builds on the tip (it was checked against an older one

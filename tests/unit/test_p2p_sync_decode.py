@@ -7,6 +7,7 @@ small, so the verifier checks them on its calling thread (no worker processes st
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -57,6 +58,31 @@ def test_p2p_sync_decode_hands_every_chunk_to_the_verifier_in_order(node_ctx, mo
     assert [[t.txid for t in c.txs] for c in chunks] == [
         [t.txid for b in c.blocks for t in b.txs] for c in chunks]
     assert results == [[True] * len(c.txs) for c in chunks]
+
+
+def test_p2p_sync_checks_run_on_the_syncs_own_threads_not_the_default_executor(
+        node_ctx, monkeypatch):
+    monkeypatch.setattr(net_mod, "VERIFY_CHUNK", 2)
+    blocks = _blocks(node_ctx, [2, 2, 2])
+    real = node_ctx.chain.verifier
+    threads: list[str] = []
+
+    def verifier(txs):
+        threads.append(threading.current_thread().name)
+        return real(txs)
+
+    monkeypatch.setattr(node_ctx.chain, "verifier", verifier)
+
+    async def run():
+        net = Network(node_ctx, port=0, listen=False)
+        _, chunks = net._decode_batch([b.raw for b in blocks])
+        results = [await c.verified for c in chunks]
+        await net.close()
+        return results
+
+    assert asyncio.run(run()) == [[True, True]] * 3
+    assert len(threads) == 3
+    assert all(name.startswith("sync-check") for name in threads), threads
 
 
 def test_p2p_sync_decode_a_batch_not_on_the_tip_is_not_verified_here(node_ctx):
