@@ -139,7 +139,15 @@ def test_health_and_metrics_follow_the_chain(harness):
     stream_tx = node0.create("stream", "metered", True)
     txid = node0.publish("metered", "k1", {"json": {"n": 1}})
     node0.wait_for_confirmation(stream_tx, txid)
-    wait_until(lambda: node1.getblockcount() == node0.getblockcount(), msg="node1 to sync")
+
+    def settled() -> bool:
+        # Both miners may have made a block at this height: wait until one branch won on
+        # both nodes (same best block) with the two txs on it, not just for equal heights;
+        # a fork settled later would put them back in node0's pool and into the count below.
+        return (node1.getbestblockhash() == node0.getbestblockhash()
+                and all(node0.getrawtransaction(t, 1).get("confirmations", 0) >= 1
+                        for t in (stream_tx, txid)))
+    wait_until(settled, msg="node1 to sync and both txs on the common branch")
     after = scrape(node0)
     assert (value(after, "chainmill_blocks_connected_total")
             > value(before, "chainmill_blocks_connected_total"))
