@@ -278,6 +278,17 @@ _TX_COLS = [txs_t.c.txid, txs_t.c.height, txs_t.c.blockindex, txs_t.c.sender, tx
             txs_t.c.raw_start, txs_t.c.raw_size]
 _ITEMS_WITH_TX = items_t.join(txs_t, sa.and_(txs_t.c.height == items_t.c.height,
                                              txs_t.c.blockindex == items_t.c.blockindex))
+_COUNT_UPDATE = sa.update(item_counts_t).where(
+    item_counts_t.c.stream == sa.bindparam("b_stream"),
+    item_counts_t.c.publisher == sa.bindparam("b_publisher"),
+).values(item_count=sa.bindparam("b_count"))
+_COUNT_INSERT = item_counts_t.insert()
+_BLOCK_INSERT = blocks_t.insert()
+_STREAM_INSERT = streams_t.insert()
+_PERM_INSERT = perm_log_t.insert()
+"""put_blocks' statements, made once: SQLAlchemy finds their compiled forms by a key it
+computes from the statement object, which a statement built for each call must compute
+again."""
 _WINDOW_INDEX = {
     "key": (item_keys_t.c.item_id, (item_keys_t.c.stream == sa.bindparam("sid"),
                                     item_keys_t.c.item_key == sa.bindparam("name"))),
@@ -329,6 +340,7 @@ class ChainStore:
             raise StoreError(f"cannot open chain store: {e}") from None
         self._lock = threading.Lock()
         self._insert_plans: dict[str, tuple[str, list[int] | str | None]] = {}
+        self._sqlite_inserts: dict[str, tuple[str, str, str]] = {}  # head, one row, full
         self._select_plans: dict[str, tuple[str, bool]] = {}
         self._queries: dict[str, sa.Select] = {}
         self._items_select = self._select_items()  # built once: it is the same each time
@@ -477,9 +489,14 @@ class ChainStore:
         if not writes:
             return
         with self._lock:
-            ids = self._ensure_names([n for w in writes for n in (
-                *(t.sender for t in w.txs),
-                *(x for it in w.items for x in (it.stream, it.publisher)))])
+            ids = self._ids
+            names = {t.sender for w in writes for t in w.txs}
+            names.update(it.stream for w in writes for it in w.items)
+            names.update(it.publisher for w in writes for it in w.items)
+            if not names.issubset(ids.keys()):  # new names get ids in order of appearance
+                ids = self._ensure_names([n for w in writes for n in (
+                    *(t.sender for t in w.txs),
+                    *(x for it in w.items for x in (it.stream, it.publisher)))])
             counts: dict[tuple[int, int], tuple[int, int]] = {}  # after the batch
             tx_rows: list[tuple] = []
             rows: list[tuple] = []
@@ -499,7 +516,7 @@ class ChainStore:
                         "height": s.height} for w in writes for s in w.streams]
             with self.engine.begin() as c:
                 if not block_stored:
-                    c.execute(blocks_t.insert(), [
+                    c.execute(_BLOCK_INSERT, [
                         {"height": b.height, "hash": b.hash, "prev_hash": b.prev_hash,
                          "time_s": b.time_s, "time_ms": b.time_ms, "miner": b.miner,
                          "txcount": b.txcount, "size": b.size, "raw": w.raw}
@@ -513,9 +530,9 @@ class ChainStore:
                 if counts:
                     self._write_counts(c, counts)
                 if streams:
-                    c.execute(streams_t.insert(), streams)
+                    c.execute(_STREAM_INSERT, streams)
                 if perms:
-                    c.execute(perm_log_t.insert(), perms)
+                    c.execute(_PERM_INSERT, perms)
             # Counters move only after the commit succeeded.
             self._next_item_id = nid
             self._next_perm_id += len(perms)
@@ -526,15 +543,27 @@ class ChainStore:
                     rows: list[tuple], keys: list[tuple]) -> int:
         """Add one block's tx, item and key rows to the lists and its item counts to
         `counts` (which holds the counts after the earlier blocks of the same write, on top
-        of the stored ones); returns the next item id."""
+        of the stored ones); returns the next item id.
+
+        This runs for every transaction and item a node connects (mined, relayed or synced),
+        so it is written as one pass with local names. A transaction's bytes are looked for
+        right after their length prefix first, where an encoded block has them (a compare
+        instead of a search); anywhere after the previous one otherwise."""
         raw = w.raw
+        startswith, find = raw.startswith, raw.find
         spans, pos = [], 0
         for t in w.txs:
-            at = _find(raw, t.raw, pos, len(raw), f"transaction {t.txid}")
-            pos = at + len(t.raw)
+            traw = t.raw
+            n = len(traw)
+            at = pos + (1 if n < 0xFD else 3 if n <= 0xFFFF else 5)  # ledger varint_size
+            if not startswith(traw, at):
+                at = find(traw, pos)
+                if at < 0:  # _find's error, without making its message for every tx
+                    _find(raw, traw, pos, len(raw), f"transaction {t.txid}")
+            pos = at + n
             spans.append([at, pos])  # where the tx's next item's data may start, its end
             tx_rows.append((t.height, t.blockindex, bytes.fromhex(t.txid), ids[t.sender],
-                            t.time_s, at, len(t.raw)))
+                            t.time_s, at, n))
 
         def had(key: tuple[int, int], first: int) -> tuple[int, int]:
             got = counts.get(key)
@@ -544,12 +573,14 @@ class ChainStore:
         seq: dict[int, int] = {}  # stream -> the last position given
         first_new: dict[int, int] = {}  # stream -> its first item id in this block
         by_pub: dict[tuple[int, int], list[int]] = {}  # -> [items, first id]
+        add_row, add_key = rows.append, keys.append
         for it in w.items:
             span = spans[it.blockindex]
-            at = raw.find(it.data, span[0], span[1])
+            data = it.data
+            at = find(data, span[0], span[1])
             if at < 0:  # _find's error, without making its message for every item
-                _find(raw, it.data, span[0], span[1], f"item {it.txid}:{it.vout}")
-            span[0] = at + len(it.data)
+                _find(raw, data, span[0], span[1], f"item {it.txid}:{it.vout}")
+            span[0] = at + len(data)
             sid, pid = ids[it.stream], ids[it.publisher]
             n = seq.get(sid)
             if n is None:
@@ -561,12 +592,14 @@ class ChainStore:
                 by_pub[sid, pid] = [1, nid]
             else:
                 group[0] += 1
-            rows.append((nid, sid, it.height, it.blockindex, it.vout, pid,
-                         dumps(it.keys).decode(), it.format, it.offchain, at,
-                         len(it.data), it.time_s, n))
-            ks = it.keys
-            for k in (ks if len(ks) < 2 else dict.fromkeys(ks)):  # each distinct key once
-                keys.append((nid, sid, k, it.height))
+            ks, h = it.keys, it.height
+            add_row((nid, sid, h, it.blockindex, it.vout, pid, dumps(ks).decode(), it.format,
+                     it.offchain, at, len(data), it.time_s, n))
+            if len(ks) == 1:
+                add_key((nid, sid, ks[0], h))
+            elif ks:
+                for k in dict.fromkeys(ks):  # each distinct key once
+                    add_key((nid, sid, k, h))
             nid += 1
         for sid, n in seq.items():
             counts[sid, _ALL] = (n, had((sid, _ALL), first_new[sid])[1])
@@ -578,18 +611,19 @@ class ChainStore:
     def _write_counts(self, c: sa.Connection, counts: dict[tuple[int, int], tuple[int, int]]
                       ) -> None:
         """Store the new item counts of one write: an update of each (stream, publisher)
-        row that exists, one insert of those that are new."""
-        new = []
+        row that exists, one insert of those that are new (statements made once: building
+        an update for each row cost more than the update)."""
+        old, new = [], []
         for (stream, publisher), (n, first) in counts.items():
             if (stream, publisher) in self._counts:
-                c.execute(item_counts_t.update().where(
-                    item_counts_t.c.stream == stream, item_counts_t.c.publisher == publisher
-                ).values(item_count=n))
+                old.append({"b_stream": stream, "b_publisher": publisher, "b_count": n})
             else:
                 new.append({"stream": stream, "publisher": publisher, "item_count": n,
                             "first_id": first})
+        if old:
+            c.execute(_COUNT_UPDATE, old)
         if new:
-            c.execute(item_counts_t.insert(), new)
+            c.execute(_COUNT_INSERT, new)
 
     def _insert_many(self, c: sa.Connection, table: sa.Table, cols: tuple[str, ...],
                      rows: list[tuple]) -> None:
@@ -635,14 +669,30 @@ class ChainStore:
         their own CPU (a GIL convoy; measured 150-200 instead of 25 us per tx). One
         statement per up to 999 bound values (SQLite's smallest compile-time limit) steps
         once per 80-250 rows."""
-        q = self.engine.dialect.identifier_preparer.quote
         per = max(1, _SQLITE_MAX_VARS // len(cols))
-        head = f"INSERT INTO {q(table.name)} ({', '.join(q(n) for n in cols)}) VALUES "
-        one = "(" + ", ".join("?" * len(cols)) + ")"
-        for i in range(0, len(rows), per):
-            part = rows[i:i + per]
-            c.exec_driver_sql(head + ", ".join([one] * len(part)),
-                              tuple(itertools.chain.from_iterable(part)))
+        plan = self._sqlite_inserts.get(table.name)
+        if plan is None:
+            q = self.engine.dialect.identifier_preparer.quote
+            head = f"INSERT INTO {q(table.name)} ({', '.join(q(n) for n in cols)}) VALUES "
+            one = "(" + ", ".join("?" * len(cols)) + ")"
+            plan = self._sqlite_inserts[table.name] = (head, one, head + ", ".join([one] * per))
+        head, one, full = plan
+        flat = itertools.chain.from_iterable
+        # The driver's cursor on the transaction's own connection: SQLAlchemy's execution
+        # context per statement cost about as much as SQLite's parse of a cached one. Its
+        # errors are raised as SQLAlchemy's, as a statement run through SQLAlchemy raises.
+        cur = c.connection.driver_connection.cursor()
+        sql, params = full, ()
+        try:
+            for i in range(0, len(rows), per):
+                part = rows[i:i + per]
+                sql = full if len(part) == per else head + ", ".join([one] * len(part))
+                params = tuple(flat(part))
+                cur.execute(sql, params)
+        except sqlite3.Error as e:
+            raise sa.exc.DBAPIError.instance(sql, params, e, sqlite3.Error) from e
+        finally:
+            cur.close()
 
     def rollback_to(self, height: int) -> None:
         """Delete every block above `height` and everything derived from them."""

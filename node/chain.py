@@ -233,18 +233,28 @@ class Chain:
         return out
 
     def _write_for(self, block: Block, fx: BlockEffects) -> tuple[BlockWrite, list[ItemRow]]:
+        """The store rows of a block validated with effects `fx`, and its item rows.
+
+        Runs for every transaction a node connects: one pass, local names, each stream id
+        put in hex once per block."""
         enc = self.codec.encode
         h = block.height
         t = block.header.time
-        txs, items = [], []
+        txs: list[TxRow] = []
+        items: list[ItemRow] = []
+        add_tx, add_item = txs.append, items.append
+        stream_hex: dict[bytes, str] = {}
         for i, tx in enumerate(block.txs):
             txid = tx.txid.hex()
             sender = enc(tx.sender_hash)
-            txs.append(TxRow(txid, h, i, sender, tx.time, tx.raw))
+            add_tx(TxRow(txid, h, i, sender, tx.time, tx.raw))
             for vout, op in enumerate(tx.ops):
                 if isinstance(op, Publish):
-                    items.append(ItemRow(0, op.stream.hex(), txid, vout, h, i, sender, op.keys,
-                                         int(op.fmt), op.data, op.offchain, t))
+                    stream = stream_hex.get(op.stream)
+                    if stream is None:
+                        stream = stream_hex[op.stream] = op.stream.hex()
+                    add_item(ItemRow(0, stream, txid, vout, h, i, sender, op.keys, int(op.fmt),
+                                     op.data, op.offchain, t))
         streams = [StreamRow(s.createtxid.hex(), s.name, s.streamref, s.restrict, s.salted,
                              s.details.decode(), enc(s.creator), s.height) for s in fx.streams]
         perms = [PermRow(p.kind, enc(p.address), p.entity.hex(), p.perm, p.start, p.end,
