@@ -11,7 +11,8 @@ is (`data_start`, `data_size`), and the readers slice them out (on SQLite with i
 blob I/O, which reads only the pages of the slice). Txids are stored as 32 bytes, stream ids
 and addresses as small integers through the `names` table; the rows index what the queries
 need and nothing more (schema 2; about 510 instead of 1,500 bytes per one-item transaction,
-bench/storage.py). Block hashes, stream and permission rows stay as readable text.
+bench/storage.py; schema 3 indexes a txid's first 8 bytes instead of all 32, see txs_t).
+Block hashes, stream and permission rows stay as readable text.
 
 Each item has its place in its stream (`seq`, 1..n in id order, index ix_items_seq), and
 `item_counts` holds each stream's and each (stream, publisher)'s item count and first item
@@ -27,7 +28,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import orjson
@@ -38,8 +39,9 @@ from ledger.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2"
-REBUILT_SCHEMAS = {"1": ("item_keys", "items", "transactions", "item_counts")}
+SCHEMA_VERSION = "3"
+REBUILT_SCHEMAS = {"1": ("item_keys", "items", "transactions", "item_counts"),
+                   "2": ("transactions",)}
 """Older schemas upgraded at open: their derived tables of another layout are dropped, made
 again empty, and the node rebuilds them from the kept blocks (the reindex mark is set)."""
 REINDEX_MARK = "reindex"
@@ -91,9 +93,21 @@ txs_t = sa.Table(
     sa.Column("time_s", sa.BigInteger, nullable=False),
     sa.Column("raw_start", sa.Integer, nullable=False),
     sa.Column("raw_size", sa.Integer, nullable=False),
-    sa.Index("ix_transactions_txid", "txid", unique=True),
+    # The txid's first 8 bytes as a signed integer (_txkey), indexed in place of the txid.
+    sa.Column("txkey", sa.BigInteger, nullable=False),
+    sa.Index("ix_transactions_txkey", "txkey"),
     sqlite_with_rowid=False,
 )
+"""Lookups by txid seek `txkey` and compare the whole txid (`txkey = ? AND txid = ?`).
+
+Txids are random, so each transaction's index entry lands on a page of its own: once the
+index outgrows the few pages a block touches, every transaction dirties one index page
+that the commit writes to the WAL and the checkpoint again. An entry of 32 bytes of txid
+made that index 2.6 times the size of the 8-byte one and the cost of a block's commit grew
+with it (measured: replaying the rows of 100,000 one-item transactions in blocks of 1,000
+into SQLite, 28-30 us per tx with the txid index against 22-24 with this one, 38 against
+27 us over the last 10,000). Two txids may share a key; the txid column tells them apart.
+Txids are unique by consensus (the replay check), which the unique txid index repeated."""
 items_t = sa.Table(
     "items", metadata,
     sa.Column("id", _RowId, primary_key=True, autoincrement=False),
@@ -262,10 +276,14 @@ class StoredRange:
     perms: list[PermRow]
     rows_above: int
     block_count: int
+    bad_txkeys: list[int] = field(default_factory=list)
+    """Heights of the transaction rows whose `txkey` is not their txid's (found by no
+    lookup by txid)."""
 
 
 _SQLITE_MAX_VARS = 999
-_TX_INSERT = ("height", "blockindex", "txid", "sender", "time_s", "raw_start", "raw_size")
+_TX_INSERT = ("height", "blockindex", "txid", "sender", "time_s", "raw_start", "raw_size",
+              "txkey")
 _ITEM_INSERT = ("id", "stream", "height", "blockindex", "vout", "publisher", "keys_json",
                 "format", "offchain", "data_start", "data_size", "time_s", "seq")
 _KEY_INSERT = ("item_id", "stream", "item_key", "height")
@@ -310,6 +328,11 @@ def _txid_bytes(txid_hex: str) -> bytes | None:
 
 def _txids_bytes(txids_hex: Iterable[str]) -> list[bytes]:
     return [b for b in map(_txid_bytes, txids_hex) if b is not None]
+
+
+def _txkey(txid: bytes) -> int:
+    """The transactions row's `txkey` of a txid: its first 8 bytes as a signed integer."""
+    return int.from_bytes(txid[:8], "big", signed=True)
 
 
 def _find(raw: bytes, part: bytes, start: int, end: int, what: str) -> int:
@@ -551,6 +574,7 @@ class ChainStore:
         instead of a search); anywhere after the previous one otherwise."""
         raw = w.raw
         startswith, find = raw.startswith, raw.find
+        from_bytes = int.from_bytes
         spans, pos = [], 0
         for t in w.txs:
             traw = t.raw
@@ -562,8 +586,9 @@ class ChainStore:
                     _find(raw, traw, pos, len(raw), f"transaction {t.txid}")
             pos = at + n
             spans.append([at, pos])  # where the tx's next item's data may start, its end
-            tx_rows.append((t.height, t.blockindex, bytes.fromhex(t.txid), ids[t.sender],
-                            t.time_s, at, n))
+            txid = bytes.fromhex(t.txid)
+            tx_rows.append((t.height, t.blockindex, txid, ids[t.sender], t.time_s, at, n,
+                            from_bytes(txid[:8], "big", signed=True)))  # _txkey
 
         def had(key: tuple[int, int], first: int) -> tuple[int, int]:
             got = counts.get(key)
@@ -668,12 +693,20 @@ class ChainStore:
         times: with the event loop serving publishes, a block's inserts took 5-30 times
         their own CPU (a GIL convoy; measured 150-200 instead of 25 us per tx). One
         statement per up to 999 bound values (SQLite's smallest compile-time limit) steps
-        once per 80-250 rows."""
+        once per 80-250 rows.
+
+        `OR ROLLBACK`: a row that breaks a constraint rolls back the whole transaction
+        (what put_blocks does on any error anyway) instead of only its statement. So SQLite
+        keeps no statement journal, which it otherwise writes to a temporary file for a
+        multi-row insert: the old content of every page the statement changes, a page per
+        transaction for the random txkey index (measured on 60,000 one-item transactions
+        in blocks of 1,000: 157,000 -> 47,000 pwrite calls, 6.3 -> 3.0 us of system time
+        per transaction)."""
         per = max(1, _SQLITE_MAX_VARS // len(cols))
         plan = self._sqlite_inserts.get(table.name)
         if plan is None:
             q = self.engine.dialect.identifier_preparer.quote
-            head = f"INSERT INTO {q(table.name)} ({', '.join(q(n) for n in cols)}) VALUES "
+            head = f"INSERT OR ROLLBACK INTO {q(table.name)} ({', '.join(q(n) for n in cols)}) VALUES "
             one = "(" + ", ".join("?" * len(cols)) + ")"
             plan = self._sqlite_inserts[table.name] = (head, one, head + ", ".join([one] * per))
         head, one, full = plan
@@ -897,9 +930,9 @@ class ChainStore:
         if txid is None:
             return None
         q = self._query("tx_by_txid", lambda: self._txs_select.where(
-            txs_t.c.txid == sa.bindparam("txid")))
+            txs_t.c.txkey == sa.bindparam("txkey"), txs_t.c.txid == sa.bindparam("txid")))
         with self._read() as c:
-            rows = self._txs(c, q, {"txid": txid})
+            rows = self._txs(c, q, {"txkey": _txkey(txid), "txid": txid})
         return rows[0] if rows else None
 
     def known_txids(self, txids_hex: Iterable[str]) -> set[str]:
@@ -909,11 +942,14 @@ class ChainStore:
         if self.engine.dialect.name == "sqlite":
             return self._known_txids_sqlite(ids)
         q = self._query("known_txids", lambda: sa.select(txs_t.c.txid).where(
+            txs_t.c.txkey.in_(sa.bindparam("txkeys", expanding=True)),
             txs_t.c.txid.in_(sa.bindparam("txids", expanding=True))))
         out: set[str] = set()
         with self.engine.connect() as c:
             for i in range(0, len(ids), 500):
-                out.update(bytes(t).hex() for t in c.scalars(q, {"txids": ids[i:i + 500]}))
+                part = ids[i:i + 500]
+                out.update(bytes(t).hex() for t in c.scalars(
+                    q, {"txkeys": [_txkey(t) for t in part], "txids": part}))
         return out
 
     def _known_txids_sqlite(self, ids: list[bytes]) -> set[str]:
@@ -925,10 +961,13 @@ class ChainStore:
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
-            for i in range(0, len(ids), _SQLITE_MAX_VARS):
-                part = ids[i:i + _SQLITE_MAX_VARS]
-                cur.execute(f"SELECT {q('txid')} FROM {q(txs_t.name)} WHERE {q('txid')} IN ("
-                            + ", ".join("?" * len(part)) + ")", part)
+            per = _SQLITE_MAX_VARS // 2  # a txkey and a txid each
+            for i in range(0, len(ids), per):
+                part = ids[i:i + per]
+                marks = ", ".join("?" * len(part))
+                cur.execute(f"SELECT {q('txid')} FROM {q(txs_t.name)} WHERE {q('txkey')} IN "
+                            f"({marks}) AND {q('txid')} IN ({marks})",
+                            [*map(_txkey, part), *part])
                 out.update(bytes(r[0]).hex() for r in cur.fetchall())
             cur.close()
         finally:
@@ -943,15 +982,19 @@ class ChainStore:
         relaying a transaction (profile of a 3-node cluster under load)."""
         plan = self._select_plans.get("known_txid")
         if plan is None:
-            compiled = sa.select(txs_t.c.txid).where(txs_t.c.txid == sa.bindparam("t")) \
-                .compile(dialect=self.engine.dialect)
+            compiled = sa.select(txs_t.c.txid).where(
+                txs_t.c.txkey == sa.bindparam("k"), txs_t.c.txid == sa.bindparam("t")
+            ).compile(dialect=self.engine.dialect)
+            if compiled.positional and list(compiled.positiontup or ()) != ["k", "t"]:
+                raise StoreError("cannot prepare the txid lookup")
             plan = (compiled.string, compiled.positional)
             self._select_plans["known_txid"] = plan
         sql, positional = plan
+        key = _txkey(txid)
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
-            cur.execute(sql, (txid,) if positional else {"t": txid})
+            cur.execute(sql, (key, txid) if positional else {"k": key, "t": txid})
             row = cur.fetchone()
             cur.close()
         finally:
@@ -1113,7 +1156,7 @@ class ChainStore:
         wanted = list(dict.fromkeys(_txids_bytes(txids)))
         with self._read() as c:
             ids = [i for i, s in self._ids_and_streams(c, txs_t.c.txid, wanted, join=True)
-                   if s == sid]
+                   if s == sid]  # (by txkey and txid: see _ids_and_streams)
             return self._items_of_ids(c, ids)
 
     def items_by_tx(self, txid: str) -> list[ItemRow]:
@@ -1122,9 +1165,10 @@ class ChainStore:
             return []
         # A transaction's items have ids in vout order.
         q = self._page_query("items_of_tx", lambda: sa.select(items_t.c.id).select_from(
-            _ITEMS_WITH_TX).where(txs_t.c.txid == sa.bindparam("txid")))
+            _ITEMS_WITH_TX).where(txs_t.c.txkey == sa.bindparam("txkey"),
+                                  txs_t.c.txid == sa.bindparam("txid")))
         with self._read() as c:
-            return self._items(c, q, {"txid": tid})
+            return self._items(c, q, {"txkey": _txkey(tid), "txid": tid})
 
     def items_in_heights(self, stream: str, heights: Sequence[int]) -> list[ItemRow]:
         # By height alone, the stream checked here (as items_by_txids, for the same reason).
@@ -1137,16 +1181,24 @@ class ChainStore:
 
     def _ids_and_streams(self, c: sa.Connection, col: sa.Column, values: list, *, join: bool
                          ) -> list[tuple[int, int]]:
-        """(item id, stream id) of the items whose `col` is one of `values`, 500 at a time."""
+        """(item id, stream id) of the items whose `col` is one of `values`, 500 at a time
+        (by txid: their txkeys select the rows, as the index is on those)."""
+        by_txid = col is txs_t.c.txid
+
         def build() -> sa.Select:
             q = sa.select(items_t.c.id, items_t.c.stream).where(
                 col.in_(sa.bindparam("values", expanding=True)))
+            if by_txid:
+                q = q.where(txs_t.c.txkey.in_(sa.bindparam("txkeys", expanding=True)))
             return q.select_from(_ITEMS_WITH_TX) if join else q
 
         q = self._query(f"ids_and_streams:{col.table.name}.{col.name}", build)
         out: list[tuple[int, int]] = []
         for i in range(0, len(values), 500):
-            out.extend((r[0], r[1]) for r in c.execute(q, {"values": values[i:i + 500]}))
+            params: dict = {"values": values[i:i + 500]}
+            if by_txid:
+                params["txkeys"] = [_txkey(v) for v in params["values"]]
+            out.extend((r[0], r[1]) for r in c.execute(q, params))
         return out
 
     def _items_of_ids(self, c: sa.Connection, ids: list[int]) -> list[ItemRow]:
@@ -1427,7 +1479,11 @@ class ChainStore:
                                  .where(t.c.height > hi)) or 0
                         for t in (blocks_t, txs_t, items_t, item_keys_t, streams_t, perm_log_t))
             block_count = c.scalar(sa.select(sa.func.count()).select_from(blocks_t)) or 0
-        return StoredRange(blocks, txs, items, keys, streams, perms, above, block_count)
+            bad_txkeys = sorted({h for h, txid, key in c.execute(
+                sa.select(txs_t.c.height, txs_t.c.txid, txs_t.c.txkey).where(between(txs_t)))
+                if _txkey(bytes(txid)) != key})
+        return StoredRange(blocks, txs, items, keys, streams, perms, above, block_count,
+                           bad_txkeys)
 
     def count_problems(self) -> list[str]:
         """Streams whose item count (item_counts) is not the position of their last item:

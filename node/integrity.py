@@ -86,6 +86,7 @@ def _problems(s: StoredRange, lo: int, hi: int, codec: AddressCodec, chain_id: b
         yield hi, f"{s.block_count} blocks stored for heights 0..{hi}", False
     if s.rows_above:
         yield hi, f"{s.rows_above} rows above the tip", True
+    bad_txkeys = set(s.bad_txkeys)
     enc = codec.encode
     rows = {r.height: (r, raw) for r, raw in s.blocks}
     txs = defaultdict(list)
@@ -128,6 +129,8 @@ def _problems(s: StoredRange, lo: int, hi: int, codec: AddressCodec, chain_id: b
         elif (row.miner, row.txcount, row.size, row.time_ms, row.time_s) != (
                 miner, len(block.txs), block.size, hd.time_ms, hd.time):
             yield h, "the block row's columns differ from the raw block", True
+        elif h in bad_txkeys:
+            yield h, "a transaction row's txkey is not that of its txid", True
         else:
             yield from ((h, what, True) for what in _derived_problems(
                 block, txs[h], items[h], keys, streams[h], perms[h], codec))

@@ -14,7 +14,7 @@ from node_helpers import open_fresh_node
 
 from ledger.blocks import Block
 from ledger.errors import DecodeError
-from ledger.store import ChainStore
+from ledger.store import SCHEMA_VERSION, ChainStore
 from ledger.transactions import DataFormat, Publish, Transaction
 from node.app import NodeApp, store_url
 from node.chain import Chain
@@ -188,7 +188,7 @@ def test_node_reindex_upgrades_a_schema_1_store_at_open(chain_with_blocks):
 
     upgraded, _ = NodeApp(tmp_path, "rx", {})._open()
     try:
-        assert upgraded.store.get_meta("schema") == "2"
+        assert upgraded.store.get_meta("schema") == SCHEMA_VERSION
         assert not upgraded.chain.reindex_pending(), "the upgrade's reindex ran to its end"
         assert upgraded.chain.height == 7
         assert _snapshot(upgraded.store, root) == before

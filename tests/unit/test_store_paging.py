@@ -22,8 +22,17 @@ import random
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
-from ledger.store import REINDEX_MARK, BlockRow, BlockWrite, ChainStore, ItemRow, TxRow
+from ledger.store import (
+    REINDEX_MARK,
+    SCHEMA_VERSION,
+    BlockRow,
+    BlockWrite,
+    ChainStore,
+    ItemRow,
+    TxRow,
+)
 
 log = logging.getLogger("unit.store_paging")
 
@@ -237,6 +246,21 @@ sa.Table("item_keys", SCHEMA_1,
          sa.Column("height", sa.Integer, nullable=False))
 
 
+SCHEMA_2 = sa.MetaData()
+sa.Table("transactions", SCHEMA_2,
+         sa.Column("height", sa.Integer, primary_key=True, autoincrement=False),
+         sa.Column("blockindex", sa.Integer, primary_key=True, autoincrement=False),
+         sa.Column("txid", sa.LargeBinary(32).with_variant(mysql.BINARY(32), "mysql",
+                                                           "mariadb"), nullable=False),
+         sa.Column("sender", sa.Integer, nullable=False),
+         sa.Column("time_s", sa.BigInteger, nullable=False),
+         sa.Column("raw_start", sa.Integer, nullable=False),
+         sa.Column("raw_size", sa.Integer, nullable=False),
+         sa.Index("ix_transactions_txid", "txid", unique=True),
+         sqlite_with_rowid=False)
+"""Schema 2's transactions table (indexed by the whole txid; schema 3 indexes its txkey)."""
+
+
 def test_store_of_schema_1_is_upgraded_at_open_and_pages_after_the_rebuild(store_url):
     """A schema-1 store (its items without positions, no item_counts) has its derived tables
     made again at open with the reindex mark set; rebuilt from its blocks, as the node's
@@ -261,7 +285,7 @@ def test_store_of_schema_1_is_upgraded_at_open_and_pages_after_the_rebuild(store
 
     store = ChainStore(url)
     try:
-        assert store.get_meta("schema") == "2"
+        assert store.get_meta("schema") == SCHEMA_VERSION
         assert store.get_meta(REINDEX_MARK) is not None
         assert store.count_items(STREAMS[0]) == 0 and store.items(STREAMS[0], 0, 10) == []
         store.clear_derived()
@@ -318,5 +342,98 @@ def test_store_readers_answer_each_call_with_its_own_values(store_url):
         for p in (PUBLISHERS[1], PUBLISHERS[2]):
             assert {t.txid for t in store.tx_rows_involving([p])} == {
                 it.txid for it in everything if it.publisher == p}
+    finally:
+        store.close()
+
+
+def test_store_txids_sharing_their_first_8_bytes_are_told_apart(store_url):
+    """Lookups by txid seek the txid's first 8 bytes (`txkey`) and compare the whole txid:
+    transactions whose txids share those bytes are each found by their own txid, and a
+    txid of those bytes that is not stored is not found."""
+    prefix = "ab" * 8
+    txids = [prefix + f"{i:02x}" * 24 for i in range(4)]
+    stored, absent = txids[:3], txids[3]
+    store = ChainStore(store_url)
+    try:
+        for height, txid in enumerate(stored):
+            item = ItemRow(0, STREAMS[0], txid, 0, height, 0, PUBLISHERS[0], (f"k{height}",),
+                           0, f"data {height}".encode(), False, 1_700_000_000)
+            store.put_block(_block(height, [item]))
+        for height, txid in enumerate(stored):
+            assert store.tx_row(txid).raw == f"txdata {height}".encode()
+            assert store.tx_row(txid).height == height
+            assert [i.txid for i in store.items_by_tx(txid)] == [txid]
+            assert store.known_txids([txid]) == {txid}
+        assert store.tx_row(absent) is None and store.items_by_tx(absent) == []
+        assert store.known_txids([absent]) == set()
+        assert store.known_txids([*txids, "00" * 32]) == set(stored)
+        assert [i.txid for i in store.items_by_txids(STREAMS[0], [txids[2], absent,
+                                                                   txids[0]])] == [
+            txids[0], txids[2]]
+    finally:
+        store.close()
+
+
+def test_store_of_schema_2_is_upgraded_at_open_and_finds_its_txids_after_the_rebuild(
+        store_url):
+    """A schema-2 store (transactions indexed by the whole txid, no txkey) has its
+    transactions table made again at open with the reindex mark set; rebuilt from its
+    blocks, as the node's reindex does, it finds every transaction by txid again."""
+    url = store_url
+    chain = Chain(random.Random(12))
+    store = ChainStore(url)
+    chain.add(store, 10)
+    store.close()
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        c.exec_driver_sql("DROP TABLE transactions")
+        SCHEMA_2.create_all(c)
+        c.execute(sa.text("UPDATE meta SET value = '2' WHERE name = 'schema'"))
+    engine.dispose()
+
+    store = ChainStore(url)
+    try:
+        assert store.get_meta("schema") == SCHEMA_VERSION
+        assert store.get_meta(REINDEX_MARK) is not None
+        store.clear_derived()
+        for height, items in enumerate(chain.blocks):
+            store.put_block(_block(height, items), block_stored=True)
+        assert_store_matches(store, chain)
+        everything = [it for items in chain.blocks for it in items]
+        for it in everything[::3]:
+            assert store.tx_row(it.txid).raw == b"tx" + it.data
+        assert store.known_txids([it.txid for it in everything]) == {
+            it.txid for it in everything}
+        chain.add(store, 3)
+        assert_store_matches(store, chain)
+    finally:
+        store.close()
+
+
+def test_store_write_failing_on_a_row_leaves_the_store_as_it_was(store_url):
+    """A write whose rows break a constraint part-way (two transactions at one place in
+    their block) raises the database's IntegrityError and stores none of its rows: not its
+    block, not the rows before the bad one, no item count; the next write numbers its items
+    on from the last stored ones, as if the failed one had not been tried."""
+    chain = Chain(random.Random(13))
+    store = ChainStore(store_url)
+    try:
+        chain.add(store, 6)
+        height = len(chain.blocks)
+        items = [ItemRow(0, STREAMS[0], hashlib.sha256(f"bad {v}".encode()).hexdigest(), v,
+                         height, v, PUBLISHERS[0], ("k0",), 0, f"bad {v}".encode(), False,
+                         1_700_000_000) for v in range(3)]
+        bad = _block(height, items)
+        bad.txs[2] = bad.txs[2]._replace(blockindex=1)
+        with pytest.raises(sa.exc.IntegrityError):
+            store.put_block(bad)
+        assert store.tip().height == height - 1
+        assert store.tx_row(items[0].txid) is None
+        assert store.known_txids([it.txid for it in items]) == set()
+        assert_store_matches(store, chain)
+        assert store.count_problems() == []
+        chain.add(store, 3)
+        assert_store_matches(store, chain)
+        assert store.count_problems() == []
     finally:
         store.close()
