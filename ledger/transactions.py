@@ -228,10 +228,11 @@ def _decode_op(r: Reader) -> Op:
     raise DecodeError(f"unknown operation kind {kind}")
 
 # -- structural limits ----------------------------------------------------------------------------
-# The one set of limits of the encoding. `Transaction.decode` applies `check_structure` to every
-# transaction it reads (after bounded reads that refuse oversize fields before allocating them),
-# `Transaction.create` applies it before signing, and consensus applies it again in `apply_tx`
-# (mempool admission, the miner's re-check, `connect_block`). So a transaction that can be built,
+# The one set of limits of the encoding, `check_structure`. `Transaction.create` applies it before
+# signing, and consensus applies it in `apply_tx` (mempool admission, the miner's re-check,
+# `connect_block`). `Transaction.decode` applies the same limits as it reads (bounded reads that
+# refuse oversize fields before allocating them; the custom fields' UTF-8 once the whole
+# transaction is read) and marks what it returns as checked. So a transaction that can be built,
 # pooled, mined or connected always decodes again: a block cannot become undecodable.
 
 def _limit(msg: str) -> TxLimitExceeded:
@@ -270,6 +271,13 @@ def _check_flag(value: object, what: str) -> None:
         raise _limit(f"{what} must be true or false")
 
 
+def _check_details(details: bytes) -> None:
+    try:
+        details.decode()
+    except UnicodeDecodeError:
+        raise _limit("stream custom fields are not UTF-8") from None
+
+
 def check_op(op: object) -> None:
     """One operation within the limits of the encoding; raises TxLimitExceeded."""
     if isinstance(op, Publish):
@@ -290,10 +298,7 @@ def check_op(op: object) -> None:
         _check_int(op.restrict, "stream restrictions", 0, _RESTRICT_MASK)
         _check_flag(op.salted, "salted flag")
         _check_bytes(op.details, "stream custom fields", limit=MAX_DETAILS_BYTES)
-        try:
-            op.details.decode()
-        except UnicodeDecodeError:
-            raise _limit("stream custom fields are not UTF-8") from None
+        _check_details(op.details)
     elif isinstance(op, Permission):
         _check_bytes(op.address, "permission address", size=20)
         _check_bytes(op.entity, "permission entity")
@@ -443,7 +448,14 @@ class Transaction:
             raise DecodeError("bad signature length")
         signature = r.fixed(siglen)
         r.end()
+        for op in ops:  # the one limit of check_structure that the reads above do not apply
+            if type(op) is CreateStream:
+                _check_details(op.details)
         raw = bytes(raw)
         tx = cls(sender, nonce, time, ops, signature, version, raw[:body_end], None, raw)
-        check_structure(tx)
+        # The reads above refuse everything check_structure refuses (each field's size and
+        # range, UTF-8 text, the op count, the signature length; tests hold the two to the
+        # same limits), so the decoded transaction is marked as checked instead of walking
+        # its fields a second time (about 15 % of decoding a synced transaction).
+        tx._checked = True
         return tx
