@@ -36,6 +36,7 @@ _U64_MAX = (1 << 64) - 1
 _PERM_MASK = (1 << 16) - 1
 _RESTRICT_MASK = 0x0F
 _NONCE_TIME = struct.Struct("<QI")
+_SENDER_NONCE_TIME = struct.Struct("<33sQI")
 
 
 class OpKind(IntEnum):
@@ -194,20 +195,28 @@ _FORMATS = tuple(DataFormat)
 """DataFormat by its number (a tuple index costs a fraction of an enum lookup)."""
 
 
+_PUBLISH = int(OpKind.PUBLISH)
+
+
 def _decode_op(r: Reader) -> Op:
     kind = r.u8()
-    if kind == OpKind.PUBLISH:
+    if kind == _PUBLISH:  # nearly every op received: one key and the flag without a call
         stream = r.fixed(32)
         nkeys = r.varint()
         if nkeys > MAX_KEYS:
             raise DecodeError("too many keys")
-        keys = tuple([_text(r.var_bytes(MAX_KEY_BYTES), "key") for _ in range(nkeys)])
+        if nkeys == 1:
+            keys: tuple[str, ...] = (_text(r.var_bytes(MAX_KEY_BYTES), "key"),)
+        else:
+            keys = tuple([_text(r.var_bytes(MAX_KEY_BYTES), "key") for _ in range(nkeys)])
         fmt = r.u8()
         if fmt >= len(_FORMATS):
             raise DecodeError("unknown data format")
-        offchain = _flag(r)
+        offchain = r.u8()
+        if offchain > 1:
+            raise DecodeError("flag must be 0 or 1")
         data = r.var_bytes(MAX_DATA_BYTES)
-        return Publish(stream, keys, _FORMATS[fmt], data, offchain)
+        return Publish(stream, keys, _FORMATS[fmt], data, offchain == 1)
     if kind == OpKind.CREATE_STREAM:
         name = _text(r.var_bytes(MAX_NAME_BYTES), "stream name")
         restrict = r.u8()
@@ -435,13 +444,14 @@ class Transaction:
         version = r.u8()
         if version != TX_VERSION:
             raise DecodeError(f"unknown transaction version {version}")
-        sender = r.fixed(33)
-        nonce = r.u64()
-        time = r.u32()
+        sender, nonce, time = r.unpack(_SENDER_NONCE_TIME)
         nops = r.varint()
         if nops == 0 or nops > MAX_OPS:
             raise TxLimitExceeded(f"a transaction needs 1 to {MAX_OPS} operations")
-        ops = tuple([_decode_op(r) for _ in range(nops)])
+        if nops == 1:  # most transactions (one item per call)
+            ops: tuple[Op, ...] = (_decode_op(r),)
+        else:
+            ops = tuple([_decode_op(r) for _ in range(nops)])
         body_end = r.pos
         siglen = r.u8()
         if not MIN_DER_SIGNATURE <= siglen <= MAX_DER_SIGNATURE:
