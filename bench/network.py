@@ -65,6 +65,7 @@ from bench.common import (
     machine_cpu,
     machine_info,
     measure_verify,
+    proc_cpu,
     self_cpu,
     tree_cpu,
 )
@@ -534,6 +535,7 @@ async def catchup(nodes: list[Node], base: Path, *, items_wanted: int, port: int
     # CPU from just before the grant (the fresh node idles until it is let in): the fresh
     # node with its verification workers, the serving node, this process, the machine.
     fresh0, seed0 = tree_cpu(pid) or 0.0, tree_cpu(nodes[0].pid or 0) or 0.0
+    main0 = proc_cpu(pid) or 0.0  # the fresh node's own process, without its workers
     machine0, self0 = machine_cpu(), self_cpu()
     await wait_for(connected, t_limit, "the fresh node to connect", interval=POLL)
     t_conn = time.monotonic()
@@ -544,6 +546,7 @@ async def catchup(nodes: list[Node], base: Path, *, items_wanted: int, port: int
     await wait_for(caught_up, t_limit, "the fresh node to catch up", interval=POLL)
     t_done = time.monotonic()
     fresh_cpu = (tree_cpu(pid) or 0.0) - fresh0
+    main_cpu = (proc_cpu(pid) or 0.0) - main0
     seed_cpu = (tree_cpu(nodes[0].pid or 0) or 0.0) - seed0
     bench_cpu = self_cpu() - self0
     span = t_done - t_grant
@@ -578,6 +581,8 @@ async def catchup(nodes: list[Node], base: Path, *, items_wanted: int, port: int
         "same_tip": same,
         "fresh_node_cpu_s": round(fresh_cpu, 2),
         "fresh_node_cpu_us_per_item": round(fresh_cpu / items * 1e6, 1) if items else None,
+        "fresh_node_main_process_cpu_us_per_item":
+            round(main_cpu / items * 1e6, 1) if items else None,
         "serving_node_cpu_us_per_item": round(seed_cpu / items * 1e6, 1) if items else None,
         "other_processes_cores": round(max(0.0, others) / span, 2),
         **({"profile_fresh_node": profile} if profile else {}),
@@ -652,7 +657,8 @@ def print_table(r: dict[str, Any]) -> None:
           f"{c['chain_height'] + 1} blocks; {c['seconds_by_log']} s by log, "
           f"{c['seconds_by_polling']} s by polling; {c['sync_lines']} sync batches; fresh "
           f"node CPU {c['fresh_node_cpu_us_per_item']} us per item "
-          f"({q['catchup_fresh_node_cpu_per_item_in_verifies']} verifies), serving node "
+          f"({q['catchup_fresh_node_cpu_per_item_in_verifies']} verifies; main process "
+          f"{c['fresh_node_main_process_cpu_us_per_item']} us), serving node "
           f"{c['serving_node_cpu_us_per_item']} us, other processes "
           f"{c['other_processes_cores']} cores")
 

@@ -10,7 +10,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from consensus.diversity import violates_diversity
-from consensus.rules import PermChange, Rules, apply_genesis_grants, apply_tx, has_permission
+from consensus.rules import (
+    PermChange,
+    Rules,
+    Unchanged,
+    apply_genesis_grants,
+    apply_tx,
+    has_permission,
+)
 from consensus.state import ChainState, StreamInfo
 from ledger.blocks import Block, BlockHeader, check_tx_count
 from ledger.errors import ChainmillError, DecodeError, InvalidBlock, InvalidSignature
@@ -115,9 +122,10 @@ def connect_block(state: ChainState, rules: Rules, block: Block, prev: BlockHead
     if header.height == 0:
         effects.perm_log.extend(apply_genesis_grants(new, miner, ZERO_HASH))
     offsets = block.tx_offsets()
+    unchanged = Unchanged()  # one block, one height: permissions checked once until changed
     for tx, off in zip(block.txs, offsets, strict=True):
         try:
-            fx = apply_tx(new, rules, tx, header.height, off)
+            fx = apply_tx(new, rules, tx, header.height, off, unchanged)
         except ChainmillError as e:
             raise InvalidBlock(f"invalid transaction {tx.txid.hex()}: {e}") from None
         effects.streams.extend(fx.streams)

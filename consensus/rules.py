@@ -8,7 +8,7 @@ PermissionDenied, DuplicateName) and the caller throws the scratch state away.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from consensus.diversity import required_votes
 from consensus.state import ChainState, StreamInfo, Vote
@@ -153,29 +153,51 @@ def streamref_for(height: int, offset: int, txid: bytes) -> str:
     return f"{height}-{offset}-{int.from_bytes(txid[:2], 'little')}"
 
 
+@dataclass(slots=True)
+class Unchanged:
+    """Permission checks passed on a state since it last changed, at one height: the senders
+    found to hold send and the (sender, stream) pairs found writable.
+
+    A Publish changes nothing in the state, so such a check gives the same answer for every
+    later item until a create or permission op changes the state; `apply_tx` then forgets
+    them. `connect_block` passes one for a whole block (its transactions are all applied at
+    the block's height), so a block of one sender's items checks its permissions once.
+    It describes one state: whoever throws a state away after a failed transaction throws
+    its Unchanged away too (a block with an invalid transaction is refused whole)."""
+
+    senders: set[bytes] = field(default_factory=set)
+    writable: set[tuple[bytes, bytes]] = field(default_factory=set)
+
+    def clear(self) -> None:
+        self.senders.clear()
+        self.writable.clear()
+
+
 def apply_tx(state: ChainState, rules: Rules, tx: Transaction, height: int,
-             offset: int | None = None) -> TxEffects:
+             offset: int | None = None, unchanged: Unchanged | None = None) -> TxEffects:
     """Check `tx` at `height` against `state`, apply it to `state`, return its effects.
 
     `offset` is the tx's byte offset in its block (None in the mempool: streams created by a
-    pending tx get their reference when mined).
+    pending tx get their reference when mined). `unchanged`: the checks already passed on
+    `state` at `height` by earlier transactions (kept up to date here); by default, none.
     """
+    if unchanged is None:
+        unchanged = Unchanged()
     sender = tx.sender_hash
-    if not has_permission(state, rules, sender, "send", height):
-        raise PermissionDenied("the sending address has no send permission")
+    if sender not in unchanged.senders:
+        if not has_permission(state, rules, sender, "send", height):
+            raise PermissionDenied("the sending address has no send permission")
+        unchanged.senders.add(sender)
     check_tx_limits(tx, rules)
     effects = TxEffects([], [])
-    # Streams this tx's Publish ops were found writable on, since the state last changed: a
-    # Publish changes nothing, so its check on a stream gives the same answer for every
-    # item of that stream until a create or permission op of the same tx changes the state.
-    writable: set[bytes] = set()
+    writable = unchanged.writable
     for op in tx.ops:
         if isinstance(op, Publish):
-            if op.stream not in writable:
+            if (sender, op.stream) not in writable:
                 _apply_publish(state, rules, sender, op, height)
-                writable.add(op.stream)
+                writable.add((sender, op.stream))
         else:
-            writable.clear()
+            unchanged.clear()
             if isinstance(op, CreateStream):
                 _apply_create(state, rules, tx, op, height, offset, effects)
             else:

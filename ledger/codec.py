@@ -82,14 +82,6 @@ class Reader:
     def _short(self, n: int) -> DecodeError:
         return DecodeError(f"truncated input: need {n} bytes at offset {self._pos}")
 
-    def _take(self, n: int) -> bytes:
-        pos = self._pos
-        end = pos + n
-        if n < 0 or end > self._len:
-            raise self._short(n)
-        self._pos = end
-        return self._data[pos:end]
-
     def u8(self) -> int:
         pos = self._pos
         if pos >= self._len:
@@ -127,19 +119,41 @@ class Reader:
             raise DecodeError("non-canonical compact size")
         return v
 
+    def unpack(self, st: struct.Struct) -> tuple:
+        """Several fixed-width fields in one read (`st` a little-endian struct.Struct)."""
+        pos = self._pos
+        if pos + st.size > self._len:
+            raise self._short(st.size)
+        self._pos = pos + st.size
+        return st.unpack_from(self._data, pos)
+
+    # fixed and var_bytes slice in place rather than through a shared helper: they read most
+    # fields of every received transaction, and the call saved on each counts there.
     def fixed(self, n: int) -> bytes:
-        return self._take(n)
+        pos = self._pos
+        end = pos + n
+        if n < 0 or end > self._len:
+            raise self._short(n)
+        self._pos = end
+        return self._data[pos:end]
 
     def var_bytes(self, limit: int) -> bytes:
         pos = self._pos
-        if pos < self._len and self._data[pos] < 0xFD:  # the one-byte length of most fields
-            n = self._data[pos]
-            self._pos = pos + 1
+        data = self._data
+        if pos < self._len and data[pos] < 0xFD:  # the one-byte length of most fields
+            n = data[pos]
+            pos += 1
         else:
             n = self.varint()
+            pos = self._pos
         if n > limit:
             raise DecodeError(f"field of {n} bytes exceeds the limit of {limit}")
-        return self._take(n)
+        end = pos + n
+        if end > self._len:
+            self._pos = pos
+            raise self._short(n)
+        self._pos = end
+        return data[pos:end]
 
     def remaining(self) -> int:
         return self._len - self._pos

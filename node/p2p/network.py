@@ -28,6 +28,7 @@ from ledger.hashing import hash160
 from ledger.keys import is_valid_pubkey
 from ledger.transactions import Transaction
 from ledger.types import ZERO_HASH
+from node.chain import collector_paused
 from node.p2p import messages as m
 from node.p2p.framing import HEADER_SIZE, FrameError, encode_frame, read_frame
 from node.p2p.messages import Inv, Msg
@@ -1048,18 +1049,19 @@ class Network:
         txs: list[Transaction] = []
         verify = False
         try:
-            for raw in raws:
-                b = Block.decode(raw, self.max_frame)
-                if not blocks:
-                    verify = self._extends_tip(b)
-                blocks.append(b)
-                if not verify:
-                    continue
-                chunk.append(b)
-                txs.extend(t for t in b.txs if t.txid not in pooled)
-                if len(txs) >= VERIFY_CHUNK:
-                    chunks.append(SyncChunk(chunk, txs, self._verify(txs)))
-                    chunk, txs = [], []
+            with collector_paused():  # the decoded blocks live until connected (no cycles)
+                for raw in raws:
+                    b = Block.decode(raw, self.max_frame)
+                    if not blocks:
+                        verify = self._extends_tip(b)
+                    blocks.append(b)
+                    if not verify:
+                        continue
+                    chunk.append(b)
+                    txs.extend(t for t in b.txs if t.txid not in pooled)
+                    if len(txs) >= VERIFY_CHUNK:
+                        chunks.append(SyncChunk(chunk, txs, self._verify(txs)))
+                        chunk, txs = [], []
         except BaseException:
             _cancel(chunks)
             raise

@@ -7,6 +7,7 @@ batch's transaction.
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
@@ -114,3 +115,25 @@ def test_connect_many_stops_at_an_invalid_block_and_keeps_those_before(node_ctx)
     nxt = _blocks(ctx, [_txs(ctx, "after", 1)])
     assert ctx.chain.connect_many(nxt, [frozenset()]).error is None
     assert ctx.chain.height == start + 3
+
+
+def test_connect_many_rows_made_and_written_with_the_collector_paused(node_ctx):
+    ctx = node_ctx
+    chain, seen = ctx.chain, {}
+    write_for, put_blocks = chain._write_for, ctx.store.put_blocks
+
+    def watched_write_for(*args):
+        seen["rows"] = gc.isenabled()
+        return write_for(*args)
+
+    def watched_put_blocks(*args, **kwargs):
+        seen["write"] = gc.isenabled()
+        return put_blocks(*args, **kwargs)
+
+    chain._write_for, ctx.store.put_blocks = watched_write_for, watched_put_blocks
+    blocks = _blocks(ctx, [_txs(ctx, "gc", 3), _txs(ctx, "gc2", 2)])
+    assert gc.isenabled()
+    done = chain.connect_many(blocks, [frozenset()] * len(blocks))
+    assert done.error is None and len(done.connected) == 2
+    assert seen == {"rows": False, "write": False}
+    assert gc.isenabled()  # restored

@@ -9,7 +9,7 @@ import copy
 from dataclasses import dataclass, field
 
 import pytest
-from test_consensus_rules import ADMIN, CHAIN_ID, OTHER, USER, grant, make_rules, tx
+from test_consensus_rules import ADMIN, CHAIN_ID, OTHER, USER, grant, make_rules, revoke, tx
 
 from consensus.blocks import MAX_FUTURE_MS, connect_block, verify_sequential
 from consensus.rules import Rules, apply_tx
@@ -18,7 +18,7 @@ from ledger.blocks import BLOCK_VERSION, Block, BlockHeader
 from ledger.errors import InvalidBlock, InvalidTransaction
 from ledger.keys import KeyPair
 from ledger.merkle import merkle_root
-from ledger.transactions import CreateStream, DataFormat, Publish, Transaction
+from ledger.transactions import RESTRICT_WRITE, CreateStream, DataFormat, Publish, Transaction
 from ledger.types import ZERO_HASH
 
 T0 = 1_700_000_000_000
@@ -219,3 +219,26 @@ def test_blocks_a_transaction_larger_than_an_empty_block_is_refused_on_admission
     big = tx(USER, Publish(chain.stream_tx.txid, ("k",), DataFormat.TEXT, b"x" * 300))
     with pytest.raises(InvalidTransaction, match="does not fit in a block"):
         apply_tx(chain.state.copy(), rules, big, chain.state.height + 1)
+
+
+# -- permissions checked once per block until a transaction changes them -------------------------
+# connect_block remembers the send and write checks passed in a block (a Publish changes
+# nothing); a permission op in between must make the later transactions be checked again.
+
+def test_blocks_a_send_revoked_in_the_block_applies_to_the_later_transactions(chain):
+    s = chain.stream_tx.txid
+    chain.refuses(chain.build(OTHER, [publish(USER, s, 1), tx(ADMIN, revoke(USER, "send")),
+                                      publish(USER, s, 2)]), "no send permission")
+    chain.connect(chain.build(OTHER, [publish(USER, s, 3), publish(USER, s, 4)]))
+
+
+def test_blocks_a_write_revoked_in_the_block_applies_to_the_later_transactions(chain):
+    closed = tx(ADMIN, CreateStream("closed", RESTRICT_WRITE))
+    chain.connect(chain.build(OTHER, [closed]))
+    chain.connect(chain.build(ADMIN, [tx(ADMIN, grant(USER, "write", closed.txid))]))
+    block = chain.build(OTHER, [publish(USER, closed.txid, 1),
+                                tx(ADMIN, revoke(USER, "write", closed.txid)),
+                                publish(USER, closed.txid, 2)])
+    chain.refuses(block, "no write permission")
+    chain.connect(chain.build(OTHER, [publish(USER, closed.txid, 3),
+                                      tx(ADMIN, revoke(USER, "write", closed.txid))]))

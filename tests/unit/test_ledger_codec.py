@@ -119,3 +119,15 @@ def test_codec_var_bytes_refuses_non_minimal_and_over_limit_long_lengths():
     r = Reader(data)
     assert r.var_bytes(256) == bytes(256)
     r.end()
+
+
+def test_codec_unpack_reads_several_fields_or_refuses_short_input():
+    import struct
+
+    st3 = struct.Struct("<2sHI")
+    r = Reader(b"ab\x01\x00\x02\x00\x00\x00\x07")
+    assert r.unpack(st3) == (b"ab", 1, 2)
+    assert r.u8() == 7
+    r.end()
+    with pytest.raises(DecodeError, match="truncated"):
+        Reader(bytes(st3.size - 1)).unpack(st3)

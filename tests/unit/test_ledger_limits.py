@@ -8,6 +8,8 @@ the limit builds, encodes and decodes again.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.codec import Writer
 from ledger.errors import DecodeError, InvalidTransaction, TxLimitExceeded
@@ -107,3 +109,80 @@ def test_ledger_limits_error_is_both_a_decode_and_a_transaction_error():
     # The decoder raises it (DecodeError) and consensus refuses with it (InvalidTransaction).
     assert issubclass(TxLimitExceeded, DecodeError)
     assert issubclass(TxLimitExceeded, InvalidTransaction)
+
+
+# -- the decoder and check_structure hold a transaction to the same limits ------------------------
+# The decoder does not call check_structure: its reads refuse everything check_structure would,
+# and what it returns is marked as checked. Ops written by hand around every limit must get the
+# same answer from both.
+
+def _around(limit: int) -> st.SearchStrategy[int]:
+    return st.integers(0, limit + 2) | st.integers(max(0, limit - 2), limit + 2)
+
+
+_TEXT = st.sampled_from(["", "a", "é", "\ud800", "\U0001f600"])
+"""Pieces of text: ASCII, two- and four-byte UTF-8, and a lone surrogate (not encodable)."""
+
+
+@st.composite
+def _text_near(draw: st.DrawFn, limit: int) -> str:
+    n = draw(_around(limit))
+    piece = draw(_TEXT) or "a"
+    return (piece * (n // max(1, len(piece.encode("utf-8", "surrogatepass")))))[:n]
+
+
+@st.composite
+def _hand_ops(draw: st.DrawFn) -> object:
+    kind = draw(st.sampled_from(["publish", "create", "permission"]))
+    if kind == "publish":
+        keys = tuple(draw(st.lists(_text_near(MAX_KEY_BYTES), max_size=3)))
+        if draw(st.booleans()):
+            keys = tuple(["k"] * draw(_around(MAX_KEYS)))
+        return Publish(draw(st.binary(min_size=31, max_size=33)), keys,
+                       draw(st.integers(0, 3)), draw(st.binary(max_size=8)), draw(st.booleans()))
+    if kind == "create":
+        details = draw(st.sampled_from([b"{}", b"\xff", b"{\xc3}", '"é"'.encode(),
+                                        b'"' + b"d" * (MAX_DETAILS_BYTES - 1) + b'"']))
+        return CreateStream(draw(_text_near(MAX_NAME_BYTES)), draw(st.integers(0, 31)),
+                            draw(st.booleans()), details)
+    entity = draw(st.sampled_from([b"", bytes(31), bytes(32)]))
+    return Permission(draw(st.binary(min_size=20, max_size=20)), entity,
+                      draw(st.integers(0, (1 << 16) + 1)), draw(st.integers(0, 3)),
+                      draw(st.sampled_from([0, 5, 2**32 - 1])))
+
+
+@given(_hand_ops())
+@settings(max_examples=400, deadline=None)
+def test_ledger_limits_decoder_refuses_exactly_what_check_structure_refuses(op):
+    try:
+        raw = _raw_with(op)
+    except UnicodeEncodeError:  # a lone surrogate cannot even be written
+        return
+    try:
+        decoded = Transaction.decode(raw)
+    except DecodeError:
+        decoded = None
+    if decoded is not None:
+        # What the decoder accepts and marks as checked passes the check itself.
+        assert decoded._checked
+        decoded._checked = False
+        check_structure(decoded)
+    # The same transaction as plain fields, never checked: what check_structure accepts,
+    # the decoder accepts too, as the same operation.
+    fresh = Transaction(KEY.pubkey, 1, 1, (op,), KEY.sign(b"\x00" * 32))
+    try:
+        check_structure(fresh)
+    except TxLimitExceeded:
+        return
+    assert decoded is not None and decoded.ops == (op,)
+
+
+def test_ledger_limits_custom_fields_checked_after_the_whole_transaction_is_read():
+    # As when decode called check_structure last: a body that is also truncated or followed
+    # by trailing bytes is a plain decode error (RPC -22), not a limit (TxLimitExceeded).
+    raw = _raw_with(OVER_LIMIT["non-UTF-8 custom fields"])
+    with pytest.raises(TxLimitExceeded, match="not UTF-8"):
+        Transaction.decode(raw)
+    with pytest.raises(DecodeError, match="trailing") as e:
+        Transaction.decode(raw + b"\x00")
+    assert not isinstance(e.value, TxLimitExceeded)

@@ -7,6 +7,7 @@ small, so the verifier checks them on its calling thread (no worker processes st
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 
@@ -164,3 +165,29 @@ def test_p2p_sync_decode_a_forged_signature_bans_and_connects_only_the_chunks_be
     assert ok is False
     assert peer.closed and peer.banscore >= net_mod.BAN_SCORE
     assert node_ctx.chain.height == good[0].height  # neither the forged block nor the next
+
+
+def test_p2p_sync_decode_decodes_with_the_collector_paused_and_restores_it(node_ctx,
+                                                                            monkeypatch):
+    blocks = _blocks(node_ctx, [2, 2])
+    seen = []
+    decode = Block.decode
+
+    def watched(raw, max_size=None):
+        seen.append(gc.isenabled())
+        return decode(raw, max_size)
+
+    monkeypatch.setattr(net_mod.Block, "decode", watched)
+
+    async def run():
+        net = Network(node_ctx, port=0, listen=False)
+        decoded, chunks = net._decode_batch([b.raw for b in blocks])
+        for c in chunks:
+            await c.verified
+        with pytest.raises(DecodeError):  # a refused batch restores it too
+            net._decode_batch([blocks[0].raw, b"\x01junk"])
+
+    assert gc.isenabled()
+    asyncio.run(run())
+    assert seen and not any(seen)
+    assert gc.isenabled()
