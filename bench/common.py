@@ -424,7 +424,9 @@ class PySpy:
 
     def __init__(self, pid: int, out: Path, rate: int = 100, *, gil: bool = False) -> None:
         self.out = out
-        exe = shutil.which("py-spy")
+        # The one installed beside this interpreter (a venv that is not on PATH), else PATH's.
+        exe = (shutil.which("py-spy", path=str(Path(sys.executable).parent))
+               or shutil.which("py-spy"))
         if exe is None:
             raise NodeError("py-spy is not installed (pip install py-spy)")
         self.proc = subprocess.Popen(

@@ -764,12 +764,15 @@ class Network:
             batch = self._tx_queue[:RELAY_BATCH]
             del self._tx_queue[:RELAY_BATCH]
             self._tx_drained.set()
-            tip = self.chain.state.tip_hash
+            state = self.chain.state
             results, confirmed = await asyncio.to_thread(self._check_relayed,
                                                          [t for _, t in batch])
-            # Confirmed-or-not was asked at `tip`: if a block connected meanwhile, each tx
-            # is asked again on admission (a confirmed tx must never be pooled again).
-            same_tip = tip == self.chain.state.tip_hash
+            # Confirmed-or-not was asked on `state`: if the chain changed meanwhile, each tx
+            # is asked again on admission (a confirmed tx must never be pooled again). Every
+            # change (a connect, a rollback, the restore after a failed reorganisation) puts
+            # a new state object in place, so this also sees a rollback whose restore ended
+            # on the same tip hash, which a comparison of tip hashes would not.
+            unchanged = state is self.chain.state
             for (peer, tx), ok in zip(batch, results, strict=True):
                 if not ok:
                     self.misbehave(peer, BAN_SCORE,
@@ -777,7 +780,7 @@ class Network:
                     continue
                 if tx.txid in confirmed:
                     continue
-                self._admit_tx(peer, tx, not_in_chain=same_tip)
+                self._admit_tx(peer, tx, not_in_chain=unchanged)
 
     def _check_relayed(self, txs: list[Transaction]) -> tuple[list[bool], set[bytes]]:
         """Off the event loop: the signatures (worker processes), and which of the txs are
