@@ -30,13 +30,29 @@ OpenSSL on every call (measured: 2.2 us a call against 0.9 for a copy), and a sy
 hashes every transaction's sender."""
 
 
+_HASH160_MEMO: dict[bytes, PubKeyHash] = {}
+HASH160_MEMO_SIZE = 4096
+"""Public keys whose HASH160 is remembered (a chain has few senders and miners, and every
+relayed transaction and block asks again: 1.5-5 us each, OpenSSL's RIPEMD-160 lookup most
+of it). Emptied when full; dict reads and writes are atomic, so threads may share it."""
+
+
 def hash160(data: bytes) -> PubKeyHash:
     """RIPEMD-160 of SHA-256; falls back to a pure-Python RIPEMD-160 where OpenSSL lacks it."""
+    memo = type(data) is bytes and len(data) == 33  # a compressed public key
+    if memo and (h := _HASH160_MEMO.get(data)) is not None:
+        return h
     inner = hashlib.sha256(data).digest()
     if _RIPEMD160 is not None:
-        h = _RIPEMD160.copy()
-        h.update(inner)
-        return PubKeyHash(h.digest())
-    from ledger._ripemd160 import ripemd160
+        r = _RIPEMD160.copy()
+        r.update(inner)
+        h = PubKeyHash(r.digest())
+    else:
+        from ledger._ripemd160 import ripemd160
 
-    return PubKeyHash(ripemd160(inner))
+        h = PubKeyHash(ripemd160(inner))
+    if memo:
+        if len(_HASH160_MEMO) >= HASH160_MEMO_SIZE:
+            _HASH160_MEMO.clear()
+        _HASH160_MEMO[data] = h
+    return h

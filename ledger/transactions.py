@@ -15,12 +15,11 @@ import secrets
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
-from functools import lru_cache
 
 from ledger.codec import Reader, Writer, encode_varint
 from ledger.errors import DecodeError, TxLimitExceeded
 from ledger.hashing import hash160, sha256d
-from ledger.keys import MAX_DER_SIGNATURE, PUBKEY_CACHE, KeyPair, verify
+from ledger.keys import MAX_DER_SIGNATURE, KeyPair, verify
 from ledger.types import Hash32, PubKeyHash
 
 TX_VERSION = 1
@@ -321,12 +320,6 @@ def check_op(op: object) -> None:
         raise _limit(f"unknown operation {type(op).__name__}")
 
 
-_sender_hash_of = lru_cache(maxsize=PUBKEY_CACHE)(hash160)
-"""HASH160 of a sender's public key, remembered: a synced or relayed batch comes from a few
-senders, and each decoded transaction needs its sender's hash (about 7 % of decoding and
-connecting a synced transaction when hashed every time)."""
-
-
 def tx_sighash(chain_id: bytes, txid: bytes) -> bytes:
     """What a transaction's sender signs: its txid bound to the chain (domain-separated)."""
     return hashlib.sha256(b"chainmill-tx" + chain_id + txid).digest()
@@ -406,7 +399,7 @@ class Transaction:
     def sender_hash(self) -> PubKeyHash:
         h = self._sender_hash
         if h is None:
-            h = self._sender_hash = _sender_hash_of(self.sender)
+            h = self._sender_hash = hash160(self.sender)  # remembered per key there
         return h
 
     @property

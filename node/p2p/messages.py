@@ -110,12 +110,13 @@ def decode_auth(raw: bytes) -> tuple[bytes, bytes]:
     return pub, sig
 
 
+_INV_KINDS = bytes((Inv.TX, Inv.BLOCK))
+
+
 def encode_inv(items: list[tuple[int, bytes]]) -> bytes:
     w = Writer()
     w.varint(len(items))
-    for kind, h in items:
-        w.u8(kind)
-        w.fixed(h)
+    w.fixed(b"".join([bytes((kind,)) + h for kind, h in items]))
     return w.getvalue()
 
 
@@ -124,14 +125,13 @@ def decode_inv(raw: bytes) -> list[tuple[int, bytes]]:
     n = r.varint()
     if n > MAX_INV:
         raise DecodeError("too many inventory entries")
-    out = []
-    for _ in range(n):
-        kind = r.u8()
-        if kind not in (Inv.TX, Inv.BLOCK):
-            raise DecodeError("unknown inventory kind")
-        out.append((kind, r.fixed(32)))
+    # Sliced from one read of all entries (kind, hash): two Reader calls per entry were
+    # most of the cost of an INV or GETDATA of a hundred transactions.
+    body = r.fixed(n * 33)
     r.end()
-    return out
+    if body[::33].translate(None, _INV_KINDS):
+        raise DecodeError("unknown inventory kind")
+    return [(body[i], body[i + 1:i + 33]) for i in range(0, n * 33, 33)]
 
 
 def encode_locator(hashes: list[bytes], limit: int) -> bytes:

@@ -106,3 +106,20 @@ def test_address_wrong_version_refused():
     other = AddressCodec(b"\x6f", b"\xef", bytes(4))  # Bitcoin testnet versions
     with pytest.raises(InvalidAddress, match="version"):
         BITCOIN.decode(other.encode(bytes(20)))
+
+
+def test_hash160_of_a_public_key_is_remembered_and_the_memo_stays_bounded(monkeypatch):
+    import hashlib
+
+    from ledger import hashing
+
+    monkeypatch.setattr(hashing, "_HASH160_MEMO", {})
+    monkeypatch.setattr(hashing, "HASH160_MEMO_SIZE", 2)
+    keys = [bytes([2]) + bytes([i]) * 32 for i in range(3)]
+    want = [hashlib.new("ripemd160", hashlib.sha256(k).digest()).digest() for k in keys]
+    assert [hash160(k) for k in keys] == want
+    assert [hash160(k) for k in keys] == want  # from the memo, or computed again
+    assert len(hashing._HASH160_MEMO) <= 2
+    assert hash160(b"not a key") == hashlib.new(
+        "ripemd160", hashlib.sha256(b"not a key").digest()).digest()
+    assert b"not a key" not in hashing._HASH160_MEMO

@@ -78,3 +78,31 @@ def test_node_verifier_refuses_work_after_close():
     ver.close()
     with pytest.raises(RuntimeError):
         ver(mixed(v.MIN_PROCESS_BATCH)[0])
+
+
+def test_node_verifier_packs_what_a_worker_unpacks():
+    items = [(t.sender, t.signature, t.txid) for t in mixed(5)[0]]
+    assert v.unpack_signed(v.pack_signed(items)) == items
+    with pytest.raises(ValueError):
+        v.unpack_signed(v.pack_signed(items)[:-1])
+
+
+def test_node_verifier_threads_calling_at_once_each_get_their_own_answers(verifier):
+    import threading
+
+    verifier.start()
+    batches = [mixed(v.MIN_PROCESS_BATCH + 40 * k) for k in range(6)]
+    got: dict[int, list[bool]] = {}
+
+    def check(k: int) -> None:
+        for _ in range(3):
+            got[k] = verifier(batches[k][0])
+
+    threads = [threading.Thread(target=check, args=(k,)) for k in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert {k: got.get(k) for k in range(len(batches))} == {
+        k: want for k, (_, want) in enumerate(batches)}
+    assert verifier._procs is not None  # answered by the worker processes throughout
