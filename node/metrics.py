@@ -9,13 +9,21 @@ so nothing has to keep them up to date.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 UNKNOWN_METHOD = "(unknown)"
 """The method label of calls to names that are not registered: a hostile client must not be
@@ -70,6 +78,73 @@ class NodeStateCollector(Collector):
         return iter(())
 
 
+class _Timing:
+    """One method's latency histogram: calls per bucket (not cumulative), sum, creation."""
+
+    __slots__ = ("buckets", "created", "sum")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(RPC_BUCKETS) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.created = time.time()
+
+
+class RpcCallCollector(Collector):
+    """`chainmill_rpc_calls` (counter by method and outcome) and `chainmill_rpc_call_seconds`
+    (histogram by method), counted in plain ints and turned into metric families at scrape
+    time, with the samples prometheus_client's own Counter and Histogram would show.
+
+    Why not those: a labelled Counter and Histogram take a lock per increment and find the
+    bucket in a Python loop, about 17,000 instructions per call, as much as the rest of the
+    dispatch of a read call. `observe` runs on the event loop only (the dispatcher)."""
+
+    _BOUNDS = (*RPC_BUCKETS, float("inf"))
+
+    def __init__(self) -> None:
+        self._calls: dict[tuple[str, str], list[float]] = {}
+        """(method, outcome) -> [calls, creation time]."""
+        self._times: dict[str, _Timing] = {}
+
+    def observe(self, method: str, outcome: str, seconds: float) -> None:
+        """One call ended."""
+        calls = self._calls.get((method, outcome))
+        if calls is None:
+            calls = self._calls[method, outcome] = [0, time.time()]
+        calls[0] += 1
+        timing = self._times.get(method)
+        if timing is None:
+            timing = self._times[method] = _Timing()
+        timing.buckets[bisect_left(self._BOUNDS, seconds)] += 1  # the first bound >= seconds
+        timing.sum += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        calls, times = self._families()
+        for (method, outcome), (count, created) in list(self._calls.items()):
+            calls.add_metric([method, outcome], count, created=created)
+        yield calls
+        for method, timing in list(self._times.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(self._BOUNDS, list(timing.buckets), strict=True):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            times.add_metric([method], buckets, timing.sum)
+            times.samples.append(Sample("chainmill_rpc_call_seconds_created",
+                                        {"method": method}, timing.created))
+        yield times
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, HistogramMetricFamily]:
+        return (CounterMetricFamily(
+                    "chainmill_rpc_calls",
+                    "JSON-RPC calls by method and outcome (ok or the error code).",
+                    labels=["method", "outcome"]),
+                HistogramMetricFamily("chainmill_rpc_call_seconds",
+                                      "JSON-RPC call latency by method.", labels=["method"]))
+
+
 class NodeMetrics:
     """Every metric of one node, in a registry of its own (not prometheus_client's global
     default, so several nodes or tests in one process never share a counter)."""
@@ -86,12 +161,10 @@ class NodeMetrics:
         self.block_connect_seconds = Histogram(
             "chainmill_block_connect_seconds", "Time to validate and store one block.",
             buckets=BLOCK_CONNECT_BUCKETS, registry=registry)
-        self.rpc_calls = Counter(
-            "chainmill_rpc_calls", "JSON-RPC calls by method and outcome (ok or the error code).",
-            ["method", "outcome"], registry=registry)
-        self.rpc_call_seconds = Histogram(
-            "chainmill_rpc_call_seconds", "JSON-RPC call latency by method.", ["method"],
-            buckets=RPC_BUCKETS, registry=registry)
+        self._rpc = RpcCallCollector()
+        registry.register(self._rpc)
+        self.observe_rpc = self._rpc.observe
+        """One JSON-RPC call ended: (method, outcome "ok" or its error code, seconds)."""
         self.hook_runs = Counter(
             "chainmill_hook_runs", "Hook program runs finished (walletnotify, blocknotify, ...).",
             ["hook"], registry=registry)
@@ -103,10 +176,6 @@ class NodeMetrics:
         self.reorganisation_depth = Histogram(
             "chainmill_reorganisation_depth", "Blocks removed by a reorganisation.",
             buckets=REORG_DEPTH_BUCKETS, registry=registry)
-        # labels() builds and locks on every call; the children are cached per label value
-        # (both sets are bounded: registered methods, and MultiChain's error codes).
-        self._rpc_counts: dict[tuple[str, str], Any] = {}
-        self._rpc_times: dict[str, Any] = {}
         if source is not None:
             registry.register(NodeStateCollector(source))
 
@@ -116,18 +185,6 @@ class NodeMetrics:
         self.blocks_connected.inc()
         self.transactions_connected.inc(transactions)
         self.block_connect_seconds.observe(seconds)
-
-    def observe_rpc(self, method: str, outcome: str, seconds: float) -> None:
-        """One JSON-RPC call ended: outcome "ok" or its error code."""
-        key = (method, outcome)
-        count = self._rpc_counts.get(key)
-        if count is None:
-            count = self._rpc_counts[key] = self.rpc_calls.labels(method, outcome)
-        timing = self._rpc_times.get(method)
-        if timing is None:
-            timing = self._rpc_times[method] = self.rpc_call_seconds.labels(method)
-        count.inc()
-        timing.observe(seconds)
 
     def observe_hook(self, hook: str, failure: str | None) -> None:
         """A hook run ended; `failure` names why it failed, None when it succeeded."""

@@ -25,11 +25,11 @@ from node.rpc.http import (
     MAX_HEAD,
     ChunkedBody,
     DateHeader,
+    HeadCache,
     HttpError,
     Request,
     Response,
     error_response,
-    parse_head,
     response_bytes,
 )
 from node.rpc.limits import Connection, ConnectionGuard, RateLimitedLog
@@ -53,6 +53,7 @@ class Routes(Protocol):
     max_body: int
     keepalive: bool
     date: DateHeader
+    heads: HeadCache
     malformed: RateLimitedLog
 
     def route(self, request: Request, host: str | None) -> Response | Answer:
@@ -171,7 +172,7 @@ class HttpConnection(asyncio.Protocol):
             return False
         if end > MAX_HEAD:
             raise HttpError(431, "request head too long")
-        request = parse_head(bytes(buffer[:end]))
+        request = self._routes.heads.parse(bytes(buffer[:end]))
         del buffer[:end + 4]
         target = self._routes.route(request, self._host)
         if isinstance(target, Response):

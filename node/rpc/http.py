@@ -22,6 +22,8 @@ MAX_HEAD = 32 * 1024
 """Longest request head (request line and all header lines)."""
 MAX_HEADERS = 100
 """Most header lines in one request."""
+MAX_CACHED_HEAD = 1024
+"""Longest request head HeadCache keeps (a JSON-RPC client's is about 200 bytes)."""
 MAX_CHUNK_LINE = 1024
 """Longest chunk-size line (size and extensions) of a chunked body."""
 
@@ -49,10 +51,11 @@ class HttpError(Exception):
         self.reason = reason
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Request:
     """One parsed request head. Header names are lower-case; a repeated field is kept once
-    with its values joined by ", " (RFC 9110 §5.3)."""
+    with its values joined by ", " (RFC 9110 §5.3). Shared by the requests that repeat its
+    head (HeadCache): read it, never change it."""
 
     method: bytes
     path: str
@@ -122,6 +125,31 @@ def parse_head(head: bytes) -> Request:
     return Request(method=method, path=_path(target), version=version, headers=headers,
                    keep_alive=keep_alive, content_length=content_length, chunked=chunked,
                    expect_continue=expect is not None and version == 1)
+
+
+class HeadCache:
+    """`parse_head` that remembers: a client repeats the same head on every call (same
+    host, credentials, content type, mostly the same length), and parsing one costs about
+    as much as dispatching the call. Only heads that parsed are kept (a malformed one raises
+    every time), at most `entries` of them, each at most MAX_CACHED_HEAD bytes; when full,
+    it starts again empty, so heads that never repeat cannot make it grow."""
+
+    __slots__ = ("_entries", "_parsed")
+
+    def __init__(self, entries: int = 256) -> None:
+        self._entries = entries
+        self._parsed: dict[bytes, Request] = {}
+
+    def parse(self, head: bytes) -> Request:
+        """The Request of a head (as parse_head); raises HttpError."""
+        request = self._parsed.get(head)
+        if request is None:
+            request = parse_head(head)
+            if len(head) <= MAX_CACHED_HEAD:
+                if len(self._parsed) >= self._entries:
+                    self._parsed.clear()
+                self._parsed[head] = request
+        return request
 
 
 def _tokens(value: bytes) -> set[bytes]:

@@ -25,7 +25,7 @@ from config.errors import ConfigError
 from node.rpc.connection import Answer, HttpConnection
 from node.rpc.dispatch import Dispatcher
 from node.rpc.errors import RpcBindError
-from node.rpc.http import HTML, DateHeader, Request, Response, error_response
+from node.rpc.http import HTML, DateHeader, HeadCache, Request, Response, error_response
 from node.rpc.limits import ConnectionGuard, GuardedProtocol, RateLimitedLog, TlsGuardedProtocol
 from node.rpc.probes import PROBE_PATHS, Probes, open_access, probe_response
 
@@ -166,6 +166,7 @@ class RpcRoutes:
         self.max_body = settings.max_body
         self.keepalive = settings.keepalive
         self.date = DateHeader()
+        self.heads = HeadCache()
         self.malformed = RateLimitedLog(log)
         self._auth = _Auth(settings.user, settings.password)
         self._failed_login = RateLimitedLog(log)

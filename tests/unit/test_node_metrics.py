@@ -228,3 +228,34 @@ def test_node_metrics_readme_names_every_metric_the_node_serves():
     served = {f.name for f in text_string_to_metric_families(
         NodeMetrics(lambda: STATE).render().decode()) if not f.name.endswith("_created")}
     assert documented == served
+
+
+def test_node_metrics_rpc_scrape_is_what_prometheus_counter_and_histogram_show():
+    """The RPC counts are plain ints exported at scrape time; the text is the library's own
+    Counter and Histogram's for the same calls (bucket edges included), creation times aside."""
+    import re
+
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from node.metrics import RPC_BUCKETS
+
+    calls = [("publish", "ok", 0.0001), ("publish", "ok", 0.0005), ("publish", "ok", 0.001),
+             ("publish", "-8", 0.3), ("getinfo", "ok", 40.0), (UNKNOWN_METHOD, "-32601", 0.0)]
+    reference = CollectorRegistry()
+    counter = Counter("chainmill_rpc_calls",
+                      "JSON-RPC calls by method and outcome (ok or the error code).",
+                      ["method", "outcome"], registry=reference)
+    histogram = Histogram("chainmill_rpc_call_seconds", "JSON-RPC call latency by method.",
+                          ["method"], buckets=RPC_BUCKETS, registry=reference)
+    metrics = NodeMetrics()
+    for method, outcome, seconds in calls:
+        counter.labels(method, outcome).inc()
+        histogram.labels(method).observe(seconds)
+        metrics.observe_rpc(method, outcome, seconds)
+
+    def rpc_lines(text: bytes) -> list[str]:
+        return [re.sub(r"_created(\{[^}]*\})? \S+", r"_created\1 T", line)
+                for line in text.decode().splitlines() if "chainmill_rpc_call" in line]
+
+    ours = rpc_lines(metrics.render())
+    assert ours == rpc_lines(generate_latest(reference)) and len(ours) > 40

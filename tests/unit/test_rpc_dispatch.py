@@ -239,7 +239,8 @@ def test_rpc_dispatch_body_now_answers_plain_methods_without_awaiting(dispatcher
         # These need awaiting: nothing runs, handle_body answers them.
         assert dispatcher.handle_body_now(b'{"method":"aecho","params":[1],"id":1}', _made) \
             is None
-        assert dispatcher.handle_body_now(b'[{"method":"echo","id":1}]', _made) is None
+        assert dispatcher.handle_body_now(b'[{"method":"aecho","params":[1],"id":1}]',
+                                          _made) is None
         barrier = asyncio.Event()
         dispatcher.read_barrier = barrier
         assert dispatcher.handle_body_now(b'{"method":"echo","id":1}', _made) is None
@@ -279,3 +280,88 @@ def test_rpc_dispatch_body_now_waits_for_on_durable_and_maps_a_disk_error():
     # Without the callback form, a before_reply hook sends every body the awaiting way.
     plain = Dispatcher(table, chain_name=CHAIN, before_reply=barrier)
     assert plain.handle_body_now(b'{"method":"mark","id":1}', _made) is None
+
+
+_BATCH = (b'[{"method":"echo","params":[1],"id":1},5,{"method":"missing","params":["s"],"id":2},'
+          b'{"method":"nope","id":3},{"method":"echo","params":[1,2,3,4],"id":4},'
+          b'{"method":"unencodable","id":5},{"id":6},{"method":"echo","id":[7]}]')
+
+
+def test_rpc_dispatch_body_now_answers_a_plain_batch_as_handle_body_does(dispatcher):
+    """Every element's answer and error, in order, byte for byte the awaiting path's."""
+    expected = body(dispatcher, _BATCH)
+
+    async def scenario() -> None:
+        assert dispatcher.handle_body_now(_BATCH, _made) == ("made", *expected)
+        assert dispatcher.handle_body_now(b"[]", _made) == ("made", b"[]\n", 200)
+
+    asyncio.run(scenario())
+    assert expected[1] == 200 and len(orjson.loads(expected[0])) == 8
+
+
+def test_rpc_dispatch_batch_with_an_async_element_finishes_in_order(dispatcher):
+    raw = (b'[{"method":"echo","params":[1],"id":1},{"method":"aecho","params":[2],"id":2},'
+           b'{"method":"echo","params":[3],"id":3}]')
+    expected = body(dispatcher, raw)
+
+    async def scenario() -> None:
+        later = dispatcher.handle_body_now(raw, _made)
+        assert not isinstance(later, tuple)
+        assert await later == ("made", *expected)
+
+    asyncio.run(scenario())
+    assert [r["result"] for r in orjson.loads(expected[0])] == [[1], {"echoed": [2]}, [3]]
+
+
+def test_rpc_dispatch_batch_past_its_slice_lets_others_run_then_finishes(monkeypatch):
+    import node.rpc.dispatch as dispatch
+
+    events: list[str] = []
+    table = build_table()
+    table.register("mark", lambda params: events.append("call") or params, min_params=0,
+                   max_params=1, help="mark ( x )\n\nRecords the call.", category="Control")
+    d = Dispatcher(table, chain_name=CHAIN)
+    raw = b"[" + b",".join(b'{"method":"mark","params":[%d],"id":%d}' % (i, i)
+                           for i in range(4)) + b"]"
+    expected = body(d, raw)
+    events.clear()
+    monkeypatch.setattr(dispatch, "BATCH_SLICE", 0.0)
+
+    async def scenario() -> None:
+        later = d.handle_body_now(raw, _made)
+        assert not isinstance(later, tuple)
+        task = asyncio.ensure_future(later)
+        asyncio.get_running_loop().call_soon(events.append, "other")
+        assert await task == ("made", *expected)
+
+    asyncio.run(scenario())
+    assert events[:2] == ["call", "other"] and events.count("call") == 4
+
+
+def test_rpc_dispatch_batch_waits_once_for_the_disk_and_not_while_the_barrier_is_shut():
+    ran: list[str] = []
+    table = build_table()
+    table.register("mark", lambda params: ran.append("handler") or "ok", min_params=0,
+                   max_params=0, help="mark\n\nRecords the call.", category="Control")
+    pending: list = []
+
+    def on_durable(done) -> bool:
+        pending.append(done)
+        return True
+
+    async def unused() -> None:
+        raise AssertionError("the fast path uses on_durable, not before_reply")
+
+    d = Dispatcher(table, chain_name=CHAIN, before_reply=unused, on_durable=on_durable)
+    raw = b'[{"method":"mark","id":1},{"method":"mark","id":2},{"method":"mark","id":3}]'
+
+    async def scenario() -> None:
+        reply = d.handle_body_now(raw, _made)
+        assert ran == ["handler"] * 3 and len(pending) == 1 and not reply.done()
+        pending[0](None)
+        _, out, status = await reply
+        assert status == 200 and [r["id"] for r in orjson.loads(out)] == [1, 2, 3]
+        d.read_barrier = asyncio.Event()  # a block is being committed
+        assert d.handle_body_now(raw, _made) is None and len(ran) == 3
+
+    asyncio.run(scenario())

@@ -16,7 +16,15 @@ import pytest
 from test_rpc_server import CHAIN, PASSWORD, USER, auth_header, build_table
 
 from node.rpc.dispatch import Dispatcher
-from node.rpc.http import ChunkedBody, HttpError, Response, parse_head, response_bytes
+from node.rpc.http import (
+    MAX_CACHED_HEAD,
+    ChunkedBody,
+    HeadCache,
+    HttpError,
+    Response,
+    parse_head,
+    response_bytes,
+)
 from node.rpc.probes import Probes
 from node.rpc.server import RpcSettings, start_rpc_server
 
@@ -72,6 +80,27 @@ def test_rpc_http_parse_head_refuses_malformed_and_ambiguous_heads(raw, status):
     with pytest.raises(HttpError) as info:
         parse_head(raw)
     assert info.value.status == status
+
+
+def test_rpc_http_head_cache_parses_as_parse_head_and_stays_bounded():
+    cache = HeadCache(entries=3)
+    call = head(b"POST / HTTP/1.1", b"Host: a", b"Authorization: Basic eA==",
+                b"Content-Length: 12")
+    first = cache.parse(call)
+    assert first == parse_head(call) and cache.parse(call) is first  # parsed once
+    closing = head(b"POST / HTTP/1.1", b"Connection: close", b"Content-Length: 12")
+    assert not cache.parse(closing).keep_alive and cache.parse(call).keep_alive
+    bad = head(b"POST / HTTP/1.1", b"Content-Length: 1", b"Content-Length: 2")
+    for _ in range(2):  # refused every time, never remembered
+        with pytest.raises(HttpError):
+            cache.parse(bad)
+    for n in range(10):
+        assert cache.parse(head(b"POST / HTTP/1.1", b"Content-Length: %d" % n)).content_length == n
+        assert len(cache._parsed) <= 3
+    long_head = head(b"POST / HTTP/1.1", b"X: " + b"a" * MAX_CACHED_HEAD)
+    assert cache.parse(long_head).path == "/" and long_head not in cache._parsed
+    with pytest.raises(AttributeError):
+        first.keep_alive = False  # shared between requests: read-only
 
 
 def test_rpc_http_parse_head_allows_the_same_content_length_twice():
