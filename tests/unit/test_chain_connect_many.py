@@ -84,8 +84,9 @@ def test_put_blocks_is_all_or_nothing_when_the_database_fails_mid_batch(node_ctx
         # A real failure inside the batch's transaction, after its blocks, transactions and
         # items were inserted: the key rows come later.
         c.exec_driver_sql("CREATE TRIGGER fail_boom BEFORE INSERT ON item_keys "
-                          "WHEN NEW.key = 'boom-1' BEGIN SELECT RAISE(ABORT, 'boom'); END")
-    with pytest.raises(sa.exc.DBAPIError, match="boom"):
+                          "WHEN NEW.item_key = 'boom-1' "
+                          "BEGIN SELECT RAISE(ABORT, 'refused mid-batch'); END")
+    with pytest.raises(sa.exc.DBAPIError, match="refused mid-batch"):
         ctx.chain.connect_many(blocks, [frozenset()] * 3)
     assert _snapshot(ctx) == before, "a failed batch changed the store or the node's state"
     with ctx.store.engine.begin() as c:
