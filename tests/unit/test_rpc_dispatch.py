@@ -249,7 +249,9 @@ def test_rpc_dispatch_body_now_answers_plain_methods_without_awaiting(dispatcher
     asyncio.run(scenario())
 
 
-def test_rpc_dispatch_body_now_waits_for_on_durable_and_maps_a_disk_error():
+def _marking_dispatcher() -> tuple[Dispatcher, list[str], list]:
+    """A dispatcher with a plain method `mark` that records each run in `ran`, and an
+    `on_durable` that keeps each pending completion in `pending` (the test completes them)."""
     ran: list[str] = []
     table = build_table()
     table.register("mark", lambda params: ran.append("handler") or "ok", min_params=0,
@@ -263,7 +265,12 @@ def test_rpc_dispatch_body_now_waits_for_on_durable_and_maps_a_disk_error():
     async def barrier() -> None:
         raise AssertionError("the fast path uses on_durable, not before_reply")
 
-    d = Dispatcher(table, chain_name=CHAIN, before_reply=barrier, on_durable=on_durable)
+    return (Dispatcher(table, chain_name=CHAIN, before_reply=barrier, on_durable=on_durable),
+            ran, pending)
+
+
+def test_rpc_dispatch_body_now_waits_for_on_durable_and_maps_a_disk_error():
+    d, ran, pending = _marking_dispatcher()
 
     async def scenario() -> None:
         first = d.handle_body_now(b'{"method":"mark","id":1}', _made)
@@ -278,7 +285,7 @@ def test_rpc_dispatch_body_now_waits_for_on_durable_and_maps_a_disk_error():
 
     asyncio.run(scenario())
     # Without the callback form, a before_reply hook sends every body the awaiting way.
-    plain = Dispatcher(table, chain_name=CHAIN, before_reply=barrier)
+    plain = Dispatcher(d.table, chain_name=CHAIN, before_reply=d.before_reply)
     assert plain.handle_body_now(b'{"method":"mark","id":1}', _made) is None
 
 
@@ -339,20 +346,7 @@ def test_rpc_dispatch_batch_past_its_slice_lets_others_run_then_finishes(monkeyp
 
 
 def test_rpc_dispatch_batch_waits_once_for_the_disk_and_not_while_the_barrier_is_shut():
-    ran: list[str] = []
-    table = build_table()
-    table.register("mark", lambda params: ran.append("handler") or "ok", min_params=0,
-                   max_params=0, help="mark\n\nRecords the call.", category="Control")
-    pending: list = []
-
-    def on_durable(done) -> bool:
-        pending.append(done)
-        return True
-
-    async def unused() -> None:
-        raise AssertionError("the fast path uses on_durable, not before_reply")
-
-    d = Dispatcher(table, chain_name=CHAIN, before_reply=unused, on_durable=on_durable)
+    d, ran, pending = _marking_dispatcher()
     raw = b'[{"method":"mark","id":1},{"method":"mark","id":2},{"method":"mark","id":3}]'
 
     async def scenario() -> None:
