@@ -136,6 +136,35 @@ def machine_info() -> dict[str, Any]:
             "platform": platform.platform(), "coincurve": cc}
 
 
+# -- in-process nodes ---------------------------------------------------------------------------
+def open_node_in_process(tmp: Path, chain: str, seed: int = 3,
+                         options: dict[str, Any] | None = None) -> Any:
+    """The opened NodeContext of a new chain `chain` under `tmp` (its parameters drawn from
+    random.Random(seed)), as `chainmill start` opens it but with no RPC port and no P2P: the
+    in-process benches. The caller closes its chain and store."""
+    import random
+
+    from config.params import default_params, write_params_file
+    from config.runtime import ensure_chain_conf
+    from node.app import NodeApp
+
+    chain_dir = tmp / chain
+    chain_dir.mkdir()
+    write_params_file(chain_dir / "params.dat", default_params(chain, {}, random.Random(seed)))
+    ensure_chain_conf(chain_dir)
+    ctx, _ = NodeApp(tmp, chain, options or {})._open()
+    return ctx
+
+
+def solo_miner(ctx: Any) -> Any:
+    """A miner of the node's own that mines whenever asked: no turnover wait, no empty
+    rounds, no peers needed."""
+    from node.miner import Miner
+
+    return Miner(ctx.chain, ctx.mempool, ctx.wallet, ctx.connect_block, turnover=0.0,
+                 empty_rounds=-1, requires_peers=False)
+
+
 # -- CPU readings from /proc ------------------------------------------------------------------
 def proc_cpu(pid: int) -> float | None:
     """User + system CPU seconds of a process (all its threads), or None."""

@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from config.params import default_params, write_params_file
-from config.runtime import ensure_chain_conf
-from node.app import NodeApp
-from node.miner import Miner
+from bench.common import open_node_in_process, solo_miner
 from node.rpc.methods import streams
 
 
@@ -36,14 +32,9 @@ async def run(items: int, block: int) -> tuple[list[float], list[float]]:
     """µs of CPU per item of each block's publish calls and of its mining and connecting."""
     tmp = Path(tempfile.mkdtemp(prefix="chainmill-node-work-"))
     try:
-        chain_dir = tmp / "nw"
-        chain_dir.mkdir()
-        write_params_file(chain_dir / "params.dat", default_params("nw", {}, random.Random(3)))
-        ensure_chain_conf(chain_dir)
-        ctx, _ = NodeApp(tmp, "nw", {})._open()
+        ctx = open_node_in_process(tmp, "nw")
         try:
-            miner = Miner(ctx.chain, ctx.mempool, ctx.wallet, ctx.connect_block, turnover=0.0,
-                          empty_rounds=-1, requires_peers=False)
+            miner = solo_miner(ctx)
             streams.create(ctx, None, ["stream", "bench", True])
             await miner.mine_one()
             publish, mine = [], []

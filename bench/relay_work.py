@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import shutil
 import statistics
@@ -28,11 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config.params import default_params, write_params_file
-from config.runtime import ensure_chain_conf
+from bench.common import open_node_in_process, proc_cpu
 from ledger.blocks import Block
 from ledger.transactions import DataFormat, Publish, Transaction
-from node.app import NodeApp
 from node.p2p import messages as m
 from node.p2p.messages import Inv, Msg
 from node.p2p.network import Network
@@ -117,26 +114,14 @@ async def _settle(net: Network) -> None:
 
 def _worker_cpu(net: Network) -> float:
     procs = getattr(net.chain.verifier, "_procs", None)
-    total = 0.0
-    for pid in list(getattr(procs, "_processes", {}) or {}):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            pass
-    return total
+    return sum(proc_cpu(pid) or 0.0 for pid in list(getattr(procs, "_processes", {}) or {}))
 
 
 async def run(blocks: int, block: int, late: float) -> dict[str, list[tuple[float, float]]]:
     tmp = Path(tempfile.mkdtemp(prefix="chainmill-relay-work-"))
     phases: dict[str, list[tuple[float, float]]] = {}
     try:
-        chain_dir = tmp / "rw"
-        chain_dir.mkdir()
-        write_params_file(chain_dir / "params.dat", default_params("rw", {}, random.Random(3)))
-        ensure_chain_conf(chain_dir)
-        ctx, _ = NodeApp(tmp, "rw", {})._open()
+        ctx = open_node_in_process(tmp, "rw")
         net = Network(ctx, port=0, listen=False)
         ctx.network = net
         try:

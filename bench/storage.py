@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchNode, machine_info, measure_verify
+from bench.common import BenchNode, machine_info, measure_verify, open_node_in_process
 from bench.publish import add_ratios, combine_verify, run_path
 
 
@@ -93,22 +93,14 @@ def print_report(m: dict[str, Any]) -> None:
 
 def put_block_cost(items: int, per_block: int = 1000) -> dict[str, Any]:
     """CPU µs per item of ChainStore.put_block, and of reading items back, in-process."""
-    import random
     import tempfile
     import time
 
-    from config.params import default_params, write_params_file
-    from config.runtime import ensure_chain_conf
     from ledger.blocks import Block
     from ledger.transactions import DataFormat, Publish, Transaction
-    from node.app import NodeApp
 
     with tempfile.TemporaryDirectory() as tmp:
-        chain_dir = Path(tmp) / "pb"
-        chain_dir.mkdir()
-        write_params_file(chain_dir / "params.dat", default_params("pb", {}, random.Random(3)))
-        ensure_chain_conf(chain_dir)
-        ctx, _ = NodeApp(Path(tmp), "pb", {})._open()
+        ctx = open_node_in_process(Path(tmp), "pb")
         chain, key, store = ctx.chain, ctx.wallet.default, ctx.store
         root = next(iter(chain.state.streams))
         spent = [0.0]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import random
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine_cpu, machine_info, measure_verify, self_cpu
+from bench.common import machine_cpu, machine_info, measure_verify, open_node_in_process, self_cpu
 
 
 def _record(i: int) -> bytes:
@@ -40,16 +39,7 @@ def _record(i: int) -> bytes:
 
 
 def _open_chain(tmp: Path, db_url: str | None) -> Any:
-    from config.params import default_params, write_params_file
-    from config.runtime import ensure_chain_conf
-    from node.app import NodeApp
-
-    chain_dir = tmp / "sr"
-    chain_dir.mkdir()
-    write_params_file(chain_dir / "params.dat", default_params("sr", {}, random.Random(3)))
-    ensure_chain_conf(chain_dir)
-    ctx, _ = NodeApp(tmp, "sr", {"db_url": db_url} if db_url else {})._open()
-    return ctx
+    return open_node_in_process(tmp, "sr", options={"db_url": db_url} if db_url else None)
 
 
 def _connect(ctx: Any, first: int, count: int) -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import statistics
 import tempfile
@@ -25,12 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config.params import default_params, write_params_file
-from config.runtime import ensure_chain_conf
+from bench.common import open_node_in_process
 from ledger.blocks import Block
 from ledger.store import ChainStore
 from ledger.transactions import DataFormat, Publish, Transaction
-from node.app import NodeApp
 
 
 def _record(i: int) -> bytes:
@@ -40,11 +37,7 @@ def _record(i: int) -> bytes:
 
 def build(tmp: Path, blocks: int, txs: int) -> tuple[Any, list[tuple[Block, Any]]]:
     """A chain with `blocks` blocks of `txs` transactions; returns it and (block, effects)."""
-    chain_dir = tmp / "sw"
-    chain_dir.mkdir()
-    write_params_file(chain_dir / "params.dat", default_params("sw", {}, random.Random(3)))
-    ensure_chain_conf(chain_dir)
-    ctx, _ = NodeApp(tmp, "sw", {})._open()
+    ctx = open_node_in_process(tmp, "sw")
     chain, key = ctx.chain, ctx.wallet.default
     root = next(iter(chain.state.streams))
     now = int(time.time())

@@ -21,33 +21,24 @@ import argparse
 import asyncio
 import gc
 import pickle
-import random
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from config.params import default_params, write_params_file
-from config.runtime import ensure_chain_conf
+from bench.common import open_node_in_process, solo_miner
 from ledger.blocks import Block
 from ledger.store import ChainStore
-from node.app import NodeApp
 from node.chain import Chain
-from node.miner import Miner
 from node.rpc.methods import streams
 
 
 async def build_chain(tmp: Path, items: int, block: int) -> tuple[dict, object, list[bytes]]:
     """A chain of `items` one-item transactions in blocks of `block`: params, codec, raws."""
-    chain_dir = tmp / "sw"
-    chain_dir.mkdir()
-    write_params_file(chain_dir / "params.dat", default_params("sw", {}, random.Random(5)))
-    ensure_chain_conf(chain_dir)
-    ctx, _ = NodeApp(tmp, "sw", {})._open()
+    ctx = open_node_in_process(tmp, "sw", seed=5)
     try:
-        miner = Miner(ctx.chain, ctx.mempool, ctx.wallet, ctx.connect_block, turnover=0.0,
-                      empty_rounds=-1, requires_peers=False)
+        miner = solo_miner(ctx)
         streams.create(ctx, None, ["stream", "bench", True])
         await miner.mine_one()
         for start in range(0, items, block):
