@@ -230,6 +230,19 @@ def publish_items(node: TestNode, stream: str, count: int, *, prefix: str = "k",
     return txids
 
 
+def publish_blobs(node: TestNode, stream: str, count: int, size: int,
+                  per_block: int = 4) -> list[str]:
+    """`count` items of `size` bytes of raw data on `stream`, published `per_block` at a time
+    (each group waits for the mempool to empty), so that they span many blocks; their txids."""
+    txids = []
+    for i in range(count):
+        txids.append(node.publish(stream, f"blob{i}", (bytes([i % 256]) * size).hex()))
+        if i % per_block == per_block - 1:
+            wait_until(lambda: node.getmempoolinfo()["size"] == 0,
+                       msg=f"node{node.index}'s mempool to empty")
+    return txids
+
+
 def stream_digest(node: TestNode, stream: str) -> list[tuple]:
     """Every confirmed item of a stream in chain order: (txid, vout, keys, publishers, data,
     blockhash). Equal digests mean equal stream contents."""

@@ -16,10 +16,11 @@ import logging
 import re
 
 import pytest
-from framework import sync_blocks, wait_until
+from framework import sync_blocks
 from network_support import (
     add_joiner,
     log_lines,
+    publish_blobs,
     start_network,
     stream_digest,
     wait_all_confirmed,
@@ -42,11 +43,7 @@ def test_late_joiner_syncs_a_chain_of_several_batches_exactly(harness):
     b.subscribe("blobs")
 
     log.info("publish %d items of %d bytes, a few per block", ITEMS, ITEM_BYTES)
-    txids = []
-    for i in range(ITEMS):
-        txids.append(a.publish("blobs", f"blob{i}", (bytes([i % 256]) * ITEM_BYTES).hex()))
-        if i % 4 == 3:
-            wait_until(lambda: a.getmempoolinfo()["size"] == 0, msg="node0's mempool to empty")
+    txids = publish_blobs(a, "blobs", ITEMS, ITEM_BYTES)
     wait_all_confirmed([a, b], "blobs", set(txids), timeout=120)
     expected = stream_digest(a, "blobs")
     assert len(expected) == ITEMS

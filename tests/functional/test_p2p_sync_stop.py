@@ -16,9 +16,10 @@ import logging
 import time
 
 import pytest
-from framework import sync_blocks, wait_until
+from framework import sync_blocks
 from network_support import (
     add_joiner,
+    publish_blobs,
     start_network,
     stream_digest,
     wait_all_confirmed,
@@ -40,11 +41,7 @@ def test_late_joiner_stopped_mid_sync_exits_and_resumes(harness):
     wait_confirmed([a], a.create("stream", "blobs", True))
 
     log.info("publish %d items of %d bytes, a few per block", ITEMS, ITEM_BYTES)
-    txids = []
-    for i in range(ITEMS):
-        txids.append(a.publish("blobs", f"blob{i}", (bytes([i % 256]) * ITEM_BYTES).hex()))
-        if i % 4 == 3:
-            wait_until(lambda: a.getmempoolinfo()["size"] == 0, msg="node0's mempool to empty")
+    txids = publish_blobs(a, "blobs", ITEMS, ITEM_BYTES)
     wait_all_confirmed([a], "blobs", set(txids), timeout=120)
     expected = stream_digest(a, "blobs")
 
