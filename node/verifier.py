@@ -60,6 +60,14 @@ def pack_signed(items: Iterable[Signed]) -> bytes:
     return b"".join([pub + bytes((len(sig),)) + sig + txid for pub, sig, txid in items])
 
 
+def packable(items: Iterable[Signed]) -> bool:
+    """Whether every item has the field sizes `pack_signed` writes without their lengths: a
+    33-byte public key and a 32-byte txid (what every decoded transaction has), and a
+    signature under 256 bytes. Anything else is checked on a thread, never misframed."""
+    return all(len(pub) == 33 and len(txid) == 32 and len(sig) < 256
+               for pub, sig, txid in items)
+
+
 def unpack_signed(blob: bytes) -> list[Signed]:
     """The inverse of `pack_signed` (the node's own bytes: a short blob is a bug, raised)."""
     out, pos, n = [], 0, len(blob)
@@ -243,13 +251,18 @@ class ParallelVerifier:
         size = max(MIN_CHUNK, -(-len(items) // (2 * self.workers)))
         parts = [items[i:i + size] for i in range(0, len(items), size)]
         pool = self._pool()
-        if isinstance(pool, WorkerPool):
+        if isinstance(pool, WorkerPool) and packable(items):
             try:
-                return [b == 1 for answer in pool.run([pack_signed(p) for p in parts])
-                        for b in answer]
+                oks = [b == 1 for answer in pool.run([pack_signed(p) for p in parts])
+                       for b in answer]
+                if len(oks) != len(items):
+                    raise BrokenProcessPool(f"{len(oks)} answers for {len(items)} signatures")
+                return oks
             except BrokenProcessPool:
                 self._broken()
                 pool = self._pool()
+        if isinstance(pool, WorkerPool):  # fields of sizes the pipe format cannot carry
+            return verify_signed(self.chain_id, items)
         return [ok for res in pool.map(verify_signed, [self.chain_id] * len(parts), parts)
                 for ok in res]
 

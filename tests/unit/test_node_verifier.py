@@ -106,3 +106,14 @@ def test_node_verifier_threads_calling_at_once_each_get_their_own_answers(verifi
     assert {k: got.get(k) for k in range(len(batches))} == {
         k: want for k, (_, want) in enumerate(batches)}
     assert verifier._procs is not None  # answered by the worker processes throughout
+
+
+def test_node_verifier_a_key_of_another_size_is_checked_not_misframed(verifier):
+    """The pipe format writes keys and txids without their lengths: a tx whose sender key is
+    not 33 bytes (no decoded tx has one) must not shift the batch's other signatures."""
+    txs, want = mixed(2 * v.MIN_PROCESS_BATCH)
+    odd = txs[10]
+    txs[10] = Transaction(b"\x04" + bytes(64), odd.nonce, odd.time, odd.ops, odd.signature)
+    want[10] = False
+    verifier.start()
+    assert verifier(txs) == want
