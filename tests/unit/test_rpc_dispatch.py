@@ -359,3 +359,72 @@ def test_rpc_dispatch_batch_waits_once_for_the_disk_and_not_while_the_barrier_is
         assert d.handle_body_now(raw, _made) is None and len(ran) == 3
 
     asyncio.run(scenario())
+
+
+def test_rpc_dispatch_batch_rest_awaits_only_the_elements_that_must_wait(monkeypatch):
+    """After its first slice a batch goes on without the task path: only an `async def`
+    element goes through `handle_object`, the plain ones around it are answered directly,
+    and the answers are the awaiting path's, in order."""
+    import node.rpc.dispatch as dispatch
+
+    d = Dispatcher(build_table(), chain_name=CHAIN)
+    raw = (b'[{"method":"echo","params":[0],"id":0},{"method":"aecho","params":[1],"id":1},'
+           + b",".join(b'{"method":"echo","params":[%d],"id":%d}' % (i, i) for i in range(2, 6))
+           + b',{"method":"missing","params":["x"],"id":6}]')
+    expected = body(d, raw)
+    awaited: list[object] = []
+    real = d.handle_object
+
+    async def counting(obj):
+        awaited.append(obj["id"])
+        return await real(obj)
+
+    monkeypatch.setattr(d, "handle_object", counting)
+    monkeypatch.setattr(dispatch, "BATCH_SLICE", 0.0)  # a yield between every two elements
+
+    async def scenario() -> None:
+        later = d.handle_body_now(raw, _made)
+        assert not isinstance(later, tuple)
+        assert await later == ("made", *expected)
+
+    asyncio.run(scenario())
+    assert awaited == [1]
+    answers = orjson.loads(expected[0])
+    assert [a["id"] for a in answers] == list(range(7))
+    assert answers[6]["error"]["code"] == -708 and answers[1]["result"] == {"echoed": [1]}
+
+
+def test_rpc_dispatch_batch_waits_for_the_barrier_mid_batch_then_goes_on_in_order():
+    """A block commit that starts inside a batch holds the batch's next elements until it
+    is over, then they run in order (the barrier is checked per element)."""
+    table = build_table()
+    ran: list[int] = []
+    barrier = asyncio.Event()
+
+    def step(params):
+        ran.append(params[0])
+        if params[0] == 1:
+            barrier.clear()  # as the node does when a block starts committing
+            asyncio.get_running_loop().call_later(0.01, barrier.set)
+        return params[0]
+
+    table.register("step", step, min_params=1, max_params=1,
+                   help="step n\n\nRecords n.", category="Control")
+    d = Dispatcher(table, chain_name=CHAIN)
+    raw = b"[" + b",".join(b'{"method":"step","params":[%d],"id":%d}' % (i, i)
+                           for i in range(4)) + b"]"
+
+    async def scenario() -> None:
+        barrier.set()
+        d.read_barrier = barrier
+        later = d.handle_body_now(raw, _made)
+        assert ran == [0, 1] and not isinstance(later, tuple)
+        task = asyncio.ensure_future(later)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert ran == [0, 1] and not task.done()
+        _, out, status = await task
+        assert status == 200 and [r["result"] for r in orjson.loads(out)] == [0, 1, 2, 3]
+        assert ran == [0, 1, 2, 3]
+
+    asyncio.run(scenario())
