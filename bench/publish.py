@@ -524,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             if journal:
                 print(f"journal: {journal['records']:,} records in {journal['fsyncs']:,} "
-                      f"fsyncs ({journal['records_per_fsync']} per fsync)")
+                      f"fsyncs ({journal['records_per_fsync']} per fsync), fsync thread "
+                      f"{journal['fsync_thread_cpu_us_per_record']} us CPU per record")
             if args.out:
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
