@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -119,8 +120,13 @@ class RpcCallCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         calls, times = self._families()
+        # The library's own metrics leave out their `_created` series when
+        # PROMETHEUS_DISABLE_CREATED_SERIES is set or disable_created_metrics() was called;
+        # so do these (the flag is read at scrape time, as the library reads it).
+        with_created = getattr(prometheus_metrics, "_use_created", True)
         for (method, outcome), (count, created) in list(self._calls.items()):
-            calls.add_metric([method, outcome], count, created=created)
+            calls.add_metric([method, outcome], count,
+                             created=created if with_created else None)
         yield calls
         for method, timing in list(self._times.items()):
             cumulative, buckets = 0, []
@@ -128,8 +134,9 @@ class RpcCallCollector(Collector):
                 cumulative += count
                 buckets.append((floatToGoString(bound), cumulative))
             times.add_metric([method], buckets, timing.sum)
-            times.samples.append(Sample("chainmill_rpc_call_seconds_created",
-                                        {"method": method}, timing.created))
+            if with_created:
+                times.samples.append(Sample("chainmill_rpc_call_seconds_created",
+                                            {"method": method}, timing.created))
         yield times
 
     def describe(self) -> Iterator[Metric]:

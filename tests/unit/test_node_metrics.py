@@ -259,3 +259,22 @@ def test_node_metrics_rpc_scrape_is_what_prometheus_counter_and_histogram_show()
 
     ours = rpc_lines(metrics.render())
     assert ours == rpc_lines(generate_latest(reference)) and len(ours) > 40
+
+
+def test_node_metrics_rpc_created_series_follow_the_library_switch():
+    """With the library's `_created` series switched off (PROMETHEUS_DISABLE_CREATED_SERIES,
+    or disable_created_metrics()), the RPC families leave theirs out too, as its own Counter
+    and Histogram do; switched back on, they are there again."""
+    from prometheus_client import disable_created_metrics, enable_created_metrics
+
+    metrics = NodeMetrics()
+    metrics.observe_rpc("publish", "ok", 0.001)
+    disable_created_metrics()
+    try:
+        off = metrics.render().decode()
+    finally:
+        enable_created_metrics()
+    on = metrics.render().decode()
+    assert "chainmill_rpc_calls_total" in off and "chainmill_rpc_call_seconds_count" in off
+    assert "_created" not in off
+    assert "chainmill_rpc_calls_created{" in on and "chainmill_rpc_call_seconds_created{" in on
