@@ -9,9 +9,9 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from consensus.state import StreamInfo
 from ledger.addresses import AddressCodec
@@ -27,6 +27,7 @@ from node.views import ChainFacts
 from node.wallet import Wallet
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _STREAMREF = re.compile(r"^\d+-\d+-\d+$")
@@ -186,7 +187,7 @@ class NodeContext:
             checked = await self._check(block, preverified)
             self.consistent.clear()
             try:
-                return await self._commit(checked, start)
+                return await _to_the_end(self._commit(checked, start))
             finally:
                 self.consistent.set()
 
@@ -223,17 +224,21 @@ class NodeContext:
         async with self._connect_lock:
             self.consistent.clear()
             try:
-                start = time.perf_counter()
-                done = await asyncio.to_thread(self.chain.connect_many, blocks, preverified)
-                if self.metrics is not None and done.connected:
-                    spent = (time.perf_counter() - start) / len(done.connected)
-                    for c in done.connected:
-                        self.metrics.observe_block(len(c.block.txs), spent)
-                for c in done.connected:
-                    self.after_connect(c)
-                return done
+                return await _to_the_end(self._connect_many(blocks, preverified))
             finally:
                 self.consistent.set()
+
+    async def _connect_many(self, blocks: list[Block], preverified: list[set[bytes]]
+                            ) -> ConnectedMany:
+        start = time.perf_counter()
+        done = await asyncio.to_thread(self.chain.connect_many, blocks, preverified)
+        if self.metrics is not None and done.connected:
+            spent = (time.perf_counter() - start) / len(done.connected)
+            for c in done.connected:
+                self.metrics.observe_block(len(c.block.txs), spent)
+        for c in done.connected:
+            self.after_connect(c)
+        return done
 
     async def reorganise(self, fork_height: int, branch: list[Block]
                          ) -> tuple[bool, list[Block]]:
@@ -243,7 +248,7 @@ class NodeContext:
         async with self._connect_lock:
             self.consistent.clear()
             try:
-                return await self._reorganise_unlocked(fork_height, branch)
+                return await _to_the_end(self._reorganise_unlocked(fork_height, branch))
             finally:
                 self.consistent.set()
 
@@ -347,3 +352,28 @@ class NodeContext:
             txid=tx.txid.hex(), first_seen=first_seen, height=height, blockhash=blockhash,
             raw_hex=tx.raw.hex(), addresses=addresses, entities=entities,
             chain=self.chain_name, tx_json=tx_view(self, tx, verbose_extra=False)))
+
+
+async def _to_the_end(change: Coroutine[Any, Any, T]) -> T:
+    """Await a change of the chain to its end even if the awaiting task is cancelled meanwhile,
+    then pass the cancellation on.
+
+    The change runs its store work in a thread, which cancelling cannot stop. Were the
+    cancellation to go through at once, the connect lock and the RPC gate would be released
+    while that thread still writes: a second connect could run beside it, a reader could see
+    a half-applied block, a shutdown could close the store under it, and the block's
+    consequences (the mempool and the journal told of its transactions) would be skipped.
+    `addnode … remove` cancels a peer's task, and a shutdown cancels them all, at any point."""
+    task = asyncio.ensure_future(change)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():  # the change itself was cancelled (the loop is closing)
+                raise
+            cancelled = True  # wait on: the change goes on regardless
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result

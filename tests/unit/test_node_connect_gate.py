@@ -88,3 +88,47 @@ def test_node_connect_rows_made_and_written_with_the_collector_paused(ctx):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_node_connect_cancelled_mid_commit_holds_the_lock_until_the_commit_and_its_consequences_end(ctx):
+    """A task cancelled while its block is committed in a thread (`addnode … remove` cancels
+    a peer's task; a shutdown cancels them all) cannot stop that thread: the connect lock and
+    the RPC gate stay held until the commit and the mempool update are over, so no second
+    connect runs beside it and no reader sees a half-applied block; then it is cancelled."""
+    import threading
+    import time
+
+    chain = ctx.chain
+    commit = chain.commit
+    inside = threading.Event()
+    spans: list[tuple[float, float]] = []
+
+    def slow_commit(checked):
+        start = time.perf_counter()
+        inside.set()
+        time.sleep(0.2)
+        try:
+            return commit(checked)
+        finally:
+            spans.append((start, time.perf_counter()))
+
+    chain.commit = slow_commit
+    first = _pooled_block(ctx, b"first")
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(ctx.connect_block(first))
+        while not inside.is_set():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.sleep(0.02)
+        assert ctx._connect_lock.locked() and not ctx.consistent.is_set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ctx.consistent.is_set() and not ctx._connect_lock.locked()
+        assert chain.height == first.height and not ctx.mempool.entries
+        second = _pooled_block(ctx, b"second")
+        await ctx.connect_block(second)
+        assert chain.height == second.height
+
+    asyncio.run(scenario())
+    assert len(spans) == 2 and spans[0][1] <= spans[1][0]  # one commit after the other
