@@ -328,6 +328,13 @@ class Network:
         if self.connection_count() >= self.max_connections:
             writer.close()
             return
+        # The listening server started this task, not _spawn: count it among the network's
+        # tasks so that close() cancels and awaits it too (a block it is connecting must end
+        # before the node closes its chain and store).
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
         peer = Peer(reader, writer, self.magic, inbound=True)
         self._make_room(peer.host)
         await self._run_peer(peer)

@@ -228,3 +228,33 @@ def test_p2p_relay_the_same_tx_from_two_peers_is_checked_once(node_ctx, monkeypa
     asyncio.run(run())
     assert checked == [tx.txid]
     assert tx.txid in node_ctx.mempool
+
+
+def test_p2p_close_cancels_and_awaits_inbound_connections(node_ctx):
+    """An inbound connection's task (started by the listening server, not by the network)
+    is cancelled and awaited by close() as a dialled one is: none is left running once
+    close() returns, when the node goes on to close its chain and store."""
+    net = Network(node_ctx, port=0)  # an ephemeral port
+    node_ctx.network = net
+
+    def inbound() -> list[asyncio.Task]:
+        return [t for t in asyncio.all_tasks() if not t.done()
+                and getattr(t.get_coro(), "__qualname__", "") == "Network._accept"]
+
+    async def scenario() -> None:
+        await net.start()
+        import socket
+
+        port = next(s.getsockname()[1] for s in net.servers[0].sockets
+                    if s.family == socket.AF_INET)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)  # never says hello
+        for _ in range(100):
+            if inbound():
+                break
+            await asyncio.sleep(0.01)
+        assert len(inbound()) == 1
+        await net.close()
+        assert inbound() == []
+        writer.close()
+
+    asyncio.run(scenario())
