@@ -172,3 +172,20 @@ def test_journal_cancelled_call_leaves_the_other_calls_waiting(tmp_path):
     asyncio.run(calls())
     assert journal.synced == journal.written == 1
     journal.close()
+
+
+def test_journal_compaction_waits_for_several_confirmed_records_per_live_one(tmp_path,
+                                                                              monkeypatch):
+    """A rewrite copies every live record: with a large backlog it would run after every few
+    blocks, so it waits until COMPACT_DEAD_PER_LIVE records are confirmed per live one."""
+    monkeypatch.setattr(j, "COMPACT_MIN_DEAD", 3)
+    journal = OwnTxJournal(tmp_path / j.JOURNAL_FILE)
+    journal.open([])
+    txids = [bytes([i]) * 32 for i in range(10)]
+    for i, txid in enumerate(txids):
+        journal.append(txid, b"R%d" % i)
+    journal.confirmed(txids[:7])  # 7 confirmed, 3 live: not yet (7 < 4 x 3)
+    assert len(decode_records((tmp_path / j.JOURNAL_FILE).read_bytes())[0]) == 10
+    journal.confirmed(txids[7:8])  # 8 confirmed, 2 live: 8 >= 4 x 2, rewritten
+    assert decode_records((tmp_path / j.JOURNAL_FILE).read_bytes())[0] == [b"R8", b"R9"]
+    journal.close()
