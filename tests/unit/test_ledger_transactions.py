@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ledger.transactions as transactions_module
 from ledger.codec import Writer
 from ledger.errors import DecodeError
 from ledger.keys import KeyPair
@@ -205,3 +206,56 @@ def test_ledger_publish_encoding_is_the_field_by_field_encoding(keys, size, offc
     tx = Transaction(KEY.pubkey, 5, 6, (op, op))
     tx.signature = KEY.sign(tx.sighash(CHAIN_A))
     assert Transaction.decode(tx.raw).ops == (op, op)
+
+
+# -- the one-item decoder ---------------------------------------------------------------------
+def _outcome(raw: bytes) -> tuple:
+    """What decoding `raw` gives: the transaction's fields and cached bytes, or the error."""
+    try:
+        tx = Transaction.decode(raw)
+    except DecodeError as e:
+        return ("error", type(e), str(e))
+    return ("tx", tx, tx._body, tx._raw, tx._checked)
+
+
+def _general_outcome(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """`_outcome` with the one-item shortcut off: the general decoder alone."""
+    with monkeypatch.context() as m:
+        m.setattr(transactions_module, "_decode_one_item", lambda cls, raw: None)
+        return _outcome(raw)
+
+
+def _one_item_raws() -> list[bytes]:
+    """Transactions of one Publish with one key around every length and flag boundary of
+    the shortcut (key and data lengths 0, 1, 252 and 253; each format; on and off chain)."""
+    out = []
+    for key in ("", "k", "é" * 126, "x" * 252, "y" * 253):
+        for data in (b"", b"d", b"z" * 252, b"w" * 253):
+            for fmt in DataFormat:
+                for offchain in (False, True):
+                    op = Publish(b"\x07" * 32, (key,), fmt, data, offchain)
+                    out.append(Transaction.create(KEY, [op], CHAIN_A, 5, 9).raw)
+    return out
+
+
+def test_one_item_shortcut_decodes_as_the_general_decoder(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    for raw in _one_item_raws():
+        fast = _outcome(raw)
+        assert fast[0] == "tx"
+        assert fast == _general_outcome(raw, monkeypatch)
+        assert fast[1].raw == raw and fast[1].txid == Transaction.decode(raw).txid
+
+
+def test_one_item_shortcut_refuses_what_the_general_decoder_refuses(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every byte of a few one-item transactions set to each boundary value, and the input
+    # cut short and extended: both decoders give the same transaction or the same error.
+    raws = _one_item_raws()
+    for raw in (raws[0], raws[9], raws[len(raws) // 2], raws[-1]):
+        variants = [raw[:i] for i in range(len(raw))] + [raw + b"\x00", raw + raw]
+        for i in range(len(raw)):
+            for v in (0, 1, 2, 3, 8, 72, 73, 0x80, 0xC3, 0xFC, 0xFD, 0xFE, 0xFF, raw[i] ^ 1):
+                variants.append(raw[:i] + bytes((v,)) + raw[i + 1:])
+        for bad in variants:
+            assert _outcome(bad) == _general_outcome(bad, monkeypatch)
