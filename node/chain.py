@@ -207,8 +207,7 @@ class Chain:
         def known(ids: Iterable[bytes]) -> set[bytes]:
             ids = list(ids)
             out = {i for i in ids if i in batch}
-            rest = [i.hex() for i in ids if i not in batch]
-            return out | {bytes.fromhex(t) for t in self.store.known_txids(rest)}
+            return out | self.store.confirmed_txids([i for i in ids if i not in batch])
 
         done: list[tuple[Block, ChainState, BlockEffects]] = []
         error: InvalidBlock | None = None

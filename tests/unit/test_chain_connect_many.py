@@ -118,6 +118,23 @@ def test_connect_many_stops_at_an_invalid_block_and_keeps_those_before(node_ctx)
     assert ctx.chain.height == start + 3
 
 
+def test_connect_many_refuses_a_transaction_stored_by_an_earlier_batch(node_ctx):
+    ctx = node_ctx
+    first = _txs(ctx, "stored", 3)
+    assert ctx.chain.connect_many(_blocks(ctx, [first]), [frozenset()]).error is None
+    start = ctx.chain.height
+    # Two txids asked at once (the store's many-txid lookup), one of them stored.
+    blocks = _blocks(ctx, [_txs(ctx, "new", 1) + [first[2]]])
+    done = ctx.chain.connect_many(blocks, [frozenset()])
+    assert done.connected == [] and ctx.chain.height == start
+    assert done.error is not None and first[2].txid.hex() in str(done.error)
+    stored = [t.txid for t in first]
+    assert ctx.store.confirmed_txids([*stored, b"\x00" * 32, b"short"]) == set(stored)
+    assert ctx.store.confirmed_txids([stored[0]]) == {stored[0]}
+    assert ctx.store.confirmed_txids([b"\x00" * 32]) == set()
+    assert ctx.store.confirmed_txids([]) == set()
+
+
 def test_connect_many_rows_made_and_written_with_the_collector_paused(node_ctx):
     ctx = node_ctx
     chain, seen = ctx.chain, {}
