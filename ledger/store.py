@@ -365,6 +365,7 @@ class ChainStore:
         self._insert_plans: dict[str, tuple[str, list[int] | str | None]] = {}
         self._sqlite_inserts: dict[str, tuple[str, str, str]] = {}  # head, one row, full
         self._select_plans: dict[str, tuple[str, bool]] = {}
+        self._txkeys_selects: dict[int, str] = {}
         self._queries: dict[str, sa.Select] = {}
         self._items_select = self._select_items()  # built once: it is the same each time
         self._txs_select = self._select_txs()
@@ -969,24 +970,39 @@ class ChainStore:
     def _known_txids_sqlite(self, ids: list[bytes]) -> set[bytes]:
         """known_txids for many txids on SQLite (a synced block's replay check): plain
         `IN (?, ...)` selects on a pooled driver connection. The SQLAlchemy select with an
-        expanding IN list cost about 8 us per txid, a few % of a catching-up node's CPU."""
-        q = self.engine.dialect.identifier_preparer.quote
+        expanding IN list cost about 8 us per txid, a few % of a catching-up node's CPU.
+
+        The select asks for the txids of the txkeys only, up to 999 at once, and the few
+        rows it finds are compared with the txids here: a second `txid IN (...)` list made
+        SQLite build and search another temporary index of the txids for every query, and
+        halved the txids a query could take (measured per synced item: 11.2k -> 6.2k
+        instructions)."""
+        wanted = set(ids)
         out: set[bytes] = set()
+        from_bytes = int.from_bytes
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
-            per = _SQLITE_MAX_VARS // 2  # a txkey and a txid each
-            for i in range(0, len(ids), per):
-                part = ids[i:i + per]
-                marks = ", ".join("?" * len(part))
-                cur.execute(f"SELECT {q('txid')} FROM {q(txs_t.name)} WHERE {q('txkey')} IN "
-                            f"({marks}) AND {q('txid')} IN ({marks})",
-                            [*map(_txkey, part), *part])
-                out.update(bytes(r[0]) for r in cur.fetchall())
+            for i in range(0, len(ids), _SQLITE_MAX_VARS):
+                part = ids[i:i + _SQLITE_MAX_VARS]
+                cur.execute(self._txkeys_select(len(part)),
+                            [from_bytes(t[:8], "big", signed=True) for t in part])  # _txkey
+                out.update(t for t in map(bytes, (r[0] for r in cur.fetchall()))
+                           if t in wanted)
             cur.close()
         finally:
             conn.close()  # back to the pool
         return out
+
+    def _txkeys_select(self, n: int) -> str:
+        """The SQL of `_known_txids_sqlite` for `n` txkeys (made once per count)."""
+        sql = self._txkeys_selects.get(n)
+        if sql is None:
+            q = self.engine.dialect.identifier_preparer.quote
+            sql = self._txkeys_selects[n] = (
+                f"SELECT {q('txid')} FROM {q(txs_t.name)} WHERE {q('txkey')} IN "
+                f"({', '.join('?' * n)})")
+        return sql
 
     def _known_txid(self, txid: bytes) -> set[str]:
         """known_txids for one txid, the mempool's question for every transaction a peer
