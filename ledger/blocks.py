@@ -155,7 +155,8 @@ class Block:
         check_tx_count(n)
         if n > r.remaining():
             raise DecodeError("impossible transaction count")
-        txs = [Transaction.decode(r.var_bytes(len(raw))) for _ in range(n)]
+        read, decode, limit = r.var_bytes, Transaction.decode, len(raw)
+        txs = [decode(read(limit)) for _ in range(n)]  # a synced block's loop: names local
         r.end()
         return cls(header, signature, txs, None, bytes(raw))
 
