@@ -175,6 +175,9 @@ class Network:
         self._tx_drained = asyncio.Event()
         self._sync_peer: Peer | None = None
         self._sync_last = 0.0
+        self._sync_connecting: tuple[asyncio.Task[bool], Block] | None = None
+        """The connect of the last sync batch that continued the tip (its task, its last
+        block), running while the next batch is read, decoded and checked (`on_blocks`)."""
         self._branch: list[Block] = []
         self._recent: OrderedDict[bytes, Block] = OrderedDict()
         self._recent_txs: dict[bytes, bytes] = {}
@@ -1021,6 +1024,14 @@ class Network:
         peer_height, raws = m.decode_blocks(payload, self.max_frame)
         peer.best_height = max(peer.best_height, peer_height)
         blocks, chunks = self._decode_batch(raws)
+        connecting = self._sync_connecting
+        if connecting is not None and not (blocks and chunks and self._extends_tip(blocks[0])):
+            # Anything but the continuation of the batch being connected is handled on the
+            # chain as it is once that connect is over: decoded again against that tip.
+            _cancel(chunks)
+            if not await self._settle_sync():
+                return  # that batch failed: this one, asked for after it, is moot
+            blocks, chunks = self._decode_batch(raws)
         if not blocks:
             self._finish_sync(peer)
             return
@@ -1042,13 +1053,18 @@ class Network:
                 # verified and connected, instead of both sides taking turns to idle.
                 self._request_blocks(peer, [blocks[-1].hash])
                 peer.sync_ahead += 1
-            ok = await self._extend(peer, blocks, chunks)
-            if not ok:
-                peer.sync_stale += peer.sync_ahead
-                peer.sync_ahead = 0
-                return
-            if ahead:
-                return  # the next batch is on its way
+            # The batch connects after the one before it (if that is still connecting), in a
+            # task of its own; this call waits for that one only. So the next batch is read
+            # and decoded, and its signatures checked on the workers, while this one is
+            # connected: the workers no longer idle through each batch's last connect and
+            # the next batch's first decode. At most two batches are in hand.
+            before = connecting[0] if connecting is not None else None
+            task = self._spawn(self._connect_batch(peer, blocks, chunks, ahead, before))
+            task.add_done_callback(lambda done: self._sync_connect_ended(peer, done))
+            self._sync_connecting = (task, blocks[-1])
+            if before is not None:
+                await before
+            return
         else:
             if not self._branch:
                 fork = self.ctx.store.block_row(hash_hex=first.header.prev_hash.hex())
@@ -1087,11 +1103,53 @@ class Network:
                 self._maybe_sync(p)
                 break
 
+    async def _connect_batch(self, peer: Peer, blocks: list[Block], chunks: list[SyncChunk],
+                             ahead: bool, before: asyncio.Task[bool] | None) -> bool:
+        """Connect a sync batch that continues the tip, once the batch `before` it is
+        connected; then ask for more (unless asked already: `ahead`) or end the sync."""
+        try:
+            if before is not None and not await before:
+                _cancel(chunks)  # the batch before failed: this one is moot
+                return False
+        except BaseException:
+            _cancel(chunks)
+            raise
+        ok = await self._extend(peer, blocks, chunks)
+        if not ok:
+            peer.sync_stale += peer.sync_ahead
+            peer.sync_ahead = 0
+            return False
+        if not ahead:
+            if blocks[-1].height < peer.best_height and not peer.closed:
+                self._request_blocks(peer, self._locator())
+            else:
+                self._finish_sync(peer)
+        return True
+
+    def _sync_connect_ended(self, peer: Peer, task: asyncio.Task[bool]) -> None:
+        if self._sync_connecting is not None and self._sync_connecting[0] is task:
+            self._sync_connecting = None
+        if not task.cancelled() and task.exception() is not None:
+            # As an error in a handler does: the peer goes (the next batch's handler, which
+            # waits for this one, also raises it).
+            self._drop(peer, f"sync batch could not be connected: {task.exception()!r}")
+
+    async def _settle_sync(self) -> bool:
+        """Wait for the sync batch being connected, if any; False if it failed."""
+        connecting = self._sync_connecting
+        if connecting is None:
+            return True
+        return await connecting[0]
+
     def _extends_tip(self, first: Block) -> bool:
-        """True when a sync batch starting with `first` continues this node's chain (and no
-        fork branch is being collected)."""
-        return not self._branch and (first.header.prev_hash == self.chain.state.tip_hash or (
-            first.height == 0 and self.chain.height < 0))
+        """True when a sync batch starting with `first` continues this node's chain, or the
+        batch being connected (and no fork branch is being collected)."""
+        if self._branch:
+            return False
+        if self._sync_connecting is not None:
+            return first.header.prev_hash == self._sync_connecting[1].hash
+        return first.header.prev_hash == self.chain.state.tip_hash or (
+            first.height == 0 and self.chain.height < 0)
 
     def _decode_batch(self, raws: list[bytes]) -> tuple[list[Block], list[SyncChunk]]:
         """Decode a sync batch; if it continues the tip, hand each chunk of about

@@ -191,3 +191,65 @@ def test_p2p_sync_decode_decodes_with_the_collector_paused_and_restores_it(node_
     asyncio.run(run())
     assert seen and not any(seen)
     assert gc.isenabled()
+
+
+def test_p2p_sync_next_batch_is_decoded_and_checked_while_the_last_one_connects(node_ctx):
+    """on_blocks hands a batch that continues the tip to a connect task of its own, so the
+    serve loop reads, decodes and starts checking the next batch while it is connected; the
+    connects still run one after the other, in order, and the sync then ends."""
+    from test_p2p_relay import _Peer
+
+    from node.p2p import messages as m
+
+    blocks = _blocks(node_ctx, [2, 2, 2, 2])
+    first, second = blocks[:2], blocks[2:]
+    net = Network(node_ctx, port=0, listen=False)
+    events: list[str] = []
+    release = asyncio.Event()
+    connect_blocks, verify = node_ctx.connect_blocks, net._verify
+
+    async def slow_connect_blocks(batch, preverified):
+        events.append(f"connect {batch[0].height}")
+        if batch[0].hash == first[0].hash:
+            await release.wait()
+        done = await connect_blocks(batch, preverified)
+        events.append(f"connected {batch[-1].height}")
+        return done
+
+    def spy_verify(txs):
+        events.append(f"verify {len(txs)}")
+        return verify(txs)
+
+    node_ctx.connect_blocks, net._verify = slow_connect_blocks, spy_verify
+
+    async def scenario() -> None:
+        peer = _Peer(b"\x01" * 20)  # (its stream reader wants the running loop)
+        peer.best_height = height = blocks[-1].height
+        net._sync_peer = peer
+        async def until(n: int) -> None:
+            for _ in range(500):
+                if len(events) >= n:
+                    return
+                await asyncio.sleep(0.01)
+
+        await net.on_blocks(peer, m.encode_blocks(height, [b.raw for b in first]))
+        await until(2)  # its check runs on a thread, then its connect starts
+        assert events == ["verify 4", f"connect {first[0].height}"]
+        later = asyncio.ensure_future(
+            net.on_blocks(peer, m.encode_blocks(height, [b.raw for b in second])))
+        await until(3)
+        await asyncio.sleep(0.05)
+        # The second batch is decoded and being checked; its handler waits for the first.
+        assert events[2:] == ["verify 4"] and not later.done()
+        assert node_ctx.chain.height == first[0].height - 1
+        release.set()
+        await later
+        while net._sync_connecting is not None:
+            await asyncio.sleep(0.01)
+        await net.close()
+
+    asyncio.run(scenario())
+    assert events == ["verify 4", f"connect {first[0].height}", "verify 4",
+                      f"connected {first[-1].height}", f"connect {second[0].height}",
+                      f"connected {second[-1].height}"]
+    assert node_ctx.chain.height == blocks[-1].height and net._sync_peer is None
