@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from consensus.mining import mining_delay, mining_rank
-from consensus.rules import apply_tx
+from consensus.rules import Unchanged, apply_tx
 from ledger.blocks import BLOCK_OVERHEAD, MAX_BLOCK_TXS, Block, tx_cost
 from ledger.errors import ChainmillError
 from ledger.transactions import Publish, Transaction
@@ -130,10 +130,15 @@ class Miner:
         a scratch copy of the tip's state, in block order, and the list is bounded by the same
         size and count rules the block decoder and `check_body` apply, so the block cannot be
         refused because of a transaction. One that fails is dropped from the pool: keeping it
-        would make every later block fail the same way and halt the chain."""
+        would make every later block fail the same way and halt the chain.
+
+        As connect_block, the checks keep one `Unchanged` for the block: a sender's send
+        permission and its write permission on a stream are looked up once until an
+        operation changes the state, not for every transaction."""
         rules = self.chain.rules
         budget = rules.max_block_size - BLOCK_OVERHEAD
         scratch = self.chain.state.copy()
+        unchanged = Unchanged()
         out: list[Transaction] = []
         bad: set[bytes] = set()
         size = 0
@@ -143,12 +148,15 @@ class Miner:
                 break
             try:
                 if all(isinstance(op, Publish) for op in tx.ops):
-                    apply_tx(scratch, rules, tx, height, 0)  # reads state, changes nothing
+                    apply_tx(scratch, rules, tx, height, 0, unchanged)  # changes no state
                 else:
                     trial = scratch.copy()
-                    apply_tx(trial, rules, tx, height, 0)
+                    apply_tx(trial, rules, tx, height, 0, unchanged)
                     scratch = trial
             except ChainmillError as e:
+                # What `unchanged` learnt from a refused transaction may describe the trial
+                # state just thrown away: start again from nothing known.
+                unchanged = Unchanged()
                 log.warning("miner: dropping transaction %s that a block may not hold: %s",
                             tx.txid.hex(), e)
                 bad.add(tx.txid)
