@@ -82,6 +82,11 @@ class Block:
     _hash: bytes | None = field(default=None, repr=False, compare=False)
     _raw: bytes | None = field(default=None, repr=False, compare=False)
     _miner: bytes | None = field(default=None, repr=False, compare=False)
+    _applied_on: object = field(default=None, repr=False, compare=False)
+    """The chain state on which this node's miner applied every transaction of the block, in
+    block order at the block's height, just before it submitted the block (node.miner); None
+    for a block decoded or received. consensus's `connect_block` trusts it on that same state
+    object only: the node puts a new state object in place at every change of its chain."""
 
     @property
     def hash(self) -> Hash32:

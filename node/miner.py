@@ -111,9 +111,13 @@ class Miner:
                 break
         if key is None:
             return None
+        state = self.chain.state  # what _block_txs applies the transactions on
         txs = self._block_txs(h)
         t = max(int(time.time() * 1000), tip.time_ms)
         block = Block.build(key, self.chain.chain_id, h, tip.hash, t, txs)
+        # Each of them was just applied on `state` at height h, in block order: connecting
+        # the block on that same state need not apply its publish-only ones again.
+        block._applied_on = state
         try:
             await self.submit(block)
         except Exception:  # noqa: BLE001 - the outermost loop of the miner logs and goes on
