@@ -21,7 +21,6 @@ from consensus.rules import (
 from consensus.state import ChainState, StreamInfo
 from ledger.blocks import Block, BlockHeader, check_tx_count
 from ledger.errors import ChainmillError, DecodeError, InvalidBlock, InvalidSignature
-from ledger.merkle import merkle_root
 from ledger.transactions import Publish, Transaction
 from ledger.types import ZERO_HASH
 
@@ -72,7 +71,7 @@ def check_body(block: Block, rules: Rules) -> None:
     txids = [t.txid for t in block.txs]
     if len(set(txids)) != len(txids):
         raise InvalidBlock("duplicate transaction in block")
-    if merkle_root(txids) != block.header.merkle_root:
+    if not block.merkle_root_matches(txids):
         raise InvalidBlock("bad Merkle root")
 
 

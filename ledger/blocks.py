@@ -82,6 +82,9 @@ class Block:
     _hash: bytes | None = field(default=None, repr=False, compare=False)
     _raw: bytes | None = field(default=None, repr=False, compare=False)
     _miner: bytes | None = field(default=None, repr=False, compare=False)
+    _merkle_of: tuple[list[bytes], bytes] | None = field(default=None, repr=False,
+                                                          compare=False)
+    """(txids, root): `build` computed the header's Merkle root `root` from these txids."""
     _applied_on: object = field(default=None, repr=False, compare=False)
     """The chain state on which this node's miner applied every transaction of the block, in
     block order at the block's height, just before it submitted the block (node.miner); None
@@ -101,6 +104,18 @@ class Block:
     @staticmethod
     def sighash(chain_id: bytes, block_hash: bytes) -> bytes:
         return hashlib.sha256(b"chainmill-block" + chain_id + block_hash).digest()
+
+    def merkle_root_matches(self, txids: list[bytes]) -> bool:
+        """True when the header's Merkle root is the root of `txids` (the block's txids).
+
+        A block this node built is not hashed again: `build` kept the txids it computed
+        the root from, and the same txids give the same root (two hashes per transaction
+        saved when the node checks its own block, about 1 us each)."""
+        root = self.header.merkle_root
+        built = self._merkle_of
+        if built is not None and built[1] == root and built[0] == txids:
+            return True
+        return merkle_root(txids) == root
 
     def miner_pubkey(self, chain_id: bytes) -> bytes:
         """Recover the signer's public key; raises InvalidSignature."""
@@ -141,9 +156,11 @@ class Block:
     @classmethod
     def build(cls, key: KeyPair, chain_id: bytes, height: int, prev_hash: bytes,
               time_ms: int, txs: list[Transaction]) -> Block:
-        header = BlockHeader(BLOCK_VERSION, height, prev_hash,
-                             merkle_root([t.txid for t in txs]), time_ms)
+        txids = [t.txid for t in txs]
+        root = merkle_root(txids)
+        header = BlockHeader(BLOCK_VERSION, height, prev_hash, root, time_ms)
         block = cls(header, b"", txs)
+        block._merkle_of = (txids, root)
         block.signature = key.sign_recoverable(cls.sighash(chain_id, block.hash))
         block._miner = key.pubkey
         return block
