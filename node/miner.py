@@ -150,8 +150,14 @@ class Miner:
             cost = tx_cost(tx)
             if size + cost > budget or len(out) >= MAX_BLOCK_TXS:
                 break
+            for op in tx.ops:  # a loop, not all(...): no generator for every transaction
+                if not isinstance(op, Publish):
+                    publishes_only = False
+                    break
+            else:
+                publishes_only = True
             try:
-                if all(isinstance(op, Publish) for op in tx.ops):
+                if publishes_only:
                     apply_tx(scratch, rules, tx, height, 0, unchanged)  # changes no state
                 else:
                     trial = scratch.copy()
