@@ -123,6 +123,10 @@ class Miner:
         except Exception:  # noqa: BLE001 - the outermost loop of the miner logs and goes on
             log.exception("mined block %d was refused", h)
             return None
+        finally:
+            # The mark served this connect; the block lives on (peers are served it from the
+            # recent blocks), and need not keep that old state alive with it.
+            block._applied_on = None
         self.empty_streak = 0 if txs else self.empty_streak + 1
         log.debug("mined block %d with %d transactions (rank %d)", h, len(txs), rank)
         return block
