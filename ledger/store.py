@@ -363,7 +363,7 @@ class ChainStore:
             raise StoreError(f"cannot open chain store: {e}") from None
         self._lock = threading.Lock()
         self._insert_plans: dict[str, tuple[str, list[int] | str | None]] = {}
-        self._sqlite_inserts: dict[str, tuple[str, str, str]] = {}  # head, one row, full
+        self._sqlite_inserts: dict[str, dict[int, str]] = {}  # table -> rows -> statement
         self._select_plans: dict[str, tuple[str, bool]] = {}
         self._txkeys_selects: dict[int, str] = {}
         self._queries: dict[str, sa.Select] = {}
@@ -703,27 +703,38 @@ class ChainStore:
         multi-row insert: the old content of every page the statement changes, a page per
         transaction for the random txkey index (measured on 60,000 one-item transactions
         in blocks of 1,000: 157,000 -> 47,000 pwrite calls, 6.3 -> 3.0 us of system time
-        per transaction)."""
+        per transaction).
+
+        Every statement has `per` rows or a power of two fewer, so the few texts recur and
+        stay prepared in the statement cache of each pooled connection. The last, shorter
+        statement of a block used to have the block's own row count, a new text whenever
+        block sizes differ (a running node's do): SQLite parsed it again, about a million
+        instructions for 70 rows of 13 values, some 8k per item in blocks of ~300. The
+        price is a few more statements per block (one per set bit of the remainder)."""
         per = max(1, _SQLITE_MAX_VARS // len(cols))
-        plan = self._sqlite_inserts.get(table.name)
-        if plan is None:
+        sqls = self._sqlite_inserts.get(table.name)
+        if sqls is None:
             q = self.engine.dialect.identifier_preparer.quote
             head = f"INSERT OR ROLLBACK INTO {q(table.name)} ({', '.join(q(n) for n in cols)}) VALUES "
             one = "(" + ", ".join("?" * len(cols)) + ")"
-            plan = self._sqlite_inserts[table.name] = (head, one, head + ", ".join([one] * per))
-        head, one, full = plan
+            sizes = {per, *(1 << k for k in range(per.bit_length()) if 1 << k < per)}
+            sqls = self._sqlite_inserts[table.name] = {
+                n: head + ", ".join([one] * n) for n in sizes}
         flat = itertools.chain.from_iterable
         # The driver's cursor on the transaction's own connection: SQLAlchemy's execution
         # context per statement cost about as much as SQLite's parse of a cached one. Its
         # errors are raised as SQLAlchemy's, as a statement run through SQLAlchemy raises.
         cur = c.connection.driver_connection.cursor()
-        sql, params = full, ()
+        sql, params = sqls[per], ()
+        pos, left = 0, len(rows)
         try:
-            for i in range(0, len(rows), per):
-                part = rows[i:i + per]
-                sql = full if len(part) == per else head + ", ".join([one] * len(part))
-                params = tuple(flat(part))
+            while left:
+                n = per if left >= per else 1 << (left.bit_length() - 1)
+                sql = sqls[n]
+                params = tuple(flat(rows[pos:pos + n]))
                 cur.execute(sql, params)
+                pos += n
+                left -= n
         except sqlite3.Error as e:
             raise sa.exc.DBAPIError.instance(sql, params, e, sqlite3.Error) from e
         finally:
