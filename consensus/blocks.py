@@ -21,8 +21,7 @@ from consensus.rules import (
 from consensus.state import ChainState, StreamInfo
 from ledger.blocks import Block, BlockHeader, check_tx_count
 from ledger.errors import ChainmillError, DecodeError, InvalidBlock, InvalidSignature
-from ledger.merkle import merkle_root
-from ledger.transactions import Transaction
+from ledger.transactions import Publish, Transaction
 from ledger.types import ZERO_HASH
 
 MAX_FUTURE_MS = 120_000
@@ -72,7 +71,7 @@ def check_body(block: Block, rules: Rules) -> None:
     txids = [t.txid for t in block.txs]
     if len(set(txids)) != len(txids):
         raise InvalidBlock("duplicate transaction in block")
-    if merkle_root(txids) != block.header.merkle_root:
+    if not block.merkle_root_matches(txids):
         raise InvalidBlock("bad Merkle root")
 
 
@@ -105,6 +104,13 @@ def connect_block(state: ChainState, rules: Rules, block: Block, prev: BlockHead
 
     `already_known(txids)` returns those txids already confirmed on this branch (replays);
     `preverified` holds txids whose signatures were checked on arrival (the mempool).
+
+    The node's own block, submitted by its miner right after it applied each of the block's
+    transactions with `apply_tx` on this very state at this height (`Block._applied_on`), has
+    its publish-only transactions taken as they are: such a transaction changes no state and
+    has no effects, so applying it again would ask the same questions of the same state and
+    get the same answers. Its other transactions are applied (their effects are the block's),
+    and so is every transaction of any other block.
     """
     header = block.header
     check_linkage(header, prev)
@@ -121,9 +127,16 @@ def connect_block(state: ChainState, rules: Rules, block: Block, prev: BlockHead
     effects = BlockEffects(miner, [], [])
     if header.height == 0:
         effects.perm_log.extend(apply_genesis_grants(new, miner, ZERO_HASH))
+    applied = block._applied_on is state and header.height > 0
     offsets = block.tx_offsets()
     unchanged = Unchanged()  # one block, one height: permissions checked once until changed
     for tx, off in zip(block.txs, offsets, strict=True):
+        if applied:
+            for op in tx.ops:
+                if not isinstance(op, Publish):
+                    break
+            else:
+                continue  # publish-only, applied on this state by the miner (see above)
         try:
             fx = apply_tx(new, rules, tx, header.height, off, unchanged)
         except ChainmillError as e:

@@ -240,25 +240,33 @@ class Chain:
         """The store rows of a block validated with effects `fx`, and its item rows.
 
         Runs for every transaction a node connects: one pass, local names, each stream id
-        put in hex once per block."""
+        put in hex and each sender's address looked up once per block. The rows are made
+        with `tuple.__new__(Row, fields)`, which is what a named tuple's generated
+        `__new__` does after taking its fields as Python arguments (that call cost about
+        0.7 us for an item row of 12 fields, against 0.25 without it)."""
         enc = self.codec.encode
         h = block.height
         t = block.header.time
         txs: list[TxRow] = []
         items: list[ItemRow] = []
         add_tx, add_item = txs.append, items.append
+        new_row = tuple.__new__
         stream_hex: dict[bytes, str] = {}
+        senders: dict[bytes, str] = {}
         for i, tx in enumerate(block.txs):
             txid = tx.txid.hex()
-            sender = enc(tx.sender_hash)
-            add_tx(TxRow(txid, h, i, sender, tx.time, tx.raw))
+            sender_hash = tx.sender_hash
+            sender = senders.get(sender_hash)
+            if sender is None:
+                sender = senders[sender_hash] = enc(sender_hash)
+            add_tx(new_row(TxRow, (txid, h, i, sender, tx.time, tx.raw)))
             for vout, op in enumerate(tx.ops):
                 if isinstance(op, Publish):
                     stream = stream_hex.get(op.stream)
                     if stream is None:
                         stream = stream_hex[op.stream] = op.stream.hex()
-                    add_item(ItemRow(0, stream, txid, vout, h, i, sender, op.keys, int(op.fmt),
-                                     op.data, op.offchain, t))
+                    add_item(new_row(ItemRow, (0, stream, txid, vout, h, i, sender, op.keys,
+                                               int(op.fmt), op.data, op.offchain, t)))
         streams = [StreamRow(s.createtxid.hex(), s.name, s.streamref, s.restrict, s.salted,
                              s.details.decode(), enc(s.creator), s.height) for s in fx.streams]
         perms = [PermRow(p.kind, enc(p.address), p.entity.hex(), p.perm, p.start, p.end,

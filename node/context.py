@@ -201,12 +201,19 @@ class NodeContext:
         # block's replay check asks the store about the others only: for a block of this
         # node's own pool, no query at all.
         entries = self.mempool.entries
-        unconfirmed = {t.txid for t in block.txs if t.txid in entries}
+        unconfirmed: set[bytes] = set()
+        checked: set[bytes] = set()
+        for t in block.txs:  # one pass: this runs for every transaction of every block
+            txid = t.txid
+            e = entries.get(txid)
+            if e is not None:
+                unconfirmed.add(txid)
+                # A pooled tx counts as checked only if the block carries the same signature
+                # (the very object, in a block of the node's own pool).
+                if e.tx is t or e.tx.signature == t.signature:
+                    checked.add(txid)
         if preverified is None:
-            # A pooled tx counts as checked only if the block carries the same signature.
-            preverified = {t.txid for t in block.txs
-                           if (e := entries.get(t.txid)) is not None
-                           and e.tx.signature == t.signature}
+            preverified = checked
         return await asyncio.to_thread(self.chain.check, block, preverified, unconfirmed)
 
     async def _commit(self, checked: Checked, start: float) -> Connected:
@@ -306,7 +313,9 @@ class NodeContext:
         self._remember_hash(block.height, block.hash.hex())
         if self.tip_marker is not None:
             self.tip_marker.write(block.height, block.hash.hex())
-        seen_before = {t.txid for t in block.txs if t.txid in self.mempool.seen}
+        if self.wants_wallet_events:  # read before on_connected forgets the block's txids
+            seen = self.mempool.seen
+            seen_before = {t.txid for t in block.txs if t.txid in seen}
         self.mempool.on_connected(connected)
         if self.journal is not None:
             self.journal.confirmed(t.txid for t in block.txs)

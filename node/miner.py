@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from consensus.mining import mining_delay, mining_rank
-from consensus.rules import apply_tx
+from consensus.rules import Unchanged, apply_tx
 from ledger.blocks import BLOCK_OVERHEAD, MAX_BLOCK_TXS, Block, tx_cost
 from ledger.errors import ChainmillError
 from ledger.transactions import Publish, Transaction
@@ -111,14 +111,22 @@ class Miner:
                 break
         if key is None:
             return None
+        state = self.chain.state  # what _block_txs applies the transactions on
         txs = self._block_txs(h)
         t = max(int(time.time() * 1000), tip.time_ms)
         block = Block.build(key, self.chain.chain_id, h, tip.hash, t, txs)
+        # Each of them was just applied on `state` at height h, in block order: connecting
+        # the block on that same state need not apply its publish-only ones again.
+        block._applied_on = state
         try:
             await self.submit(block)
         except Exception:  # noqa: BLE001 - the outermost loop of the miner logs and goes on
             log.exception("mined block %d was refused", h)
             return None
+        finally:
+            # The mark served this connect; the block lives on (peers are served it from the
+            # recent blocks), and need not keep that old state alive with it.
+            block._applied_on = None
         self.empty_streak = 0 if txs else self.empty_streak + 1
         log.debug("mined block %d with %d transactions (rank %d)", h, len(txs), rank)
         return block
@@ -130,10 +138,15 @@ class Miner:
         a scratch copy of the tip's state, in block order, and the list is bounded by the same
         size and count rules the block decoder and `check_body` apply, so the block cannot be
         refused because of a transaction. One that fails is dropped from the pool: keeping it
-        would make every later block fail the same way and halt the chain."""
+        would make every later block fail the same way and halt the chain.
+
+        As connect_block, the checks keep one `Unchanged` for the block: a sender's send
+        permission and its write permission on a stream are looked up once until an
+        operation changes the state, not for every transaction."""
         rules = self.chain.rules
         budget = rules.max_block_size - BLOCK_OVERHEAD
         scratch = self.chain.state.copy()
+        unchanged = Unchanged()
         out: list[Transaction] = []
         bad: set[bytes] = set()
         size = 0
@@ -141,14 +154,23 @@ class Miner:
             cost = tx_cost(tx)
             if size + cost > budget or len(out) >= MAX_BLOCK_TXS:
                 break
+            for op in tx.ops:  # a loop, not all(...): no generator for every transaction
+                if not isinstance(op, Publish):
+                    publishes_only = False
+                    break
+            else:
+                publishes_only = True
             try:
-                if all(isinstance(op, Publish) for op in tx.ops):
-                    apply_tx(scratch, rules, tx, height, 0)  # reads state, changes nothing
+                if publishes_only:
+                    apply_tx(scratch, rules, tx, height, 0, unchanged)  # changes no state
                 else:
                     trial = scratch.copy()
-                    apply_tx(trial, rules, tx, height, 0)
+                    apply_tx(trial, rules, tx, height, 0, unchanged)
                     scratch = trial
             except ChainmillError as e:
+                # What `unchanged` learnt from a refused transaction may describe the trial
+                # state just thrown away: start again from nothing known.
+                unchanged = Unchanged()
                 log.warning("miner: dropping transaction %s that a block may not hold: %s",
                             tx.txid.hex(), e)
                 bad.add(tx.txid)

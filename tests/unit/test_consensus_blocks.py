@@ -242,3 +242,26 @@ def test_blocks_a_write_revoked_in_the_block_applies_to_the_later_transactions(c
     chain.refuses(block, "no write permission")
     chain.connect(chain.build(OTHER, [publish(USER, closed.txid, 3),
                                       tx(ADMIN, revoke(USER, "write", closed.txid))]))
+
+
+# A block of this node's miner carries the state its transactions were applied on
+# (Block._applied_on); only on that very state object are its publishes taken as applied.
+def test_blocks_a_miner_mark_for_another_state_does_not_spare_any_check(chain):
+    nobody = KeyPair.generate()
+    block = chain.build(OTHER, [publish(nobody, chain.stream_tx.txid)])
+    block._applied_on = chain.state.copy()  # equal, but not the state it is connected on
+    chain.refuses(block, "send")
+    unknown = chain.build(OTHER, [publish(USER, b"\x07" * 32)])
+    unknown._applied_on = ChainState()
+    chain.refuses(unknown, "does not exist")
+
+
+def test_blocks_an_own_block_connects_with_the_effects_of_a_full_check(chain):
+    s = chain.stream_tx.txid
+    txs = [publish(USER, s, 1), tx(ADMIN, CreateStream("t", 0)), publish(USER, s, 2)]
+    full = copy.deepcopy(chain)
+    expected = full.connect(full.build(OTHER, txs))
+    own = chain.build(OTHER, txs)
+    own._applied_on = chain.state
+    assert chain.connect(own) == expected
+    assert chain.state == full.state

@@ -3,6 +3,8 @@ block signature (bound to the chain id)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -91,3 +93,16 @@ def test_ledger_block_tx_offsets_point_at_each_transaction():
                  st.sampled_from([0xFC, 0xFD, 0xFFFF, 0x10000, 2**32 - 1, 2**32])))
 def test_ledger_block_varint_size_matches_the_encoding(n):
     assert varint_size(n) == len(encode_varint(n))
+
+
+
+@settings(max_examples=30, deadline=None)
+@given(blocks(), st.lists(transactions(), max_size=3))
+def test_ledger_block_merkle_root_matches_only_the_txids_of_its_root(block, other):
+    """A built block keeps the txids of its root; it still answers as a received one."""
+    ids, others = [t.txid for t in block.txs], [t.txid for t in other]
+    for b in (block, Block.decode(block.raw)):
+        assert b.merkle_root_matches(ids)
+        assert b.merkle_root_matches(others) == (merkle_root(others) == merkle_root(ids))
+    block.header = dataclasses.replace(block.header, merkle_root=b"\x05" * 32)
+    assert not block.merkle_root_matches(ids)
