@@ -17,6 +17,9 @@ With `--batch B` the items go in as JSON-RPC batch bodies of B `publish` calls t
 node's Dispatcher (`handle_body_now`, as the RPC port calls it, without the socket), so the
 publish phase also counts the dispatch of each batch element (parse, checks, the slices a
 long batch runs in, the answer's encoding).
+
+`--publish-only` leaves the items in the pool (no block is mined after the stream's), so
+the same two runs count the publish handler alone.
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ async def _answered(dispatcher: Dispatcher, body: bytes) -> bytes:
     return await answer
 
 
-async def run(items: int, block: int, batch: int = 0) -> tuple[list[float], list[float]]:
-    """µs of CPU per item of each block's publish calls and of its mining and connecting."""
+async def run(items: int, block: int, batch: int = 0, mine_blocks: bool = True,
+              ) -> tuple[list[float], list[float]]:
+    """µs of CPU per item of each block's publish calls and of its mining and connecting
+    (without `mine_blocks`, the items stay pooled and the second list is empty)."""
     tmp = Path(tempfile.mkdtemp(prefix="chainmill-node-work-"))
     try:
         ctx = open_node_in_process(tmp, "nw")
@@ -86,11 +91,13 @@ async def run(items: int, block: int, batch: int = 0) -> tuple[list[float], list
                         serial, data = _item(i)
                         streams.publish(ctx, None, ["bench", serial, data])
                 t1 = time.process_time()
+                publish.append((t1 - t0) / n * 1e6)
+                if not mine_blocks:
+                    continue
                 await miner.mine_one()
                 t2 = time.process_time()
                 if len(ctx.mempool):
                     raise RuntimeError("the block did not take every pooled transaction")
-                publish.append((t1 - t0) / n * 1e6)
                 mine.append((t2 - t1) / n * 1e6)
             return publish, mine
         finally:
@@ -107,9 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=0,
                    help="publish through the Dispatcher in JSON-RPC batches of this many calls "
                         "(default 0: call the handler directly)")
+    p.add_argument("--publish-only", action="store_true",
+                   help="no blocks: the handler's work alone (the items stay pooled)")
     args = p.parse_args(argv)
-    publish, mine = asyncio.run(run(args.items, args.block, args.batch))
+    publish, mine = asyncio.run(run(args.items, args.block, args.batch, not args.publish_only))
     med = statistics.median
+    if not mine:
+        print(f"publish handler {med(publish):.1f} us per item (min {min(publish):.1f}); "
+              f"{len(publish)} rounds of {args.block}, no blocks"
+              + (f", batches of {args.batch}" if args.batch else ""))
+        return 0
     print(f"publish handler {med(publish):.1f} us per item (min {min(publish):.1f}); "
           f"mine + connect {med(mine):.1f} us per item (min {min(mine):.1f}); "
           f"{len(publish)} blocks of {args.block}"
