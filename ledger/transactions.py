@@ -137,26 +137,37 @@ Op = CreateStream | Publish | Permission
 
 _BYTE = tuple(bytes((i,)) for i in range(256))
 """One-byte encodings: a u8 of value i, and the varint of i below 0xFD."""
-
-
-def _varint(n: int) -> bytes:
-    """encode_varint of a length (never negative), without a call for the one-byte case."""
-    return _BYTE[n] if n < 0xFD else encode_varint(n)
+_PUBLISH_BYTE = bytes((OpKind.PUBLISH,))
 
 
 def _encode_publish(op: Publish) -> bytes:
     """A Publish operation's encoding in one join: the field by field Writer calls below
-    cost more than the item itself when a transaction carries many items."""
-    parts = [_BYTE[OpKind.PUBLISH], op.stream, _varint(len(op.keys))]
-    for k in op.keys:
+    cost more than the item itself when a transaction carries many items. The one-byte
+    varints (every length under 253) are inlined: a call each was a tenth of the encoding."""
+    keys = op.keys
+    data = op.data
+    n = len(keys)
+    parts = [_PUBLISH_BYTE, op.stream, _BYTE[n] if n < 0xFD else encode_varint(n)]
+    for k in keys:
         b = k.encode()
-        parts.append(_varint(len(b)))
+        n = len(b)
+        parts.append(_BYTE[n] if n < 0xFD else encode_varint(n))
         parts.append(b)
-    parts.append(bytes((op.fmt,)))  # not _BYTE[]: a stray negative value must raise
-    parts.append(_BYTE[1 if op.offchain else 0])
-    parts.append(_varint(len(op.data)))
-    parts.append(op.data)
+    # The format and the flag: not _BYTE[]: a stray negative format must raise.
+    parts.append(bytes((op.fmt, 1 if op.offchain else 0)))
+    n = len(data)
+    parts.append(_BYTE[n] if n < 0xFD else encode_varint(n))
+    parts.append(data)
     return b"".join(parts)
+
+
+def _encode_op_bytes(op: Op) -> bytes:
+    """One operation's encoding (a Publish without a Writer)."""
+    if type(op) is Publish:
+        return _encode_publish(op)
+    w = Writer()
+    _encode_op(w, op)
+    return w.getvalue()
 
 
 def _encode_op(w: Writer, op: Op) -> None:
@@ -289,6 +300,8 @@ def _check_details(details: bytes) -> None:
 
 def check_op(op: object) -> None:
     """One operation within the limits of the encoding; raises TxLimitExceeded."""
+    if type(op) is Publish and _plain_publish(op):
+        return
     if isinstance(op, Publish):
         _check_bytes(op.stream, "stream reference", size=32)
         if not isinstance(op.keys, tuple):
@@ -320,6 +333,23 @@ def check_op(op: object) -> None:
         raise _limit(f"unknown operation {type(op).__name__}")
 
 
+def _plain_publish(op: Publish) -> bool:
+    """True for an item of exactly the types the builders make, within the limits: the
+    usual one, passed by one expression. Anything else (another type, a long or non-ASCII
+    key) goes through check_op's field by field checks, which raise saying what is wrong."""
+    keys = op.keys
+    if not (type(op.stream) is bytes and len(op.stream) == 32
+            and type(keys) is tuple and len(keys) <= MAX_KEYS
+            and type(op.fmt) is DataFormat  # a member: 0 to 2
+            and type(op.offchain) is bool
+            and type(op.data) is bytes and len(op.data) <= MAX_DATA_BYTES):
+        return False
+    for k in keys:  # short ASCII text: no surrogates, one byte per character
+        if not (type(k) is str and len(k) <= MAX_KEY_BYTES and k.isascii()):
+            return False
+    return True
+
+
 def tx_sighash(chain_id: bytes, txid: bytes) -> bytes:
     """What a transaction's sender signs: its txid bound to the chain (domain-separated)."""
     return hashlib.sha256(b"chainmill-tx" + chain_id + txid).digest()
@@ -327,6 +357,20 @@ def tx_sighash(chain_id: bytes, txid: bytes) -> bytes:
 
 def check_unsigned(tx: Transaction) -> None:
     """The unsigned body within the limits of the encoding (before signing)."""
+    ops = tx.ops
+    # The header as the builders make it, in one expression; anything else goes through
+    # the checks one by one below, which raise with the first field that is wrong.
+    if not (tx.version == TX_VERSION
+            and type(tx.sender) is bytes and len(tx.sender) == 33
+            and type(tx.nonce) is int and 0 <= tx.nonce <= _U64_MAX
+            and type(tx.time) is int and 0 <= tx.time <= _U32_MAX
+            and type(ops) is tuple and 1 <= len(ops) <= MAX_OPS):
+        _check_header(tx)
+    for op in ops:
+        check_op(op)
+
+
+def _check_header(tx: Transaction) -> None:
     if tx.version != TX_VERSION:
         raise _limit(f"unknown transaction version {tx.version}")
     _check_bytes(tx.sender, "sender public key", size=33)
@@ -336,8 +380,6 @@ def check_unsigned(tx: Transaction) -> None:
         raise _limit("operations must be a tuple")
     if not 1 <= len(tx.ops) <= MAX_OPS:
         raise _limit(f"a transaction needs 1 to {MAX_OPS} operations, not {len(tx.ops)}")
-    for op in tx.ops:
-        check_op(op)
 
 
 def check_structure(tx: Transaction) -> None:
@@ -375,16 +417,17 @@ class Transaction:
     `check_tx_limits`, which remembers them here as check_structure remembers _checked)."""
 
     def body(self) -> bytes:
-        if self._body is None:
-            w = Writer()
-            w.u8(self.version)
-            w.fixed(self.sender)
-            w.fixed(_NONCE_TIME.pack(self.nonce, self.time))  # u64 nonce, u32 time
-            w.varint(len(self.ops))
-            for op in self.ops:
-                _encode_op(w, op)
-            self._body = w.getvalue()
-        return self._body
+        body = self._body
+        if body is None:
+            # The fields in one join (a Writer call per field cost about as much as
+            # hashing the body of a one-item transaction).
+            ops = self.ops
+            parts = [bytes((self.version,)), self.sender,
+                     _NONCE_TIME.pack(self.nonce, self.time),  # u64 nonce, u32 time
+                     encode_varint(len(ops))]
+            parts += map(_encode_op_bytes, ops)
+            body = self._body = b"".join(parts)
+        return body
 
     # The pool, the miner, the block checks and the store read these many times per
     # transaction (txid about 16 times, size 10): once cached, they return the field as it is.
