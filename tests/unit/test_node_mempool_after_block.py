@@ -13,6 +13,7 @@ import pytest
 from node_helpers import fresh_node, root_publish
 
 from ledger.blocks import Block
+from ledger.errors import PermissionDenied
 from ledger.keys import KeyPair
 from ledger.transactions import PERM_BITS, DataFormat, Permission, Publish, Transaction
 
@@ -86,3 +87,27 @@ def test_node_mempool_drops_a_tx_whose_sender_a_block_revoked(ctx):
         temp.pubkey_hash, b"", PERM_BITS["send"], 0, 0)], chain.chain_id, int(time.time()))
     _connect(ctx, [revoke])
     assert pooled.txid not in pool
+
+
+def test_node_mempool_refuses_a_publish_once_a_pooled_revoke_took_its_senders_permission(ctx):
+    # The pool remembers the permission checks publish-only transactions passed on its state;
+    # a pooled permission change replaces that state, and the next publish is checked again.
+    pool, chain = ctx.mempool, ctx.chain
+    temp = KeyPair.generate()
+    _connect(ctx, [_grant_send(ctx, temp, 1_000_000)])
+    pool.add(_publish_as(ctx, temp, "before"), verified=True, local=True)
+    revoke = Transaction.create(ctx.wallet.default, [Permission(
+        temp.pubkey_hash, b"", PERM_BITS["send"], 0, 0)], chain.chain_id, int(time.time()))
+    pool.add(revoke, verified=True, local=True)
+    with pytest.raises(PermissionDenied):
+        pool.add(_publish_as(ctx, temp, "after"), verified=True, local=True)
+
+
+def test_node_mempool_refuses_a_publish_once_its_senders_grant_ended_at_the_new_height(ctx):
+    pool, chain = ctx.mempool, ctx.chain
+    temp = KeyPair.generate()
+    _connect(ctx, [_grant_send(ctx, temp, chain.height + 3)])  # send up to the next block
+    pool.add(_publish_as(ctx, temp, "in-time"), verified=True, local=True)
+    _connect(ctx, [root_publish(ctx, "filler", b"x")])  # the grant's last block passes
+    with pytest.raises(PermissionDenied):
+        pool.add(_publish_as(ctx, temp, "too-late"), verified=True, local=True)
