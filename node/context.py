@@ -108,12 +108,14 @@ class NodeContext:
         if not isinstance(ident, str) or not ident:
             raise RpcError(RPC_INVALID_PARAMETER, "Invalid stream identifier")
         state = self.mempool.state
-        if _HEX64.match(ident):
+        # The patterns only where they can match (a name is the usual identifier): a txid
+        # has 64 characters, a stream reference dashes.
+        if len(ident) >= 64 and _HEX64.match(ident):
             info = state.streams.get(bytes.fromhex(ident))
             if info is None:
                 raise EntityNotFound(f"Stream with this txid not found: {ident}")
             return info
-        if _STREAMREF.match(ident):
+        if "-" in ident and _STREAMREF.match(ident):
             for info in state.streams.values():
                 if info.streamref == ident:
                     return info

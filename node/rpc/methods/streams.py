@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from consensus.rules import has_permission
-from consensus.state import StreamInfo
+from consensus.rules import Rules, has_permission
+from consensus.state import ChainState, StreamInfo
 from ledger.store import ItemRow
 from ledger.transactions import (
     RESTRICT_OFFCHAIN,
@@ -55,6 +55,8 @@ def _bad(msg: str) -> RpcError:
 
 # -- publishing ---------------------------------------------------------------------------------
 def parse_keys(value: Any) -> tuple[str, ...]:
+    if type(value) is str and value != "*" and len(value) <= MAX_KEY_BYTES and value.isascii():
+        return (value,)  # the usual one: one short ASCII key, which the loop below accepts
     keys = value if isinstance(value, list) else [value]
     if isinstance(value, list) and not value:
         raise _bad("Item keys must not be empty")
@@ -104,23 +106,28 @@ def _wallet_address(ctx: Any, address: Any) -> bytes:
     return h
 
 
-def _can_write(ctx: Any, addr: bytes, info: StreamInfo) -> bool:
-    state, rules, h = ctx.mempool.state, ctx.chain.rules, ctx.chain.height + 1
+def _can_write(state: ChainState, rules: Rules, h: int, addr: bytes,
+               streams: list[StreamInfo]) -> bool:
+    """`addr` may send at height `h` and write to each of `streams` (never empty)."""
     if not has_permission(state, rules, addr, "send", h):
         return False
-    return not info.restrict & RESTRICT_WRITE or state.holds(addr, "write", h, info.createtxid)
+    for info in streams:
+        if info.restrict & RESTRICT_WRITE and not state.holds(addr, "write", h, info.createtxid):
+            return False
+    return True
 
 
 def _publisher(ctx: Any, streams: list[StreamInfo], from_param: Any | None) -> bytes:
+    state, rules, h = ctx.mempool.state, ctx.chain.rules, ctx.chain.height + 1
     from_address = None if from_param is None else parse_from(from_param)
     if from_address is not None:
         addr = _wallet_address(ctx, from_address)
-        if not all(_can_write(ctx, addr, s) for s in streams):
+        if not _can_write(state, rules, h, addr, streams):
             raise RpcError(RPC_INSUFFICIENT_PERMISSIONS,
                            "Publishing in this stream is not allowed from this address")
         return addr
     for addr in ctx.wallet.hashes():
-        if all(_can_write(ctx, addr, s) for s in streams):
+        if _can_write(state, rules, h, addr, streams):
             return addr
     raise RpcError(RPC_INSUFFICIENT_PERMISSIONS,
                    "This wallet contains no addresses with permission to write to this stream")
