@@ -122,13 +122,14 @@ def check_tx_limits(tx: Transaction, rules: Rules) -> None:
     if tx._limits_of is rules:
         return
     check_structure(tx)
-    if tx.size > rules.max_tx_size:
-        raise InvalidTransaction(f"transaction of {tx.size} bytes exceeds max-std-tx-size")
+    size = tx.size
+    if size > rules.max_tx_size:
+        raise InvalidTransaction(f"transaction of {size} bytes exceeds max-std-tx-size")
     if tx_cost(tx) > rules.max_block_size - BLOCK_OVERHEAD:
         # max-std-tx-size may exceed maximum-block-size; such a tx would wait at the head of
         # the mempool for a block it can never fit in, and no later tx would be mined.
         raise InvalidTransaction(
-            f"transaction of {tx.size} bytes does not fit in a block (maximum-block-size)")
+            f"transaction of {size} bytes does not fit in a block (maximum-block-size)")
     items = 0
     for op in tx.ops:
         if isinstance(op, Publish):
