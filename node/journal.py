@@ -16,6 +16,7 @@ checked again: mined ones are dropped, invalid ones dropped with a log line.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 import os
 import queue
@@ -46,7 +47,8 @@ with a large backlog it must be rare; the file stays within five times the live 
 
 
 def encode_record(raw: bytes) -> bytes:
-    return b"%08x %s\n" % (zlib.crc32(raw), raw.hex().encode())
+    # hexlify gives the hex as bytes at once (raw.hex().encode() made a str and copied it).
+    return b"%08x %s\n" % (zlib.crc32(raw), binascii.hexlify(raw))
 
 
 def decode_records(data: bytes) -> tuple[list[bytes], int]:
@@ -138,9 +140,11 @@ class OwnTxJournal:
         if self._fd is None:
             raise RuntimeError("the own-transaction journal is not open")
         record = encode_record(raw)
-        view = memoryview(record)
-        while view:
-            view = view[os.write(self._fd, view):]
+        written = os.write(self._fd, record)
+        if written < len(record):  # a short write (rare for a regular file): write the rest
+            view = memoryview(record)[written:]
+            while view:
+                view = view[os.write(self._fd, view):]
         self.live[txid] = record
         self.written += 1
 
