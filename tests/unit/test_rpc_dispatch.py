@@ -294,8 +294,12 @@ _BATCH = (b'[{"method":"echo","params":[1],"id":1},5,{"method":"missing","params
           b'{"method":"unencodable","id":5},{"id":6},{"method":"echo","id":[7]}]')
 
 
-def test_rpc_dispatch_body_now_answers_a_plain_batch_as_handle_body_does(dispatcher):
+def test_rpc_dispatch_body_now_answers_a_plain_batch_as_handle_body_does(dispatcher,
+                                                                        monkeypatch):
     """Every element's answer and error, in order, byte for byte the awaiting path's."""
+    import node.rpc.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "BATCH_SLICE", 60.0)  # one slice, however loaded the machine
     expected = body(dispatcher, _BATCH)
 
     async def scenario() -> None:
@@ -345,7 +349,11 @@ def test_rpc_dispatch_batch_past_its_slice_lets_others_run_then_finishes(monkeyp
     assert events[:2] == ["call", "other"] and events.count("call") == 4
 
 
-def test_rpc_dispatch_batch_waits_once_for_the_disk_and_not_while_the_barrier_is_shut():
+def test_rpc_dispatch_batch_waits_once_for_the_disk_and_not_while_the_barrier_is_shut(
+        monkeypatch):
+    import node.rpc.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "BATCH_SLICE", 60.0)  # one slice, however loaded the machine
     d, ran, pending = _marking_dispatcher()
     raw = b'[{"method":"mark","id":1},{"method":"mark","id":2},{"method":"mark","id":3}]'
 
@@ -394,9 +402,13 @@ def test_rpc_dispatch_batch_rest_awaits_only_the_elements_that_must_wait(monkeyp
     assert answers[6]["error"]["code"] == -708 and answers[1]["result"] == {"echoed": [1]}
 
 
-def test_rpc_dispatch_batch_waits_for_the_barrier_mid_batch_then_goes_on_in_order():
+def test_rpc_dispatch_batch_waits_for_the_barrier_mid_batch_then_goes_on_in_order(
+        monkeypatch):
     """A block commit that starts inside a batch holds the batch's next elements until it
     is over, then they run in order (the barrier is checked per element)."""
+    import node.rpc.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "BATCH_SLICE", 60.0)  # one slice, however loaded the machine
     table = build_table()
     ran: list[int] = []
     barrier = asyncio.Event()
