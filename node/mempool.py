@@ -108,16 +108,20 @@ class Mempool:
             raise AlreadyInChain("transaction already in the chain")
         if not verified and not tx.signature_valid(self.chain.chain_id):
             raise InvalidTransaction("bad transaction signature")
-        height = self.chain.height + 1
-        publishes_only = _publishes_only(tx.ops)
-        if publishes_only:  # reads state, changes nothing
+        publishes_only = self._apply(tx, self.chain.height + 1)
+        return self._insert(tx, time.time(), publishes_only)
+
+    def _apply(self, tx: Transaction, height: int) -> bool:
+        """Apply `tx` on the pool's state at `height` (raises if it does not apply); True if
+        it holds publishes only, which read the state and change nothing."""
+        if _publishes_only(tx.ops):
             apply_tx(self.state, self.chain.rules, tx, height,
                      unchanged=self._checks_on(self.state, height))
-        else:
-            scratch = self.state.copy()
-            apply_tx(scratch, self.chain.rules, tx, height)
-            self.state = scratch
-        return self._insert(tx, time.time(), publishes_only)
+            return True
+        scratch = self.state.copy()
+        apply_tx(scratch, self.chain.rules, tx, height)
+        self.state = scratch
+        return False
 
     def _checks_on(self, state: ChainState, height: int) -> Unchanged:
         """The permission checks publish-only transactions passed on `state` at `height`
@@ -234,13 +238,7 @@ class Mempool:
 
     def _recheck(self, tx: Transaction, height: int, dropped: list[Transaction]) -> bool:
         try:
-            if _publishes_only(tx.ops):
-                apply_tx(self.state, self.chain.rules, tx, height,
-                         unchanged=self._checks_on(self.state, height))
-            else:
-                scratch = self.state.copy()
-                apply_tx(scratch, self.chain.rules, tx, height)
-                self.state = scratch
+            self._apply(tx, height)
             return True
         except ChainmillError as e:
             log.info("dropping transaction %s from the mempool: %s", tx.txid.hex(), e)
