@@ -21,7 +21,7 @@ from consensus.rules import (
 from consensus.state import ChainState, StreamInfo
 from ledger.blocks import Block, BlockHeader, check_tx_count
 from ledger.errors import ChainmillError, DecodeError, InvalidBlock, InvalidSignature
-from ledger.transactions import Publish, Transaction
+from ledger.transactions import Transaction, publishes_only
 from ledger.types import ZERO_HASH
 
 MAX_FUTURE_MS = 120_000
@@ -131,12 +131,8 @@ def connect_block(state: ChainState, rules: Rules, block: Block, prev: BlockHead
     offsets = block.tx_offsets()
     unchanged = Unchanged()  # one block, one height: permissions checked once until changed
     for tx, off in zip(block.txs, offsets, strict=True):
-        if applied:
-            for op in tx.ops:
-                if not isinstance(op, Publish):
-                    break
-            else:
-                continue  # publish-only, applied on this state by the miner (see above)
+        if applied and publishes_only(tx.ops):
+            continue  # applied on this very state by the miner (see above)
         try:
             fx = apply_tx(new, rules, tx, header.height, off, unchanged)
         except ChainmillError as e:

@@ -153,6 +153,16 @@ class Permission:
 Op = CreateStream | Publish | Permission
 
 
+def publishes_only(ops: tuple[Op, ...]) -> bool:
+    """Every operation is a Publish: such a transaction reads the chain state and changes
+    none of it. A loop, not all() over a generator: the pool, the miner and the block checks
+    ask it of every transaction."""
+    for op in ops:
+        if not isinstance(op, Publish):
+            return False
+    return True
+
+
 _BYTE = tuple(bytes((i,)) for i in range(256))
 """One-byte encodings: a u8 of value i, and the varint of i below 0xFD."""
 _PUBLISH_BYTE = bytes((OpKind.PUBLISH,))

@@ -16,19 +16,12 @@ from consensus.rules import Unchanged, apply_tx
 from consensus.state import ChainState
 from ledger.errors import AlreadyInChain, ChainmillError, InvalidTransaction
 from ledger.store import ItemRow
-from ledger.transactions import Op, Publish, Transaction
+from ledger.transactions import Publish, Transaction, publishes_only
 from node.chain import Chain, Connected
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
-
-
-def _publishes_only(ops: tuple[Op, ...]) -> bool:
-    """Every operation is a Publish (a transaction of one item: one check, no generator)."""
-    if len(ops) == 1:
-        return isinstance(ops[0], Publish)
-    return all(isinstance(op, Publish) for op in ops)
 
 
 @dataclass(slots=True)
@@ -108,13 +101,13 @@ class Mempool:
             raise AlreadyInChain("transaction already in the chain")
         if not verified and not tx.signature_valid(self.chain.chain_id):
             raise InvalidTransaction("bad transaction signature")
-        publishes_only = self._apply(tx, self.chain.height + 1)
-        return self._insert(tx, time.time(), publishes_only)
+        only_publishes = self._apply(tx, self.chain.height + 1)
+        return self._insert(tx, time.time(), only_publishes)
 
     def _apply(self, tx: Transaction, height: int) -> bool:
         """Apply `tx` on the pool's state at `height` (raises if it does not apply); True if
         it holds publishes only, which read the state and change nothing."""
-        if _publishes_only(tx.ops):
+        if publishes_only(tx.ops):
             apply_tx(self.state, self.chain.rules, tx, height,
                      unchanged=self._checks_on(self.state, height))
             return True
@@ -135,11 +128,11 @@ class Mempool:
         return self._unchanged
 
     def _insert(self, tx: Transaction, received: float,
-                publishes_only: bool | None = None) -> PoolEntry:
-        if publishes_only is None:
-            publishes_only = _publishes_only(tx.ops)
+                only_publishes: bool | None = None) -> PoolEntry:
+        if only_publishes is None:
+            only_publishes = publishes_only(tx.ops)
         entry = PoolEntry(tx, received, self.chain.codec.encode(tx.sender_hash),
-                          publishes_only)
+                          only_publishes)
         self._put(entry)
         self.seen.add(tx.txid)
         return entry

@@ -16,7 +16,7 @@ from consensus.mining import mining_delay, mining_rank
 from consensus.rules import Unchanged, apply_tx
 from ledger.blocks import BLOCK_OVERHEAD, MAX_BLOCK_TXS, Block, tx_cost
 from ledger.errors import ChainmillError
-from ledger.transactions import Publish, Transaction
+from ledger.transactions import Transaction, publishes_only
 from node.chain import Chain
 from node.mempool import Mempool
 from node.wallet import Wallet
@@ -154,14 +154,8 @@ class Miner:
             cost = tx_cost(tx)
             if size + cost > budget or len(out) >= MAX_BLOCK_TXS:
                 break
-            for op in tx.ops:  # a loop, not all(...): no generator for every transaction
-                if not isinstance(op, Publish):
-                    publishes_only = False
-                    break
-            else:
-                publishes_only = True
             try:
-                if publishes_only:
+                if publishes_only(tx.ops):
                     apply_tx(scratch, rules, tx, height, 0, unchanged)  # changes no state
                 else:
                     trial = scratch.copy()
