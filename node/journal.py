@@ -11,6 +11,12 @@ The file holds one record per line, `<crc32 hex> <raw tx hex>`; a line torn by a
 fails its checksum and is skipped (its call never returned). Confirmed transactions are
 dropped by compaction (an atomic rewrite), and at start-up (`restore`) every record is
 checked again: mined ones are dropped, invalid ones dropped with a log line.
+
+After the records the file holds zeros, written ahead (`PREALLOCATE`), and records are
+written over them in place: on ext4 an fdatasync of a file that grew must also commit its
+new size through the file system's journal, and that cost 88-98 us of CPU and 0.22-0.24 ms
+per fsync on this project's test machine against 59-60 us and 0.14 ms in place (the way
+PostgreSQL zero-fills its WAL segments before use). A reader treats the zeros as blank.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ log = logging.getLogger(__name__)
 JOURNAL_FILE = "wallet.txs"
 DATA_SYNC: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 """Appends need the data and the file size on disk, not the other metadata."""
+PREALLOCATE = 1 << 20
+"""Bytes of zeros the file is extended by whenever the records reach its end (one fsync in
+about 2,500 records then carries a size change and 1 MiB)."""
 COMPACT_MIN_DEAD = 1000
 """Compaction waits until at least this many records are confirmed."""
 COMPACT_DEAD_PER_LIVE = 4
@@ -52,10 +61,12 @@ def encode_record(raw: bytes) -> bytes:
 
 
 def decode_records(data: bytes) -> tuple[list[bytes], int]:
-    """The raw transactions of a journal file's bytes, and how many lines were unreadable."""
+    """The raw transactions of a journal file's bytes, and how many lines were unreadable.
+    Zeros are blank: the space written ahead of the records, or a record's pages that a
+    crash kept from the disk (the lines around them still count)."""
     out: list[bytes] = []
     bad = 0
-    for line in data.split(b"\n"):
+    for line in data.replace(b"\0", b"\n").split(b"\n"):
         if not line:
             continue
         crc, _, body = line.partition(b" ")
@@ -85,6 +96,10 @@ class OwnTxJournal:
         self.synced = 0
         self.fsyncs = 0
         self._fd: int | None = None
+        self._end = 0
+        """Where the next record goes: the end of the records, before the zeros."""
+        self._size = 0
+        """The file's size: records and the zeros after them."""
         self._waiters: deque[tuple[int, Callable[[BaseException | None], None]]] = deque()
         """(records written when the call came, its callback) of the calls waiting for an
         fsync, in call order, so in order of their targets too."""
@@ -115,15 +130,18 @@ class OwnTxJournal:
         self._rewrite()
 
     def _rewrite(self) -> None:
-        text = b"".join(self.live.values()).decode("ascii")
-        write_private_file(self.path, text)  # tmp file, fsync, rename: atomic
+        records = b"".join(self.live.values())
+        # tmp file, fsync, rename: atomic. No zeros yet: the first append writes them, so
+        # that they reach the disk in the fsync thread, not in this fsync on the event loop.
+        write_private_file(self.path, records.decode("ascii"))
         self._fsync_dir()
         if self._fd is not None:
             if self._inflight:
                 self._retired.append(self._fd)  # closed once that fsync is over
             else:
                 os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fd = os.open(self.path, os.O_WRONLY)
+        self._end = self._size = len(records)
         self.dead = 0
         self.synced = self.written  # everything appended so far is in the rewritten file
 
@@ -140,11 +158,14 @@ class OwnTxJournal:
         if self._fd is None:
             raise RuntimeError("the own-transaction journal is not open")
         record = encode_record(raw)
-        written = os.write(self._fd, record)
-        if written < len(record):  # a short write (rare for a regular file): write the rest
-            view = memoryview(record)[written:]
-            while view:
-                view = view[os.write(self._fd, view):]
+        end = self._end + len(record)
+        while end > self._size:
+            # Zeros ahead of the records (the module's docstring says why), on disk with this
+            # record's fsync: about 1 ms once in ~2,500 records.
+            _write_at(self._fd, bytes(PREALLOCATE), self._size)
+            self._size += PREALLOCATE
+        _write_at(self._fd, record, self._end)
+        self._end = end
         self.live[txid] = record
         self.written += 1
 
@@ -249,6 +270,14 @@ class OwnTxJournal:
                 self._fd = None
             log.info("own-transaction journal closed: %d records written, %d fsyncs, "
                      "fsync thread CPU %.3f s", self.written, self.fsyncs, fsync_cpu)
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    written = os.pwrite(fd, data, offset)
+    if written < len(data):  # a short write (rare for a regular file): write the rest
+        view = memoryview(data)
+        while written < len(data):
+            written += os.pwrite(fd, view[written:], offset + written)
 
 
 class _FsyncThread:

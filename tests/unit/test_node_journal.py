@@ -35,6 +35,38 @@ def test_journal_records_round_trip_and_torn_lines_are_skipped():
     assert decode_records(bytes(flipped))[0] == raws[1:]
 
 
+def test_journal_zeros_are_blank_and_a_record_after_lost_pages_still_reads():
+    one, two = encode_record(b"first"), encode_record(b"second")
+    assert decode_records(one + bytes(100)) == ([b"first"], 0)  # the space written ahead
+    # a crash kept the pages between two records from the disk: they read as zeros
+    assert decode_records(one[:5] + bytes(20) + two + bytes(7)) == ([b"second"], 1)
+    assert decode_records(bytes(50) + one + two) == ([b"first", b"second"], 0)
+
+
+def test_journal_appends_write_over_zeros_written_ahead(tmp_path, monkeypatch):
+    """An fdatasync after an append that grows the file also commits its size (a file system
+    journal commit); records go over zeros written ahead instead, PREALLOCATE at a time."""
+    monkeypatch.setattr(j, "PREALLOCATE", 256)
+    path = tmp_path / j.JOURNAL_FILE
+    journal = OwnTxJournal(path)
+    journal.open([(b"a" * 32, b"A")])
+    kept = len(encode_record(b"A"))
+    assert path.stat().st_size == kept  # the rewrite writes the records alone
+    journal.append(b"b" * 32, b"B")
+    assert path.stat().st_size == kept + 256  # zeros ahead, the record over them
+    raws = [b"A", b"B"]
+    for i in range(30):  # past several extensions, one record longer than PREALLOCATE
+        raw = bytes([i]) * (300 if i == 7 else 10)
+        journal.append(bytes([i]) * 32, raw)
+        raws.append(raw)
+        size = path.stat().st_size
+        assert (size - kept) % 256 == 0
+        assert decode_records(path.read_bytes()) == (raws, 0)
+    journal.close()
+    assert size - sum(len(encode_record(r)) for r in raws) < 256
+    assert decode_records(path.read_bytes()) == (raws, 0)
+
+
 def test_journal_group_commit_shares_fsyncs_between_concurrent_calls(tmp_path):
     fsync = CountingFsync()
     journal = OwnTxJournal(tmp_path / j.JOURNAL_FILE, fsync=fsync)
