@@ -263,6 +263,7 @@ class OwnTxJournal:
             self._fsyncer = None
         if self._fd is not None:
             try:
+                os.ftruncate(self._fd, self._end)  # a stopped node keeps no zeros on disk
                 self._fsync(self._fd)
                 self.synced = self.written
             finally:
