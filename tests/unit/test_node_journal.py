@@ -93,6 +93,71 @@ def test_journal_group_commit_shares_fsyncs_between_concurrent_calls(tmp_path):
     journal.close()
 
 
+def test_journal_shared_fsync_waits_for_as_many_calls_as_the_last_one(tmp_path, monkeypatch):
+    """After an fsync shared by 5 calls, the next one starts when 5 calls wait again (or after
+    COMMIT_DELAY): calls arriving one loop iteration apart share one fsync."""
+    monkeypatch.setattr(j, "COMMIT_DELAY", 60.0)  # only the count can end the wait here
+    fsync = CountingFsync()
+    journal = OwnTxJournal(tmp_path / j.JOURNAL_FILE, fsync=fsync)
+    journal.open([])
+
+    async def one(i: int) -> None:
+        journal.append(bytes([i]) * 32, b"raw%d" % i)
+        await journal.sync()
+
+    async def calls() -> None:
+        fsync.gate.clear()
+        first = [asyncio.ensure_future(one(i)) for i in range(5)]
+        await asyncio.sleep(0)
+        fsync.gate.set()
+        await asyncio.gather(*first)
+        assert journal._last_group == 5
+        counted = fsync.calls
+        fsync.gate.clear()  # an fsync started by the first call alone would be held here
+        later = []
+        for i in range(5, 10):
+            later.append(asyncio.ensure_future(one(i)))
+            await asyncio.sleep(0)
+        fsync.gate.set()
+        await asyncio.wait_for(asyncio.gather(*later), 10)
+        assert fsync.calls == counted + 1
+
+    asyncio.run(calls())
+    assert journal.synced == journal.written == 10
+    journal.close()
+
+
+def test_journal_fsync_wait_ends_after_commit_delay_and_a_lone_caller_never_waits(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(j, "COMMIT_DELAY", 0.05)
+    fsync = CountingFsync()
+    journal = OwnTxJournal(tmp_path / j.JOURNAL_FILE, fsync=fsync)
+    journal.open([])
+
+    async def one(i: int) -> None:
+        journal.append(bytes([i]) * 32, b"raw%d" % i)
+        await journal.sync()
+
+    async def calls() -> None:
+        fsync.gate.clear()
+        first = [asyncio.ensure_future(one(i)) for i in range(6)]
+        await asyncio.sleep(0)
+        fsync.gate.set()
+        await asyncio.gather(*first)
+        counted = fsync.calls
+        await asyncio.wait_for(asyncio.gather(one(6), one(7)), 10)  # 2 of 6: the wait ends
+        assert fsync.calls == counted + 1
+        assert journal._last_group == 2
+        monkeypatch.setattr(j, "COMMIT_DELAY", 60.0)
+        for i in range(8, 12):  # one at a time: each has its own fsync, none waits
+            await asyncio.wait_for(one(i), 10)
+            assert journal._timer is None
+        assert fsync.calls == counted + 5
+
+    asyncio.run(calls())
+    journal.close()
+
+
 def test_journal_compaction_keeps_only_unconfirmed_records(tmp_path, monkeypatch):
     monkeypatch.setattr(j, "COMPACT_MIN_DEAD", 3)
     journal = OwnTxJournal(tmp_path / j.JOURNAL_FILE)
