@@ -545,27 +545,42 @@ def summarize_stacks(path: Path) -> dict[str, Any]:
 
 
 def measure_fsync(directory: Path, calls: int = 200) -> dict[str, Any]:
-    """The cost of one append + fsync in `directory` (what the node's own-transaction journal
-    pays per group commit): mean and p50/p99 microseconds, and fsyncs per second."""
-    path = Path(directory) / ".bench-fsync"
-    times: list[float] = []
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        record = b"%08x " % 0 + b"ab" * 150 + b"\n"
-        for _ in range(calls):
-            t = time.perf_counter()
-            os.write(fd, record)
-            os.fsync(fd)
-            times.append(time.perf_counter() - t)
-    finally:
-        os.close(fd)
-        path.unlink()
-    times.sort()
-    mean = sum(times) / len(times)
-    return {"calls": calls, "mean_us": round(mean * 1e6, 1),
-            "p50_us": round(percentile(times, 0.5) * 1e6, 1),
-            "p99_us": round(percentile(times, 0.99) * 1e6, 1),
-            "per_s": round(1 / mean, 1)}
+    """The cost of one write + fdatasync in `directory` (what the node's own-transaction
+    journal pays per group commit): mean and p50/p99 microseconds, fsyncs per second and CPU
+    microseconds (user and kernel) per fsync, for a record appended (the file grows, so each
+    fdatasync also commits its size) and, under `in_place`, for one written over zeros
+    written ahead, as the journal does (node/journal.py)."""
+    record = b"%08x " % 0 + b"ab" * 150 + b"\n"
+
+    def one_way(in_place: bool) -> dict[str, Any]:
+        path = Path(directory) / ".bench-fsync"
+        times: list[float] = []
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if in_place:
+                os.write(fd, bytes(len(record) * calls))
+                os.fsync(fd)
+            sync = getattr(os, "fdatasync", os.fsync)
+            cpu0 = time.thread_time()
+            for i in range(calls):
+                t = time.perf_counter()
+                os.pwrite(fd, record, i * len(record))
+                sync(fd)
+                times.append(time.perf_counter() - t)
+            cpu = time.thread_time() - cpu0
+        finally:
+            os.close(fd)
+            path.unlink()
+        times.sort()
+        mean = sum(times) / len(times)
+        return {"calls": calls, "mean_us": round(mean * 1e6, 1),
+                "p50_us": round(percentile(times, 0.5) * 1e6, 1),
+                "p99_us": round(percentile(times, 0.99) * 1e6, 1),
+                "per_s": round(1 / mean, 1), "cpu_us": round(cpu / calls * 1e6, 1)}
+
+    out = one_way(in_place=False)
+    out["in_place"] = one_way(in_place=True)
+    return out
 
 
 def journal_stats(chain_dir: Path) -> dict[str, Any] | None:

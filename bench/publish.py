@@ -453,8 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         node.create()
         fsync = measure_fsync(node.chain_dir)
-        print(f"  append+fsync in the data directory: {fsync['mean_us']:,.0f} us "
-              f"({fsync['per_s']:,.0f}/s)", flush=True)
+        print(f"  write + fdatasync in the data directory: appended {fsync['mean_us']:,.0f} us "
+              f"({fsync['cpu_us']:,.0f} us CPU), in place {fsync['in_place']['mean_us']:,.0f} us "
+              f"({fsync['in_place']['cpu_us']:,.0f} us CPU)", flush=True)
         if "multi" in args.paths and args.batch > node.max_items_per_tx:
             raise SystemExit(f"--batch {args.batch} exceeds max-std-op-returns-count "
                              f"({node.max_items_per_tx}) for publishmulti")
