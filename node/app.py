@@ -392,6 +392,7 @@ class NodeApp:
             self.announce("Node ready.")
             log.info("node ready: chain %s, height %d, rpc port %d", self.chain_name,
                      ctx.chain.height, server.port)
+            memory.settle_collector()
             tasks.append(asyncio.create_task(memory.trim_periodically(ctx.stopping),
                                              name="malloc-trim"))
             stop_wait = asyncio.create_task(ctx.stopping.wait())

@@ -7,6 +7,8 @@ top of a heap, so after a few big answers the process holds tens of MiB it does 
 every thread that allocates can get its own arena (up to 8 per core) that grows the same way.
 The node therefore caps the number of arenas at start-up and calls `malloc_trim` now and
 then (bench/soak.py measures the effect). Both are no-ops where the C library is not glibc.
+
+Python's cyclic collector is settled once the node has started (`settle_collector`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import logging
 import time
 from typing import Any
@@ -26,6 +29,9 @@ ARENA_MAX = 2
 TRIM_INTERVAL = 30.0
 """Seconds between malloc_trim calls while the node runs."""
 _M_ARENA_MAX = -8  # mallopt parameter number, glibc malloc.h
+GC_YOUNG = 7000
+"""Container objects (allocations net of frees) between two collections of the collector's
+youngest generation; CPython's default is 700."""
 
 
 def _glibc() -> Any | None:
@@ -43,6 +49,27 @@ def _glibc() -> Any | None:
 
 
 _LIBC = _glibc()
+
+
+def settle_collector(young: int = GC_YOUNG) -> None:
+    """Once the node has started: collect, then move every object made so far (modules,
+    classes, functions, the loaded state: some 64,000 at a node's start) to the collector's
+    permanent generation, which no collection walks again, and collect the youngest
+    generation every `young` objects instead of 700.
+
+    Why: a node serving one-item publishes made one full collection per ~20,000 calls, each
+    walking the whole start-up heap (74 ms with the event loop stopped), and a young
+    collection every ~145 calls, most of whose objects (pool entries) then survive into the
+    middle generation and are walked again. Measured in a node under `bench.publish --paths
+    single` (collection time from gc.callbacks, 20,000 calls): 142 ms of collections, 7.1 us
+    per call, by default; 72 ms with the start-up heap frozen (the full collection 74 -> 21
+    ms); 27 ms (1.4 us per call) with the young generation also collected 10 times less
+    often, in pauses of ~4.5 ms. Objects made later are collected as before; refcounting still
+    frees what is frozen once nothing refers to it."""
+    gc.collect()  # the start-up's garbage goes now instead of being frozen with the rest
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(young, middle, old)
 
 
 def limit_arenas(count: int = ARENA_MAX) -> bool:

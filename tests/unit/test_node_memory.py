@@ -70,3 +70,29 @@ def test_block_hash_cache_is_bounded() -> None:
     assert min(cache) == 500 and cache[HASH_CACHE_MAX + 499] == f"{HASH_CACHE_MAX + 499:064x}"
     NodeContext._remember_hash(ctx_stand_in, 600, "ab" * 32)  # a known height: replaced
     assert len(cache) == HASH_CACHE_MAX and cache[600] == "ab" * 32 and 500 in cache
+
+
+def test_settle_collector_freezes_the_start_up_heap_and_still_collects_later_cycles() -> None:
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    before = gc.get_threshold()
+    early = Node()
+    early.self = early  # a cycle made "at start-up", still referred to
+    try:
+        memory.settle_collector(young=5000)
+        assert gc.get_freeze_count() > 1000
+        assert gc.get_threshold() == (5000, *before[1:])
+        assert not any(o is early for o in gc.get_objects())  # no collection walks it
+        late = Node()
+        late.self = late
+        gone = weakref.ref(late)
+        del late
+        gc.collect()
+        assert gone() is None  # a cycle made after the freeze is collected as before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
