@@ -583,6 +583,22 @@ def measure_fsync(directory: Path, calls: int = 200) -> dict[str, Any]:
     return out
 
 
+def collector_stats(chain_dir: Path) -> dict[str, Any] | None:
+    """The node's cyclic-collector collections and their time, summed over the runs in its
+    debug.log (node/memory.py logs them when the node stops)."""
+    import re
+
+    try:
+        text = (Path(chain_dir) / "debug.log").read_text(errors="replace")
+    except OSError:
+        return None
+    runs = re.findall(r"cyclic collector: (\d+) collections in ([\d.]+) ms", text)
+    if not runs:
+        return None
+    return {"collections": sum(int(n) for n, _ in runs),
+            "ms": round(sum(float(t) for _, t in runs), 1)}
+
+
 def journal_stats(chain_dir: Path) -> dict[str, Any] | None:
     """Records and fsyncs of the node's journal, summed over the runs in its debug.log, and
     the CPU its fsync thread used per record (what a group commit costs the node)."""

@@ -43,6 +43,7 @@ from bench.common import (
     BenchNode,
     CpuMeter,
     PySpy,
+    collector_stats,
     journal_stats,
     latency_summary,
     machine_info,
@@ -494,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         node.stop()
         journal = journal_stats(node.chain_dir)
+        collector = collector_stats(node.chain_dir)
         node.close()
         if results:
             # Again at the end: on a shared machine one sample can land in someone else's
@@ -522,11 +524,17 @@ def main(argv: list[str] | None = None) -> int:
                             "fsync_ratio_to_verify": round(
                                 fsync["per_s"] / verify["reference_per_s"], 4)
                             if fsync else None},
+                # Python's cyclic collector in the node over the whole run (all paths).
+                "collector": collector,
             }
             if journal:
                 print(f"journal: {journal['records']:,} records in {journal['fsyncs']:,} "
                       f"fsyncs ({journal['records_per_fsync']} per fsync), fsync thread "
                       f"{journal['fsync_thread_cpu_us_per_record']} us CPU per record")
+            if collector and journal and journal["records"]:
+                print(f"cyclic collector: {collector['collections']:,} collections, "
+                      f"{collector['ms']:,.1f} ms, {collector['ms'] * 1e3 / journal['records']:.1f}"
+                      f" us per own transaction")
             if args.out:
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

@@ -428,4 +428,5 @@ class NodeApp:
             ctx.store.close()
             pid.release()
             lock.release()
+            log.info("cyclic collector: %s", memory.collector_clock.summary())
             log.info("stopped after %.1f s", time.time() - ctx.started)

@@ -70,6 +70,37 @@ def settle_collector(young: int = GC_YOUNG) -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(young, middle, old)
+    if collector_clock not in gc.callbacks:
+        gc.callbacks.append(collector_clock)
+
+
+class CollectorClock:
+    """The collections the cyclic collector made and the time they took, per generation
+    (young, middle, full), from `gc.callbacks`: the node logs them when it stops."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        # A collection runs start to stop on one thread, holding the GIL: they never overlap.
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.counts[generation] += 1
+            self.seconds[generation] += time.perf_counter() - self._started
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{name} {n} in {t * 1e3:.1f} ms" for name, n, t in
+                          zip(("young", "middle", "full"), self.counts, self.seconds,
+                              strict=True))
+        return (f"{sum(self.counts)} collections in {sum(self.seconds) * 1e3:.1f} ms "
+                f"({parts})")
+
+
+collector_clock = CollectorClock()
 
 
 def limit_arenas(count: int = ARENA_MAX) -> bool:

@@ -91,8 +91,13 @@ def test_settle_collector_freezes_the_start_up_heap_and_still_collects_later_cyc
         late.self = late
         gone = weakref.ref(late)
         del late
+        full = memory.collector_clock.counts[2]
         gc.collect()
         assert gone() is None  # a cycle made after the freeze is collected as before
+        assert memory.collector_clock.counts[2] == full + 1  # and timed, for the stop's log
+        assert memory.collector_clock.seconds[2] > 0
+        assert "collections in" in memory.collector_clock.summary()
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+        gc.callbacks.remove(memory.collector_clock)
