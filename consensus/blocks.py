@@ -60,8 +60,9 @@ def check_time(header: BlockHeader, prev: BlockHeader | None, now_ms: int) -> No
         raise InvalidBlock("block time is too far in the future")
 
 
-def check_body(block: Block, rules: Rules) -> None:
-    """Size, count, uniqueness and Merkle root; every tx's structure is checked by apply_tx."""
+def check_body(block: Block, rules: Rules) -> list[bytes]:
+    """Size, count, uniqueness and Merkle root; every tx's structure is checked by apply_tx.
+    Returns the block's txids, in block order (the replay check asks about them next)."""
     try:
         check_tx_count(len(block.txs))
     except DecodeError as e:
@@ -73,6 +74,7 @@ def check_body(block: Block, rules: Rules) -> None:
         raise InvalidBlock("duplicate transaction in block")
     if not block.merkle_root_matches(txids):
         raise InvalidBlock("bad Merkle root")
+    return txids
 
 
 def check_miner(state: ChainState, rules: Rules, block: Block) -> bytes:
@@ -115,9 +117,9 @@ def connect_block(state: ChainState, rules: Rules, block: Block, prev: BlockHead
     header = block.header
     check_linkage(header, prev)
     check_time(header, prev, now_ms)
-    check_body(block, rules)
+    txids = check_body(block, rules)
     miner = check_miner(state, rules, block)
-    replays = already_known([t.txid for t in block.txs])
+    replays = already_known(txids)
     if replays:
         raise InvalidBlock(f"block repeats confirmed transaction {next(iter(replays)).hex()}")
     todo = [t for t in block.txs if t.txid not in preverified]
