@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from consensus.diversity import violates_diversity
 from consensus.rules import (
+    NO_EFFECTS,
     PermChange,
     Rules,
     Unchanged,
@@ -139,8 +140,9 @@ def connect_block(state: ChainState, rules: Rules, block: Block, prev: BlockHead
             fx = apply_tx(new, rules, tx, header.height, off, unchanged)
         except ChainmillError as e:
             raise InvalidBlock(f"invalid transaction {tx.txid.hex()}: {e}") from None
-        effects.streams.extend(fx.streams)
-        effects.perm_log.extend(fx.perm_log)
+        if fx is not NO_EFFECTS:  # a publish-only tx has none
+            effects.streams.extend(fx.streams)
+            effects.perm_log.extend(fx.perm_log)
     new.height = header.height
     new.tip_hash = block.hash
     new.last_mined[miner] = header.height
