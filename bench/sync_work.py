@@ -5,7 +5,8 @@ directory, as `bench.node_work` does); its blocks are then synced into a fresh s
 way a joining node's main process handles a sync batch, phase by phase, with signatures
 counted as checked (they are verified on the worker processes):
 
-* decode: `Block.decode` of each block and the txid of each transaction;
+* decode: `Block.decode` of each block and the txid of each transaction, with the cyclic
+  collector paused as the node's `_decode_batch` does;
 * handoff: what the verifier makes for its worker processes (the (public key, signature,
   txid) triples, checked for the pipe format and packed as `ParallelVerifier` does);
 * connect: `Chain.connect_many` of the batch (validation, store rows, the store commit).
@@ -29,7 +30,7 @@ from pathlib import Path
 from bench.common import open_node_in_process, solo_miner
 from ledger.blocks import Block
 from ledger.store import ChainStore
-from node.chain import Chain
+from node.chain import Chain, collector_paused
 from node.rpc.methods import streams
 from node.verifier import pack_signed, packable
 
@@ -62,8 +63,9 @@ def sync_once(tmp: Path, n: int, params: dict, codec: object, raws: list[bytes]
     try:
         gc.collect()
         t0 = time.process_time()
-        blocks = [Block.decode(r) for r in raws]
-        pre = [{t.txid for t in b.txs} for b in blocks]
+        with collector_paused():  # as the node's `_decode_batch` decodes a sync batch
+            blocks = [Block.decode(r) for r in raws]
+            pre = [{t.txid for t in b.txs} for b in blocks]
         t1 = time.process_time()
         for b in blocks:
             signed = [(t.sender, t.signature, t.txid) for t in b.txs]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from consensus.diversity import violates_diversity
 from consensus.rules import (
+    NO_EFFECTS,
     PermChange,
     Rules,
     Unchanged,
@@ -60,8 +61,9 @@ def check_time(header: BlockHeader, prev: BlockHeader | None, now_ms: int) -> No
         raise InvalidBlock("block time is too far in the future")
 
 
-def check_body(block: Block, rules: Rules) -> None:
-    """Size, count, uniqueness and Merkle root; every tx's structure is checked by apply_tx."""
+def check_body(block: Block, rules: Rules) -> list[bytes]:
+    """Size, count, uniqueness and Merkle root; every tx's structure is checked by apply_tx.
+    Returns the block's txids, in block order (the replay check asks about them next)."""
     try:
         check_tx_count(len(block.txs))
     except DecodeError as e:
@@ -73,6 +75,7 @@ def check_body(block: Block, rules: Rules) -> None:
         raise InvalidBlock("duplicate transaction in block")
     if not block.merkle_root_matches(txids):
         raise InvalidBlock("bad Merkle root")
+    return txids
 
 
 def check_miner(state: ChainState, rules: Rules, block: Block) -> bytes:
@@ -115,9 +118,9 @@ def connect_block(state: ChainState, rules: Rules, block: Block, prev: BlockHead
     header = block.header
     check_linkage(header, prev)
     check_time(header, prev, now_ms)
-    check_body(block, rules)
+    txids = check_body(block, rules)
     miner = check_miner(state, rules, block)
-    replays = already_known([t.txid for t in block.txs])
+    replays = already_known(txids)
     if replays:
         raise InvalidBlock(f"block repeats confirmed transaction {next(iter(replays)).hex()}")
     todo = [t for t in block.txs if t.txid not in preverified]
@@ -137,8 +140,9 @@ def connect_block(state: ChainState, rules: Rules, block: Block, prev: BlockHead
             fx = apply_tx(new, rules, tx, header.height, off, unchanged)
         except ChainmillError as e:
             raise InvalidBlock(f"invalid transaction {tx.txid.hex()}: {e}") from None
-        effects.streams.extend(fx.streams)
-        effects.perm_log.extend(fx.perm_log)
+        if fx is not NO_EFFECTS:  # a publish-only tx has none
+            effects.streams.extend(fx.streams)
+            effects.perm_log.extend(fx.perm_log)
     new.height = header.height
     new.tip_hash = block.hash
     new.last_mined[miner] = header.height

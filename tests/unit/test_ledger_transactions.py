@@ -22,6 +22,7 @@ from ledger.transactions import (
     Publish,
     Transaction,
     _encode_publish,
+    _new_publish,
 )
 
 CHAIN_A = bytes.fromhex("aa" * 32)
@@ -68,6 +69,16 @@ def sample_tx(nonce: int = 42) -> Transaction:
         Permission(b"\x22" * 20, b"", PERM_BITS["send"], 0, NO_END),
     )
     return Transaction.create(KEY, ops, CHAIN_A, 1_700_000_000, nonce)
+
+
+@given(publishes())
+def test_ledger_decoders_publish_is_a_publish_like_any_other(op: Publish) -> None:
+    """The decoders' cheaper construction gives an equal, equally hashed, frozen Publish."""
+    made = _new_publish(op.stream, op.keys, op.fmt, op.data, op.offchain)
+    assert type(made) is Publish and made == op and hash(made) == hash(op)
+    assert repr(made) == repr(op) and made.kind == OpKind.PUBLISH
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError
+        made.data = b""  # type: ignore[misc]
 
 
 @settings(max_examples=150, deadline=None)
