@@ -521,6 +521,7 @@ class Transaction:
                time: int, nonce: int | None = None) -> Transaction:
         tx = cls(key.pubkey, secrets.randbits(64) if nonce is None else nonce, time, tuple(ops))
         check_unsigned(tx)
+        tx._body = _checked_one_item_body(tx)  # None: body() encodes it field by field
         tx.signature = key.sign(tx.sighash(chain_id))
         if not MIN_DER_SIGNATURE <= len(tx.signature) <= MAX_DER_SIGNATURE:
             raise _limit("bad signature length")
@@ -569,6 +570,28 @@ _ONE_ITEM_HEAD = struct.Struct("<B33sQIBB32sBB")
 """The fixed start of a transaction of one Publish with one key: version, sender, nonce,
 time, op count (1), op kind (PUBLISH), stream, key count (1), the key's one-byte length."""
 _ONE_ITEM = (TX_VERSION, 1, _PUBLISH, 1)
+
+
+def _checked_one_item_body(tx: Transaction) -> bytes | None:
+    """The body of a transaction that passed `check_unsigned` (so its fields have the
+    builders' types and ranges) if it is one Publish with one key (what nearly every
+    `publish` call makes): one struct pack and a join, the inverse of `_decode_one_item`.
+    The general encoder joins a dozen parts made one by one, about 8,000 instructions more
+    per transaction built (cachegrind). None for any other shape, or a key or data of 253
+    bytes or more (a longer varint)."""
+    ops = tx.ops
+    if len(ops) != 1 or type(ops[0]) is not Publish:
+        return None
+    op = ops[0]
+    keys, data = op.keys, op.data
+    if len(keys) != 1 or len(data) >= 0xFD:
+        return None
+    key = keys[0].encode()  # checked: it encodes
+    if len(key) >= 0xFD:
+        return None
+    head = _ONE_ITEM_HEAD.pack(TX_VERSION, tx.sender, tx.nonce, tx.time, 1, _PUBLISH,
+                               op.stream, 1, len(key))
+    return b"".join((head, key, bytes((op.fmt, 1 if op.offchain else 0, len(data))), data))
 
 
 def _decode_one_item(cls: type[Transaction], raw: bytes) -> Transaction | None:

@@ -49,13 +49,13 @@ class PoolEntry:
                            for vout, op in enumerate(self.tx.ops) if isinstance(op, Publish)]
         return self._items
 
-    def streams(self) -> list[str]:
-        """The streams the transaction publishes to, in the order of their first item."""
+    def streams(self) -> list[bytes]:
+        """The streams (creation txids) the transaction publishes to, in the order of their
+        first item."""
         ops = self.tx.ops
         if len(ops) == 1:  # one item per call: no order of several streams to keep
-            return [ops[0].stream.hex()] if isinstance(ops[0], Publish) else []
-        ids = dict.fromkeys(op.stream for op in ops if isinstance(op, Publish))
-        return [s.hex() for s in ids]
+            return [ops[0].stream] if isinstance(ops[0], Publish) else []
+        return list(dict.fromkeys(op.stream for op in ops if isinstance(op, Publish)))
 
 
 class Mempool:
@@ -63,8 +63,11 @@ class Mempool:
         self.chain = chain
         self.max_bytes = max_bytes
         self.entries: dict[bytes, PoolEntry] = {}
-        self.by_stream: dict[str, list[PoolEntry]] = {}
-        """Stream (creation txid, hex) -> the pooled entries with items on it, in pool order."""
+        self.by_stream: dict[bytes, list[PoolEntry]] = {}
+        """Stream (creation txid) -> the pooled entries with items on it, in pool order. Keyed
+        by the txid's bytes, not its hex: every item of a stream carries the one bytes object
+        of its StreamInfo, whose hash is computed once, where a hex key is made and hashed
+        again for each transaction pooled."""
         self.state = chain.state.copy()
         self.height = chain.height + 1
         """The height the pooled transactions were checked for (the next block's)."""
@@ -95,14 +98,15 @@ class Mempool:
         txid = tx.txid
         if txid in self.entries:
             raise AlreadyInChain("transaction already in the mempool")
-        if self.bytes + tx.size > self.max_bytes:
+        size = tx.size
+        if self.bytes + size > self.max_bytes:
             raise InvalidTransaction("mempool full")
         if not local and not not_in_chain and self.chain.store.known_txids([txid.hex()]):
             raise AlreadyInChain("transaction already in the chain")
         if not verified and not tx.signature_valid(self.chain.chain_id):
             raise InvalidTransaction("bad transaction signature")
         only_publishes = self._apply(tx, self.chain.height + 1)
-        return self._insert(tx, time.time(), only_publishes)
+        return self._insert(tx, time.time(), only_publishes, txid, size)
 
     def _apply(self, tx: Transaction, height: int) -> bool:
         """Apply `tx` on the pool's state at `height` (raises if it does not apply); True if
@@ -127,21 +131,30 @@ class Mempool:
             self._unchanged_on = (state, height)
         return self._unchanged
 
-    def _insert(self, tx: Transaction, received: float,
-                only_publishes: bool | None = None) -> PoolEntry:
+    def _insert(self, tx: Transaction, received: float, only_publishes: bool | None = None,
+                txid: bytes | None = None, size: int | None = None) -> PoolEntry:
+        """Pool a transaction that passed on the pool's state. `txid` and `size`, when the
+        caller has them, are the transaction's own (read once per admission, not per use)."""
         if only_publishes is None:
             only_publishes = publishes_only(tx.ops)
+        if txid is None:
+            txid = tx.txid
         entry = PoolEntry(tx, received, self.chain.codec.encode(tx.sender_hash),
                           only_publishes)
-        self._put(entry)
-        self.seen.add(tx.txid)
+        self._put(entry, txid, tx.size if size is None else size)
+        self.seen.add(txid)
         return entry
 
-    def _put(self, entry: PoolEntry) -> None:
+    def _put(self, entry: PoolEntry, txid: bytes, size: int) -> None:
+        by_stream = self.by_stream
         for stream in entry.streams():
-            self.by_stream.setdefault(stream, []).append(entry)
-        self.entries[entry.tx.txid] = entry
-        self.bytes += entry.tx.size
+            pooled = by_stream.get(stream)
+            if pooled is None:
+                by_stream[stream] = [entry]
+            else:
+                pooled.append(entry)
+        self.entries[txid] = entry
+        self.bytes += size
         if not entry.publishes_only:
             self.stateful += 1
 
@@ -192,7 +205,11 @@ class Mempool:
         leaves it when every entry passes again)."""
         old = self.entries
         gone = [old[t] for t in confirmed if t in old]
-        if gone:
+        if len(gone) == len(old):
+            # The block took the whole pool (a miner that keeps up takes all of it): nothing
+            # to filter entry by entry.
+            self.entries, self.by_stream, self.bytes = {}, {}, 0
+        elif gone:
             self.entries = {t: e for t, e in old.items() if t not in confirmed}
             self.bytes -= sum(e.tx.size for e in gone)
             by_stream = {}
@@ -222,7 +239,7 @@ class Mempool:
         height = self.height = self.chain.height + 1
         for e in old:  # still valid: keep the entry as it is (its item rows do not change)
             if self._recheck(e.tx, height, dropped):
-                self._put(e)
+                self._put(e, e.tx.txid, e.tx.size)
         now = time.time()
         for tx in returned:
             if tx.txid not in self.entries and self._recheck(tx, height, dropped):
@@ -239,6 +256,10 @@ class Mempool:
             return False
 
     def stream_items(self, stream_hex: str) -> list[ItemRow]:
-        """The pooled items on a stream, in pool order."""
-        return [it for e in self.by_stream.get(stream_hex, ()) for it in e.items
+        """The pooled items on a stream (its creation txid in hex), in pool order."""
+        try:
+            stream = bytes.fromhex(stream_hex)
+        except ValueError:  # not a txid: no stream has it
+            return []
+        return [it for e in self.by_stream.get(stream, ()) for it in e.items
                 if it.stream == stream_hex]
