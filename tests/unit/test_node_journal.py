@@ -93,6 +93,21 @@ def test_journal_group_commit_shares_fsyncs_between_concurrent_calls(tmp_path):
     journal.close()
 
 
+async def _record(journal: OwnTxJournal, i: int) -> None:
+    journal.append(bytes([i]) * 32, b"raw%d" % i)
+    await journal.sync()
+
+
+async def _calls_sharing_one_fsync(journal: OwnTxJournal, fsync: CountingFsync,
+                                   count: int) -> None:
+    """`count` calls whose fsync is held until all of them have appended."""
+    fsync.gate.clear()
+    tasks = [asyncio.ensure_future(_record(journal, i)) for i in range(count)]
+    await asyncio.sleep(0)
+    fsync.gate.set()
+    await asyncio.gather(*tasks)
+
+
 def test_journal_shared_fsync_waits_for_as_many_calls_as_the_last_one(tmp_path, monkeypatch):
     """After an fsync shared by 5 calls, the next one starts when 5 calls wait again (or after
     COMMIT_DELAY): calls arriving one loop iteration apart share one fsync."""
@@ -101,22 +116,14 @@ def test_journal_shared_fsync_waits_for_as_many_calls_as_the_last_one(tmp_path, 
     journal = OwnTxJournal(tmp_path / j.JOURNAL_FILE, fsync=fsync)
     journal.open([])
 
-    async def one(i: int) -> None:
-        journal.append(bytes([i]) * 32, b"raw%d" % i)
-        await journal.sync()
-
     async def calls() -> None:
-        fsync.gate.clear()
-        first = [asyncio.ensure_future(one(i)) for i in range(5)]
-        await asyncio.sleep(0)
-        fsync.gate.set()
-        await asyncio.gather(*first)
+        await _calls_sharing_one_fsync(journal, fsync, 5)
         assert journal._last_group == 5
         counted = fsync.calls
         fsync.gate.clear()  # an fsync started by the first call alone would be held here
         later = []
         for i in range(5, 10):
-            later.append(asyncio.ensure_future(one(i)))
+            later.append(asyncio.ensure_future(_record(journal, i)))
             await asyncio.sleep(0)
         fsync.gate.set()
         await asyncio.wait_for(asyncio.gather(*later), 10)
@@ -134,23 +141,15 @@ def test_journal_fsync_wait_ends_after_commit_delay_and_a_lone_caller_never_wait
     journal = OwnTxJournal(tmp_path / j.JOURNAL_FILE, fsync=fsync)
     journal.open([])
 
-    async def one(i: int) -> None:
-        journal.append(bytes([i]) * 32, b"raw%d" % i)
-        await journal.sync()
-
     async def calls() -> None:
-        fsync.gate.clear()
-        first = [asyncio.ensure_future(one(i)) for i in range(6)]
-        await asyncio.sleep(0)
-        fsync.gate.set()
-        await asyncio.gather(*first)
+        await _calls_sharing_one_fsync(journal, fsync, 6)
         counted = fsync.calls
-        await asyncio.wait_for(asyncio.gather(one(6), one(7)), 10)  # 2 of 6: the wait ends
+        await asyncio.wait_for(asyncio.gather(_record(journal, 6), _record(journal, 7)), 10)  # 2 of 6: the wait ends
         assert fsync.calls == counted + 1
         assert journal._last_group == 2
         monkeypatch.setattr(j, "COMMIT_DELAY", 60.0)
         for i in range(8, 12):  # one at a time: each has its own fsync, none waits
-            await asyncio.wait_for(one(i), 10)
+            await asyncio.wait_for(_record(journal, i), 10)
             assert journal._timer is None
         assert fsync.calls == counted + 5
 
