@@ -22,7 +22,7 @@ from ledger.transactions import (
     Publish,
     Transaction,
     _encode_publish,
-    _new_publish,
+    new_publish,
 )
 
 CHAIN_A = bytes.fromhex("aa" * 32)
@@ -73,8 +73,8 @@ def sample_tx(nonce: int = 42) -> Transaction:
 
 @given(publishes())
 def test_ledger_decoders_publish_is_a_publish_like_any_other(op: Publish) -> None:
-    """The decoders' cheaper construction gives an equal, equally hashed, frozen Publish."""
-    made = _new_publish(op.stream, op.keys, op.fmt, op.data, op.offchain)
+    """The cheaper construction of the builders and decoders gives an equal, equally hashed, frozen Publish."""
+    made = new_publish(op.stream, op.keys, op.fmt, op.data, op.offchain)
     assert type(made) is Publish and made == op and hash(made) == hash(op)
     assert repr(made) == repr(op) and made.kind == OpKind.PUBLISH
     with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError

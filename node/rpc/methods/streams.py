@@ -17,8 +17,8 @@ from ledger.transactions import (
     RESTRICT_WRITE,
     CreateStream,
     DataFormat,
-    Publish,
     Transaction,
+    new_publish,
 )
 from node.rpc.dispatch import MethodTable
 from node.rpc.errors import (
@@ -146,7 +146,7 @@ def publish(ctx: Any, from_address: Any | None, p: list) -> str:
     fmt, data = parse_data(p[2])
     parse_options(p[3] if given(p, 3) else None)
     addr = _publisher(ctx, [info], from_address)
-    return _submit(ctx, addr, [Publish(info.createtxid, keys, fmt, data)])
+    return _submit(ctx, addr, [new_publish(info.createtxid, keys, fmt, data)])
 
 
 def publishmulti(ctx: Any, from_address: Any | None, p: list) -> str:
@@ -187,7 +187,7 @@ def publishmulti(ctx: Any, from_address: Any | None, p: list) -> str:
         fmt, data = parse_data(it["data"])
         parse_options(it.get("options"))
         streams[info.createtxid] = info
-        ops.append(Publish(info.createtxid, keys, fmt, data))
+        ops.append(new_publish(info.createtxid, keys, fmt, data))
     addr = _publisher(ctx, list(streams.values()), from_address)
     return _submit(ctx, addr, ops)
 
